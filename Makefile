@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` (the default smoke suite) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUITE ?= smoke
+STAMP := $(VENV)/.installed
+
+.PHONY: install run plan test test-all bench leaderboard clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## run the default (smoke) suite and render leaderboard/README.md
+	$(PY) -m benchmark run --suite $(SUITE)
+
+plan: $(STAMP)
+	$(PY) -m benchmark plan --suite $(SUITE)
+
+test: $(STAMP)  ## the fast tests (what CI runs) and the leaderboard freshness check
+	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m benchmark leaderboard --check
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(PY) -m pytest -q
+
+bench: $(STAMP)  ## pytest-benchmark speed benchmarks
+	$(PY) -m pytest tests/benchmarks -q --benchmark-enable -m "not slow or slow"
+
+leaderboard: $(STAMP)
+	$(PY) -m benchmark leaderboard
+
+clean:
+	rm -rf .poisonbench-cache .pytest_cache .benchmarks

@@ -1,0 +1,34 @@
+"""Label flip: the classic indiscriminate-poisoning baseline (see e.g. Biggio, Nelson, Laskov, "Poisoning
+Attacks against Support Vector Machines", ICML 2012, and the baselines of Lu et al., "Indiscriminate Data
+Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024).
+
+Copies ``budget`` clean training points chosen uniformly at random and gives each a label drawn uniformly
+from the *other* classes. The images are exact copies, so the attack satisfies any input constraint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, MethodConfig, register_attack
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelFlipConfig(MethodConfig):
+    pass
+
+
+@register_attack
+class LabelFlip(DownstreamAttack):
+    id = "label_flip"
+    Config = LabelFlipConfig
+    citation = "Biggio et al., Poisoning Attacks against Support Vector Machines, ICML 2012 (baseline)"
+
+    def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
+        n, k = len(ctx.train_labels), ctx.num_classes
+        base = torch.randperm(n, generator=ctx.generator)[: ctx.budget]
+        shift = torch.randint(1, k, (len(base),), generator=ctx.generator)
+        labels = (ctx.train_labels[base] + shift) % k
+        return DownstreamPoison(images=ctx.train_images[base].clone(), labels=labels, base_indices=base)

@@ -1,0 +1,159 @@
+"""Command line: ``python -m benchmark {run,plan,list,leaderboard}``.
+
+    python -m benchmark run [--suite smoke|cpu|full|PATH] [--results-dir DIR] [--set key=value ...]
+    python -m benchmark plan [--suite ...]            # the cells and the artifacts they share; no compute
+    python -m benchmark list [attacks|defenses|datasets|encoders|suites]
+    python -m benchmark leaderboard [--check]         # render leaderboard/README.md from the result JSON
+
+Heavy modules (torch) are imported only by the commands that compute, so ``leaderboard --check`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+DEFAULT_RESULTS = Path("leaderboard/results")
+DEFAULT_CACHE = Path(os.environ.get("POISONBENCH_CACHE", ".poisonbench-cache"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description="PoisonBench: poisoning attacks and defenses on SSL encoders")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("run", "compute every unfinished cell of a suite"), ("plan", "list a suite's cells without computing")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--suite", default="smoke", help="built-in suite name or a YAML path (default: smoke)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="dotted override, value parsed as YAML (repeatable), e.g. --set seeds=[0]")
+        p.add_argument("--data-root", default=None, help="where torchvision data sets live (sets data.root)")
+        p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    run = sub.choices["run"]
+    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
+    run.add_argument("--executor", choices=("local", "ray"), default="local")
+    run.add_argument("--no-leaderboard", action="store_true", help="do not re-render leaderboard/README.md")
+    lst = sub.add_parser("list", help="list registered attacks, defenses, datasets, encoders or suites")
+    lst.add_argument("what", nargs="?", default="all", choices=("all", "attacks", "defenses", "datasets", "encoders", "suites"))
+    board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON")
+    board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    board.add_argument("--output", type=Path, default=Path("leaderboard/README.md"))
+    board.add_argument("--check", action="store_true", help="exit 1 if the rendered board differs from --output")
+    return parser
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from benchmark.suite import load_suite
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    return load_suite(args.suite, overrides)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from benchmark.runner import encoder_groups, pending_cells
+    from benchmark.suite import expand_cells
+
+    suite = _load(args)
+    cells, skipped = expand_cells(suite)
+    todo, done = pending_cells(cells, suite, args.results_dir)
+    print(f"suite {suite.name} (tier {suite.tier}): {len(cells)} cells, {len(done)} finished, {len(todo)} to compute")
+    for track, n in sorted(Counter(c.track for c in cells).items()):
+        print(f"  {track}: {n} cells")
+    done_ids = {c.id for c in done}
+    for group in encoder_groups(cells):
+        s = group[0].spec
+        print(f"\nshared encoder {s['encoder']['method']}/{s['encoder']['backbone']} pre-trained on "
+              f"{s['scenario']['pretrain']} (seed {s['seed']}, {s['encoder']['epochs']} epochs), track {group[0].track}: {len(group)} cells")
+        for cell in group:
+            print(f"  [{'done' if cell.id in done_ids else 'todo'}] {cell.id}")
+    if skipped:
+        print("\nskipped combinations:")
+        for s in skipped:
+            print(f"  {s.track}: {s.what}: {s.reason}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner import run_suite
+
+    suite = _load(args)
+    summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device, executor=args.executor)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
+    print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
+    if not args.no_leaderboard:
+        from leaderboard.render import write_leaderboard
+
+        path = write_leaderboard(args.results_dir, Path("leaderboard/README.md"))
+        print(f"leaderboard written to {path}")
+    return 1 if summary.by_status.get("error") else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    what = args.what
+    if what in ("all", "attacks", "defenses"):
+        from benchmark.plugins import load_plugins
+
+        attacks, defenses = load_plugins()
+        if what in ("all", "attacks"):
+            print("attacks:")
+            for name in attacks.names():
+                cls = attacks.get(name)
+                print(f"  {name:22s} tracks: {', '.join(cls.tracks())}; {cls.citation}")
+        if what in ("all", "defenses"):
+            print("defenses:")
+            for name in defenses.names():
+                cls = defenses.get(name)
+                print(f"  {name:22s} stage: {cls.stage}; tracks: {', '.join(cls.tracks)}; {cls.citation}")
+    if what in ("all", "datasets"):
+        from benchmark.data import dataset_names
+
+        print("datasets:", ", ".join(dataset_names()), "(and npz:PATH, folder:PATH)")
+    if what in ("all", "encoders"):
+        from benchmark.backbones import backbone_names
+        from benchmark.ssl import ssl_method_names
+
+        print("encoders: SSL methods", ", ".join(ssl_method_names()), "× backbones", ", ".join(backbone_names()), "or any timm model name")
+    if what in ("all", "suites"):
+        from benchmark.suite import suite_names
+
+        print("suites:", ", ".join(suite_names()))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard.render import render_leaderboard, write_leaderboard
+
+    if args.check:
+        text, problems = render_leaderboard(args.results_dir)
+        current = args.output.read_text() if args.output.exists() else ""
+        for p in problems:
+            print(f"invalid result: {p}", file=sys.stderr)
+        if text != current or problems:
+            print(f"{args.output} is stale: run `python -m benchmark leaderboard`", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    print(f"leaderboard written to {write_leaderboard(args.results_dir, args.output)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "leaderboard":  # no torch on this path
+        return cmd_leaderboard(args)
+    from benchmark.registry import UnknownNameError
+    from benchmark.suite import SuiteError
+
+    try:
+        return {"run": cmd_run, "plan": cmd_plan, "list": cmd_list}[args.command](args)
+    except (SuiteError, UnknownNameError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The public plugin API: everything an attack or a defense module may import from the engine.
+
+A method is one module in ``attacks/`` or ``defenses/`` that subclasses one of the base classes below and
+decorates the class with :func:`register_attack` / :func:`register_defense`. The module is discovered
+automatically (see :mod:`benchmark.plugins`); nobody edits a central list.
+
+Hyper-parameters are a keyword-only frozen dataclass nested as ``Config`` in the method class, with the
+paper's defaults as field defaults. ``Config.problems()`` returns every range problem at once (Opacus
+style), so a suite file is validated before any compute starts.
+
+What an attack receives is a *context*: a read-only view of what its threat model allows (the frozen
+encoder where the track is white-box, the clean training data of its track, its budget, a seeded
+generator). Never test data. What it returns is validated by the harness (:mod:`benchmark.validation`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from benchmark.registry import Registry
+
+TRACKS: tuple[str, ...] = ("downstream", "pretrain-availability", "pretrain-targeted")
+Track = Literal["downstream", "pretrain-availability", "pretrain-targeted"]
+DefenseStage = Literal["data", "training", "posthoc"]
+
+
+# --------------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    """Base of every method's ``Config``: keyword-only, frozen, JSON-serialisable fields."""
+
+    def problems(self) -> list[str]:
+        """Every problem with the values, as ``"field: what is wrong"``; empty when valid."""
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_problems(config_cls: type[MethodConfig], settings: Mapping[str, Any], where: str) -> list[str]:
+    """Problems with building ``config_cls(**settings)``: unknown keys (with the valid ones), then ranges."""
+    valid = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        return [f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(valid) or '(none)'}"]
+    try:
+        config = config_cls(**settings)
+    except (TypeError, ValueError) as exc:
+        return [f"{where}: {exc}"]
+    return [f"{where}.{problem}" for problem in config.problems()]
+
+
+def check_range(problems: list[str], name: str, value: float, low: float, high: float,
+                *, low_open: bool = False, high_open: bool = False) -> None:
+    """Append ``name: ...`` to ``problems`` when ``value`` is outside the interval."""
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if below or above:
+        lb, hb = ("(" if low_open else "["), (")" if high_open else "]")
+        problems.append(f"{name}: {value!r} is outside {lb}{low}, {high}{hb}")
+
+
+# --------------------------------------------------------------------------------------------- contexts
+@dataclass(frozen=True)
+class FeatureExtractorView:
+    """The frozen, white-box feature extractor ``f`` of the downstream track.
+
+    ``module`` maps images in [0, 1] to the features the victim head sees (it includes the encoder's
+    frozen feature standardisation). Its parameters do not require grad; gradients w.r.t. inputs flow.
+    """
+
+    module: nn.Module
+    feature_dim: int
+    device: torch.device
+    batch_size: int = 512
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of ``images`` (any device), computed in batches; returned on ``self.device``."""
+        chunks = [self.module(images[i : i + self.batch_size].to(self.device))
+                  for i in range(0, len(images), self.batch_size)]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.feature_dim, device=self.device)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """How the victim trains its linear head: multinomial logistic regression with L2 weight ``l2``
+    (mean loss + l2/2·‖W‖², bias unpenalised) on the features. White-box attackers may use it."""
+
+    num_classes: int
+    l2: float
+
+
+@dataclass(frozen=True)
+class DownstreamAttackContext:
+    """What a downstream attacker sees: the frozen encoder, the clean downstream training set and budget."""
+
+    extractor: FeatureExtractorView
+    train_images: torch.Tensor  # (N, C, H, W) in [0, 1]; must not be mutated
+    train_labels: torch.Tensor  # (N,) int64
+    train_features: torch.Tensor  # f(train_images), cached
+    num_classes: int
+    budget: int  # maximal number of poisoned points, floor(eps_d * N)
+    input_epsilon: float | None  # if set: each poison within this l_inf distance of its base image
+    head: HeadSpec
+    generator: torch.Generator
+    device: torch.device
+    cached: Callable[[str, Mapping[str, Any], Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+    """``cached(kind, config, build)``: a tensor dict from the artifact cache, built once per config."""
+
+
+@dataclass(frozen=True)
+class DownstreamPoison:
+    """Poisoned points added to the downstream training set.
+
+    Input-space attacks fill ``images`` (and ``base_indices`` when poisons start from clean training
+    points, required under an input constraint). Feature-space rows (``space = "feature"`` attacks) fill
+    ``features`` instead: they are upper bounds, not input-space attacks, and are labelled as such.
+    ``diagnostics`` holds scalars the attack wants recorded (for example a gradient residual).
+    """
+
+    labels: torch.Tensor
+    images: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    base_indices: torch.Tensor | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PretrainAttackContext:
+    """What a pre-training attacker sees: the clean unlabeled pre-training images (labels only for
+    class-wise attacks that the threat model lets know them), the SSL recipe and its budget."""
+
+    images: torch.Tensor  # (N, C, H, W) in [0, 1]; must not be mutated
+    labels: torch.Tensor  # (N,) int64; class-wise poisons use them
+    num_classes: int
+    epsilon: float  # l_inf bound on the perturbation (availability track)
+    poison_fraction: float  # fraction p of images the attacker may perturb (availability track)
+    budget: int  # number of images it may perturb (availability) or inject (targeted)
+    ssl: Any  # benchmark.ssl.SSLRecipe: method id, backbone, augmentation, optimiser settings
+    generator: torch.Generator
+    device: torch.device
+    checkpoint_dir: Any  # pathlib.Path where a long generation may checkpoint and resume
+    cached: Callable[[str, Mapping[str, Any], Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class AvailabilityPoison:
+    """Perturbed pre-training images: ``images[i]`` replaces the clean image ``indices[i]``."""
+
+    images: torch.Tensor
+    indices: torch.Tensor
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetedPoison:
+    """Extra unlabeled images injected into pre-training, with the attacker's goal: every image in
+    ``target_images`` should be classified as ``target_class`` by the downstream classifier."""
+
+    images: torch.Tensor
+    target_images: torch.Tensor
+    target_class: int
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- attacks
+class Attack(ABC):
+    """Base of every attack: an ``id``, a ``Config``; built with a validated config.
+
+    An attack implements one or more tracks by subclassing their mixins (:class:`DownstreamAttack`,
+    :class:`PretrainAvailabilityAttack`, :class:`PretrainTargetedAttack`); ``tracks()`` lists them.
+    """
+
+    id: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    citation: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def tracks(cls) -> tuple[str, ...]:
+        return tuple(t for t, base in _TRACK_BASES.items() if issubclass(cls, base))
+
+
+class DownstreamAttack(Attack):
+    """Adds labeled points to the downstream training set of a frozen encoder's linear head."""
+
+    space: ClassVar[Literal["input", "feature"]] = "input"
+
+    @abstractmethod
+    def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
+        """Return at most ``ctx.budget`` poisoned points."""
+
+
+class PretrainAvailabilityAttack(Attack):
+    """Perturbs unlabeled pre-training images within an ℓ∞ ball."""
+
+    @abstractmethod
+    def craft_availability(self, ctx: PretrainAttackContext) -> AvailabilityPoison:
+        """Return perturbed copies of at most ``ctx.budget`` pre-training images within ``ctx.epsilon``."""
+
+
+class PretrainTargetedAttack(Attack):
+    """Injects extra unlabeled pre-training images so that chosen targets get a chosen class."""
+
+    @abstractmethod
+    def craft_targeted(self, ctx: PretrainAttackContext) -> TargetedPoison:
+        """Return at most ``ctx.budget`` extra pre-training images and the attack's targets."""
+
+
+_TRACK_BASES: dict[str, type[Attack]] = {
+    "downstream": DownstreamAttack,
+    "pretrain-availability": PretrainAvailabilityAttack,
+    "pretrain-targeted": PretrainTargetedAttack,
+}
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: register an attack under ``cls.id``."""
+    if not getattr(cls, "id", None):
+        raise ValueError(f"{cls.__name__} needs a class attribute `id`")
+    return ATTACKS.register(cls.id, cls)
+
+
+# --------------------------------------------------------------------------------------------- defenses
+class Defense(ABC):
+    """Base of every defense. A defense never learns which points are poisoned.
+
+    ``stage`` says where it acts; ``tracks`` which tracks it applies to. The engine calls the hooks of
+    the stage: ``data`` defenses transform training images, ``training`` defenses change how a victim
+    trains (the engine passes them to its trainers), ``posthoc`` defenses repair a trained encoder.
+    ``unsupported(ctx)`` returns a reason when a combination is not defined (the plan lists it skipped).
+    """
+
+    id: ClassVar[str]
+    stage: ClassVar[DefenseStage]
+    tracks: ClassVar[tuple[str, ...]] = TRACKS
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    citation: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def unsupported(self, *, track: str, ssl_method: str, victim: str) -> str | None:
+        """Why this defense cannot run in a combination, or None when it can."""
+        return None
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def register_defense(cls: type[Defense]) -> type[Defense]:
+    """Class decorator: register a defense under ``cls.id``."""
+    if not getattr(cls, "id", None):
+        raise ValueError(f"{cls.__name__} needs a class attribute `id`")
+    return DEFENSES.register(cls.id, cls)

@@ -1,0 +1,182 @@
+"""SSL pre-training: the recipe, the training loop and the released feature extractor.
+
+The loop keeps the whole (small) image tensor on the compute device, draws two kornia views per image
+per batch, and runs bf16 autocast with channels_last on CUDA. Everything random is seeded from the
+caller's seed (kornia uses torch's global generator, which :func:`train_ssl` seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.api import MethodConfig, check_range, config_problems
+from benchmark.augment import AugmentConfig, build_augmentation
+from benchmark.backbones import create_backbone, is_known_backbone
+from benchmark.ssl import SSL_METHODS, SSLMethod, create_ssl_method
+from benchmark.utils import progress, seed_everything
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSLRecipe(MethodConfig):
+    """Everything that determines a pre-trained encoder except its data and seed."""
+
+    method: str
+    backbone: str
+    cifar_stem: bool = False
+    norm: str = "batch"
+    epochs: int = 100
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    warmup_epochs: int = 0
+    method_settings: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.method not in SSL_METHODS:
+            problems.append(f"method: unknown SSL method {self.method!r}; valid: {', '.join(SSL_METHODS.names())}")
+        else:
+            problems += config_problems(SSL_METHODS.get(self.method).Config, self.method_settings, "method_settings")
+        if not is_known_backbone(self.backbone):
+            problems.append(f"backbone: unknown backbone {self.backbone!r} (a tiny CNN id or a timm model name)")
+        if self.norm not in ("batch", "group"):
+            problems.append(f"norm: {self.norm!r} must be 'batch' or 'group'")
+        if self.optimizer not in ("adam", "sgd"):
+            problems.append(f"optimizer: {self.optimizer!r} must be 'adam' or 'sgd'")
+        if self.epochs < 1:
+            problems.append(f"epochs: {self.epochs} must be ≥ 1")
+        if self.batch_size < 2:
+            problems.append(f"batch_size: {self.batch_size} must be ≥ 2")
+        check_range(problems, "lr", self.lr, 0.0, 100.0, low_open=True)
+        check_range(problems, "weight_decay", self.weight_decay, 0.0, 1.0)
+        problems += config_problems(AugmentConfig, self.augment, "augment")
+        return problems
+
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig(**self.augment)
+
+    def build_model(self, in_chans: int) -> SSLMethod:
+        backbone = create_backbone(self.backbone, in_chans=in_chans, cifar_stem=self.cifar_stem, norm=self.norm)
+        settings = {"norm": self.norm, **self.method_settings}
+        return create_ssl_method(self.method, backbone, settings)
+
+
+LossFn = Callable[[SSLMethod, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(model, clean_batch, view1, view2) -> loss``: replaces the method's loss (a training defense)."""
+
+
+@dataclass
+class SSLTrainingHooks:
+    """How a training- or data-stage defense changes pre-training without touching the loop."""
+
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    loss_fn: LossFn | None = None
+    make_optimizer: Callable[[SSLMethod, SSLRecipe, int], torch.optim.Optimizer] | None = None
+
+
+def make_optimizer(model: nn.Module, recipe: SSLRecipe) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress_ = (step - warmup) / max(1, total - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress_))
+
+
+def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: torch.device,
+              hooks: SSLTrainingHooks | None = None, desc: str = "pre-train",
+              model: SSLMethod | None = None, epochs: int | None = None) -> SSLMethod:
+    """Pre-train ``recipe`` on ``images`` (N, C, H, W in [0, 1]) and return the SSL model (train mode off).
+
+    ``model`` continues training an existing model (used by Contrastive Poisoning's alternation).
+    """
+    hooks = hooks or SSLTrainingHooks()
+    seed_everything(seed)
+    n, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+    if model is None:
+        model = recipe.build_model(channels)
+    model = model.to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    augment = build_augmentation(recipe.augment_config(), image_size=size, channels=channels).to(device)
+    optimizer = (hooks.make_optimizer or (lambda m, r, s: make_optimizer(m, r)))(model, recipe, n)
+    data = images.to(device)
+    batch = min(recipe.batch_size, n)
+    steps_per_epoch = max(1, n // batch)
+    n_epochs = epochs or recipe.epochs
+    total = n_epochs * steps_per_epoch
+    warmup = recipe.warmup_epochs * steps_per_epoch
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    model.train()
+    step = 0
+    for _ in progress(range(n_epochs), desc=desc, total=n_epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        for b in range(steps_per_epoch):
+            x = data[order[b * batch : (b + 1) * batch]]
+            if hooks.batch_transform is not None:
+                x = hooks.batch_transform(x)
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(step, total, warmup, recipe.lr)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                v1, v2 = augment(x), augment(x)
+                if cuda:
+                    v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+                loss = hooks.loss_fn(model, x, v1, v2) if hooks.loss_fn else model.loss(v1, v2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            model.after_step()
+            step += 1
+    model.eval()
+    return model
+
+
+class FeatureExtractor(nn.Module):
+    """The released encoder: backbone, then a frozen standardisation fitted on its pre-training data.
+
+    This is the ``f`` every victim and white-box attacker uses; its parameters never require grad.
+    """
+
+    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = int(mean.numel())
+        self.register_buffer("mean", mean.reshape(1, -1).clone())
+        self.register_buffer("std", std.reshape(1, -1).clone())
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.backbone(images).float() - self.mean) / self.std
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":  # always frozen: BN uses running stats
+        return super().train(False)
+
+
+@torch.no_grad()
+def backbone_features(backbone: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+    backbone.eval()
+    out = [backbone(images[i : i + batch].to(device)).float() for i in range(0, len(images), batch)]
+    return torch.cat(out)
+
+
+def make_extractor(backbone: nn.Module, pretrain_images: torch.Tensor, device: torch.device) -> FeatureExtractor:
+    """Freeze ``backbone`` and fit the standardisation on its features of ``pretrain_images``."""
+    backbone = backbone.to(device).eval()
+    feats = backbone_features(backbone, pretrain_images, device)
+    return FeatureExtractor(backbone, feats.mean(0), feats.std(0).clamp_min(1e-6)).to(device)

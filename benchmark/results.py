@@ -1,0 +1,84 @@
+"""Result records: one JSON per cell with status, metrics and provenance, written atomically.
+
+Layout: ``RESULTS_DIR/<suite name>/<cell id>.json``. A record with status ``ok`` or ``invalid`` is final
+(re-running the suite skips it); ``error`` records are retried. The schema version and required fields
+are in :mod:`leaderboard.schema`, which the board validates without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmark.utils import atomic_write_json
+from leaderboard.schema import FINAL_STATUSES, SCHEMA_VERSION
+
+PACKAGES = ("torch", "torchvision", "timm", "kornia", "opacus", "numpy", "scikit-learn", "mlxtend")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def result_path(results_dir: Path, suite_name: str, cell_id: str) -> Path:
+    return Path(results_dir) / suite_name / f"{cell_id}.json"
+
+
+def is_final(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") in FINAL_STATUSES
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"commit": commit or "unknown", "dirty": dirty}
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def source_hash(obj: Any) -> str | None:
+    """sha256 of the file that defines ``obj`` (an attack or defense class), so a result names the code."""
+    try:
+        return hashlib.sha256(Path(inspect.getfile(obj)).read_bytes()).hexdigest()[:16]
+    except (TypeError, OSError):
+        return None
+
+
+def device_info(device: Any) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"type": device.type, "threads": torch.get_num_threads(), "platform": sys.platform}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    else:
+        info["name"] = platform.processor() or platform.machine()
+    return info
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    record = {"schema_version": SCHEMA_VERSION, **record}
+    atomic_write_json(path, record)

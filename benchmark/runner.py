@@ -1,0 +1,127 @@
+"""The runner: executes a suite's cells, skipping those with a final result, writing one JSON per cell.
+
+Cells run in the order :func:`benchmark.suite.expand_cells` gives (cells sharing an encoder are
+adjacent). Shared artifacts come from the content-addressed cache, so a killed run resumes: finished
+cells are skipped, finished artifacts are reused, and half-written files never exist (atomic writes).
+
+Executors: ``local`` (default, one process) and ``ray`` (one task per group of cells sharing an encoder,
+each asking for its GPU share; needs ``pip install 'poisonbench[ray]'``).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.suite import Cell, Suite, expand_cells
+from benchmark.utils import progress
+
+
+@dataclass
+class RunSummary:
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    by_status: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def pending_cells(cells: list[Cell], suite: Suite, results_dir: Path) -> tuple[list[Cell], list[Cell]]:
+    from benchmark.results import is_final, result_path
+
+    done = [c for c in cells if is_final(result_path(results_dir, suite.name, c.id))]
+    done_ids = {c.id for c in done}
+    return [c for c in cells if c.id not in done_ids], done
+
+
+def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
+    """Compute one cell and return its complete record (status ok / invalid / error)."""
+    from benchmark.api import ATTACKS, DEFENSES
+    from benchmark.results import code_version, device_info, package_versions, source_hash
+    from benchmark.tracks import load_tracks
+    from benchmark.utils import seed_everything
+
+    runners = load_tracks()
+    start = time.perf_counter()
+    seed_everything(int(cell.spec["seed"]))
+    try:
+        outcome = runners[cell.track](cell, env)
+        status, message, metrics, details = outcome.status, outcome.message, outcome.metrics, outcome.details
+    except Exception as exc:  # recorded, never silently dropped; error cells are retried on the next run
+        status, message, metrics, details = "error", f"{type(exc).__name__}: {exc}", {}, {"traceback": traceback.format_exc()}
+    sources, configs = {}, {}
+    for kind, registry, entry in (("attack", ATTACKS, cell.attack), ("defense", DEFENSES, cell.defense)):
+        if entry.id in registry:
+            cls = registry.get(entry.id)
+            sources[kind] = {"module": cls.__module__, "sha256": source_hash(cls)}
+            configs[f"{kind}_config"] = cls.Config(**entry.settings).to_dict()
+    return {
+        "cell_id": cell.id, "suite": cell.spec["suite"], "tier": cell.spec["tier"], "track": cell.track,
+        "status": status, "message": message, "cell": cell.spec, "metrics": metrics, "details": details,
+        "provenance": {"code": code_version(), "packages": package_versions(), "device": device_info(env.device),
+                       "sources": sources, **configs, "wall_seconds": round(time.perf_counter() - start, 3)},
+    }
+
+
+def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str = "auto",
+              executor: str = "local") -> RunSummary:
+    from benchmark.cache import ArtifactCache
+    from benchmark.results import result_path, write_record
+    from benchmark.tracks.common import RunEnv
+    from benchmark.utils import resolve_device
+
+    start = time.perf_counter()
+    cells, _ = expand_cells(suite)
+    todo, done = pending_cells(cells, suite, results_dir)
+    summary = RunSummary(skipped=[c.id for c in done])
+    cache = ArtifactCache(cache_dir)
+    cache.clean_temporaries()
+    if executor == "ray":
+        records = _run_with_ray(todo, cache_dir, device)
+    else:
+        env = RunEnv(cache=cache, device=resolve_device(device))
+        records = (run_cell(cell, env) for cell in progress(todo, desc=f"suite {suite.name}", total=len(todo), leave=True))
+    for record in records:
+        write_record(result_path(results_dir, suite.name, record["cell_id"]), record)
+        summary.computed.append(record["cell_id"])
+        summary.by_status[record["status"]] = summary.by_status.get(record["status"], 0) + 1
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def encoder_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Cells grouped by the encoder they share (one Ray task each, so an encoder is trained once)."""
+    from benchmark.utils import config_hash
+
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        key = config_hash([cell.track, cell.spec["encoder"], cell.spec["scenario"]["pretrain"], cell.spec["seed"]])
+        groups.setdefault(key, []).append(cell)
+    return list(groups.values())
+
+
+def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str) -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("--executor ray needs Ray: pip install 'poisonbench[ray]'") from exc
+    import torch
+
+    ray.init(ignore_reinit_error=True)
+    gpus = 1 if torch.cuda.is_available() and device in ("auto", "cuda") else 0
+
+    @ray.remote(num_gpus=gpus)
+    def run_group(group: list[Cell]) -> list[dict[str, Any]]:
+        from benchmark.cache import ArtifactCache
+        from benchmark.tracks.common import RunEnv
+        from benchmark.utils import resolve_device
+
+        env = RunEnv(cache=ArtifactCache(cache_dir), device=resolve_device(device))
+        return [run_cell(cell, env) for cell in group]
+
+    futures = [run_group.remote(group) for group in encoder_groups(cells)]
+    while futures:
+        ready, futures = ray.wait(futures, num_returns=1)
+        yield from ray.get(ready[0])

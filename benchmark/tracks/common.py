@@ -1,0 +1,143 @@
+"""Pieces every track shares: the run environment, data at the encoder's resolution, encoders and
+cached features from the artifact cache, and the clean linear probe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmark.cache import ArtifactCache, TensorDict
+from benchmark.data import ImageDataset, load_dataset
+from benchmark.pretrain import FeatureExtractor, SSLRecipe, SSLTrainingHooks, make_extractor, train_ssl
+from benchmark.probe import fit_linear_head, head_accuracy, select_l2
+
+
+@dataclass
+class RunEnv:
+    cache: ArtifactCache
+    device: torch.device
+    memo: dict[str, Any] = field(default_factory=dict)  # in-process reuse of shared settings
+
+    def shared(self, key: Mapping[str, Any], build: Callable[[], Any], keep: int = 4) -> Any:
+        """An object shared by the cells of one encoder/scenario, kept for the next few cells."""
+        from benchmark.utils import config_hash
+
+        name = config_hash(key)
+        if name not in self.memo:
+            while len(self.memo) >= keep:
+                self.memo.pop(next(iter(self.memo)))
+            self.memo[name] = build()
+        return self.memo[name]
+
+
+@dataclass
+class CellOutcome:
+    """What a track returns: ``metrics`` for the board, ``details`` for provenance/diagnostics."""
+
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    message: str = ""
+
+
+def recipe_of(encoder: Mapping[str, Any]) -> SSLRecipe:
+    return SSLRecipe(**encoder)
+
+
+def load_split(name: str, split: str, data: Mapping[str, Any], *, subset_key: str, channels: int | None = None,
+               image_size: int | None = None) -> ImageDataset:
+    """A dataset split at the suite's resolution, optionally subset, with ``channels`` channels."""
+    size = image_size or data.get("image_size")
+    subset = data.get(subset_key) if split == "train" else None
+    ds = load_dataset(name, split, root=data.get("root"), download=bool(data.get("download")),
+                      image_size=size, subset=subset, subset_seed=0)
+    if channels is not None and ds.images.shape[1] != channels:
+        ds = _with_images(ds, match_channels(ds.images, channels))
+    return ds
+
+
+def _with_images(ds: ImageDataset, images: torch.Tensor) -> ImageDataset:
+    return ImageDataset(name=ds.name, split=ds.split, images=images, labels=ds.labels, num_classes=ds.num_classes)
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey → RGB by repetition, RGB → grey by the mean (for transfer across colour spaces)."""
+    if images.shape[1] == channels:
+        return images
+    if images.shape[1] == 1:
+        return images.repeat(1, channels, 1, 1).contiguous()
+    return images.mean(dim=1, keepdim=True).repeat(1, channels, 1, 1).contiguous()
+
+
+def data_key(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the data settings that changes tensors (the root directory does not)."""
+    return {k: data.get(k) for k in ("image_size", "pretrain_subset", "downstream_subset")}
+
+
+def encoder_key(encoder: Mapping[str, Any], pretrain: str, data: Mapping[str, Any], seed: int,
+                variant: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Cache key of a pre-trained encoder; ``variant`` names poisons/defenses that changed its training."""
+    return {"encoder": dict(encoder), "pretrain": pretrain, "data": data_key(data), "seed": seed,
+            "variant": dict(variant or {})}
+
+
+def extractor_from_tensors(recipe: SSLRecipe, in_chans: int, tensors: TensorDict, device: torch.device) -> FeatureExtractor:
+    backbone = recipe.build_model(in_chans).backbone
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")})
+    return FeatureExtractor(backbone, tensors["mean"], tensors["std"]).to(device)
+
+
+def extractor_tensors(extractor: FeatureExtractor) -> TensorDict:
+    return {f"backbone.{k}": v for k, v in extractor.backbone.state_dict().items()} | {
+        "mean": extractor.mean.flatten(), "std": extractor.std.flatten()}
+
+
+def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tensor, *,
+                         hooks: SSLTrainingHooks | None = None,
+                         after: Callable[[FeatureExtractor], FeatureExtractor] | None = None) -> FeatureExtractor:
+    """The encoder pre-trained on ``images`` for ``key`` (cached); ``after`` post-processes it (a post-hoc
+    defense) before it is stored. Its feature standardisation is fitted on ``images``."""
+    recipe = recipe_of(key["encoder"])
+    in_chans = images.shape[1]
+
+    def build() -> TensorDict:
+        desc = f"pre-train {recipe.method}/{recipe.backbone} seed {key['seed']}"
+        model = train_ssl(recipe, images, seed=int(key["seed"]), device=env.device, hooks=hooks, desc=desc)
+        extractor = make_extractor(model.backbone, images, env.device)
+        if after is not None:
+            extractor = after(extractor)
+        return extractor_tensors(extractor)
+
+    return extractor_from_tensors(recipe, in_chans, env.cache.get_or_build("encoder", key, build), env.device)
+
+
+def random_init_extractor(env: RunEnv, encoder: Mapping[str, Any], images: torch.Tensor, seed: int) -> FeatureExtractor:
+    """The same backbone at its random initialisation (seeded): the baseline an SSL encoder must beat."""
+    recipe = recipe_of(encoder)
+    torch.manual_seed(seed)
+    return make_extractor(recipe.build_model(images.shape[1]).backbone, images, env.device)
+
+
+def cached_features(env: RunEnv, key: Mapping[str, Any], extractor: FeatureExtractor, images: torch.Tensor) -> torch.Tensor:
+    def build() -> TensorDict:
+        with torch.no_grad():
+            feats = torch.cat([extractor(images[i : i + 1024].to(env.device)) for i in range(0, len(images), 1024)])
+        return {"features": feats}
+
+    return env.cache.get_or_build("features", key, build)["features"].to(env.device)
+
+
+def resolve_l2(victim: Mapping[str, Any], features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float, dict[str, float]]:
+    """The head's L2 weight: fixed, or chosen on a validation split of clean training data."""
+    if victim.get("l2", "auto") != "auto":
+        return float(victim["l2"]), {}
+    return select_l2(features, labels.to(features.device), num_classes, list(victim["l2_grid"]), seed=0)
+
+
+def probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                   num_classes: int, l2: float) -> float:
+    head = fit_linear_head(train_f, train_y.to(train_f.device), num_classes, l2=l2)
+    return head_accuracy(head, test_f, test_y.to(test_f.device))

@@ -1,0 +1,146 @@
+"""The harness's threat-model checks: what an attack returns is validated before use.
+
+Every check reports a readable problem; a cell whose attack broke its threat model is marked
+``invalid`` with these messages and never reaches the leaderboard as a number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from benchmark.api import AvailabilityPoison, DownstreamPoison, TargetedPoison
+
+TOLERANCE = 1e-5
+
+
+class ThreatModelViolation(Exception):
+    """The attack's output broke the threat model; ``problems`` lists every violation."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A hash of tensor contents, to detect that an attack mutated what it was given."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_images(problems: list[str], images: object, shape: tuple[int, ...], what: str) -> bool:
+    if not isinstance(images, torch.Tensor):
+        problems.append(f"{what}: expected a tensor, got {type(images).__name__}")
+        return False
+    ok = True
+    if images.dtype != torch.float32:
+        problems.append(f"{what}: dtype {images.dtype}, expected torch.float32")
+        ok = False
+    if tuple(images.shape[1:]) != tuple(shape):
+        problems.append(f"{what}: shape {tuple(images.shape)}, expected (n, {', '.join(map(str, shape))})")
+        return False
+    if images.numel() and not torch.isfinite(images).all():
+        problems.append(f"{what}: contains NaN or infinite values")
+        return False
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        problems.append(f"{what}: pixel values in [{images.min():.4g}, {images.max():.4g}], outside [0, 1]")
+        ok = False
+    return ok
+
+
+def _check_labels(problems: list[str], labels: object, n: int | None, num_classes: int) -> None:
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+        problems.append("labels: expected a 1-D int64 tensor")
+        return
+    if n is not None and len(labels) != n:
+        problems.append(f"labels: {len(labels)} labels for {n} points")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        problems.append(f"labels: values in [{int(labels.min())}, {int(labels.max())}], outside [0, {num_classes - 1}]")
+
+
+def _check_ball(problems: list[str], images: torch.Tensor, base: torch.Tensor, epsilon: float, what: str) -> None:
+    if len(images) == 0:
+        return
+    dist = (images.float() - base.float()).abs().amax().item()
+    if dist > epsilon + TOLERANCE:
+        problems.append(f"{what}: ℓ∞ distance {dist:.5f} to the base images exceeds ε = {epsilon:.5f}")
+
+
+def validate_downstream(poison: object, *, space: str, budget: int, image_shape: tuple[int, int, int],
+                        feature_dim: int, num_classes: int, train_images: torch.Tensor,
+                        input_epsilon: float | None) -> None:
+    """Raise :class:`ThreatModelViolation` unless ``poison`` obeys the downstream threat model."""
+    problems: list[str] = []
+    if not isinstance(poison, DownstreamPoison):
+        raise ThreatModelViolation([f"expected a DownstreamPoison, got {type(poison).__name__}"])
+    n = len(poison.labels) if isinstance(poison.labels, torch.Tensor) else None
+    _check_labels(problems, poison.labels, None, num_classes)
+    if n is not None and n > budget:
+        problems.append(f"count: {n} poisoned points exceed the budget of {budget}")
+    if space == "input":
+        if poison.features is not None or poison.images is None:
+            problems.append("an input-space attack must return images (and no features)")
+        elif _check_images(problems, poison.images, image_shape, "images") and n is not None:
+            if len(poison.images) != n:
+                problems.append(f"images: {len(poison.images)} images for {n} labels")
+            elif input_epsilon is not None:
+                _check_base(problems, poison, train_images, input_epsilon)
+    else:
+        feats = poison.features
+        if poison.images is not None or not isinstance(feats, torch.Tensor):
+            problems.append("a feature-space attack must return features (and no images)")
+        elif feats.dim() != 2 or feats.shape[1] != feature_dim or (n is not None and len(feats) != n):
+            problems.append(f"features: shape {tuple(feats.shape)}, expected ({n}, {feature_dim})")
+        elif not torch.isfinite(feats).all():
+            problems.append("features: contain NaN or infinite values")
+    if problems:
+        raise ThreatModelViolation(problems)
+
+
+def _check_base(problems: list[str], poison: DownstreamPoison, train_images: torch.Tensor, epsilon: float) -> None:
+    idx = poison.base_indices
+    if not isinstance(idx, torch.Tensor) or idx.dtype != torch.int64 or len(idx) != len(poison.labels):
+        problems.append("base_indices: an int64 index per poison is required under an input constraint")
+        return
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(train_images)):
+        problems.append("base_indices: out of range of the training set")
+        return
+    _check_ball(problems, poison.images.cpu(), train_images[idx.cpu()], epsilon, "input constraint")
+
+
+def validate_availability(poison: object, *, budget: int, images: torch.Tensor, epsilon: float) -> None:
+    problems: list[str] = []
+    if not isinstance(poison, AvailabilityPoison):
+        raise ThreatModelViolation([f"expected an AvailabilityPoison, got {type(poison).__name__}"])
+    idx = poison.indices
+    if not isinstance(idx, torch.Tensor) or idx.dtype != torch.int64 or idx.dim() != 1:
+        raise ThreatModelViolation(["indices: expected a 1-D int64 tensor"])
+    if len(idx) > budget:
+        problems.append(f"count: {len(idx)} perturbed images exceed the budget of {budget}")
+    if len(torch.unique(idx)) != len(idx):
+        problems.append("indices: an image is perturbed more than once")
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(images)):
+        problems.append("indices: out of range of the pre-training set")
+    elif _check_images(problems, poison.images, tuple(images.shape[1:]), "images"):
+        if len(poison.images) != len(idx):
+            problems.append(f"images: {len(poison.images)} images for {len(idx)} indices")
+        else:
+            _check_ball(problems, poison.images.cpu(), images[idx.cpu()], epsilon, "perturbation")
+    if problems:
+        raise ThreatModelViolation(problems)
+
+
+def validate_targeted(poison: object, *, budget: int, image_shape: tuple[int, int, int], num_classes: int) -> None:
+    problems: list[str] = []
+    if not isinstance(poison, TargetedPoison):
+        raise ThreatModelViolation([f"expected a TargetedPoison, got {type(poison).__name__}"])
+    if _check_images(problems, poison.images, image_shape, "images") and len(poison.images) > budget:
+        problems.append(f"count: {len(poison.images)} injected images exceed the budget of {budget}")
+    _check_images(problems, poison.target_images, image_shape, "target_images")
+    if not 0 <= int(poison.target_class) < num_classes:
+        problems.append(f"target_class: {poison.target_class} outside [0, {num_classes - 1}]")
+    if problems:
+        raise ThreatModelViolation(problems)

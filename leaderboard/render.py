@@ -1,0 +1,206 @@
+"""Render ``leaderboard/README.md`` from the per-cell result JSON (RobustBench style), without torch.
+
+Deterministic: fixed sorting and number formats, no timestamps, so CI can check the committed board is
+current (``python -m benchmark leaderboard --check``). Seeds are aggregated as mean ± sample std (n);
+rows whose means lie within each other's spread share a rank ("a difference inside the spread is no
+ranking").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from leaderboard.schema import record_problems
+
+TIER_ORDER = ("full", "cpu", "smoke", "custom")
+TIER_NOTES = {
+    "full": "the published protocol (CIFAR/STL, ResNet-18, paper epochs)",
+    "cpu": "CPU scale (embedded data, small CNNs): rankings at this scale, not the published protocol",
+    "smoke": "smoke scale (embedded data, tiny CNNs, a few epochs): checks the pipeline end to end; NOT the published protocol and not a ranking of methods",
+    "custom": "a user-defined suite",
+}
+TRACK_ORDER = ("downstream", "pretrain-availability", "pretrain-targeted")
+TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
+    # (metric, title, higher is a stronger attack)
+    "downstream": [("accuracy_drop", "test-accuracy drop of the linear head (points; higher = stronger attack)", True)],
+    "pretrain-availability": [
+        ("accuracy_drop", "linear-probe accuracy drop, probe trained on the clean labeled set (probe=clean, the published protocol)", True),
+        ("accuracy_drop_poisoned_probe", "accuracy drop, probe trained on the poisoned training images (probe=poisoned)", True),
+        ("supervised_accuracy_drop", "cross-evaluation: accuracy drop of a supervised victim trained on the poisoned labeled set", True),
+    ],
+    "pretrain-targeted": [
+        ("attack_success_rate", "attack success rate on the target inputs (%)", True),
+        ("attack_success_rate_augmented", "attack success rate on augmented target inputs (%)", True),
+        ("clean_accuracy_change", "clean-accuracy change against the clean encoder (points)", False),
+    ],
+}
+
+
+def load_records(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    records, problems = [], []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            problems.append(f"{path}: unreadable ({exc})")
+            continue
+        bad = record_problems(record)
+        if bad:
+            problems.append(f"{path}: {'; '.join(bad)}")
+        else:
+            records.append(record)
+    return records, problems
+
+
+def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        c = r["cell"]
+        row = {
+            "tier": r["tier"], "suite": r["suite"], "track": r["track"], "status": r["status"], "cell_id": r["cell_id"],
+            "message": r["message"], "encoder": f"{c['encoder']['method']}/{c['encoder']['backbone']}",
+            "scenario": f"{c['scenario']['name']} ({c['scenario']['pretrain']}→{c['scenario']['downstream']})",
+            "attack": c["attack"]["name"], "defense": c["defense"]["name"], "budget": c["budget"],
+            "constraint": "unconstrained" if c.get("input_epsilon") is None else f"ℓ∞ ≤ {c['input_epsilon']:.4g}",
+            "seed": c["seed"], "space": r["details"].get("attack_space", "input"),
+        }
+        row.update({f"m:{k}": v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(values: pd.Series, scale: float) -> tuple[str, float, float]:
+    vals = [v * scale for v in values.dropna()]
+    if not vals:
+        return "", math.nan, math.nan
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+    spread = f" ± {std:.1f}" if len(vals) > 1 else ""
+    return f"{mean:.1f}{spread} (n={len(vals)})", mean, std
+
+
+def _ranks(stats: list[tuple[str, float, float]], higher_first: bool) -> dict[str, str]:
+    """Rank rows by mean; a row within the spread (max of the two stds) of its group's leader ties with it."""
+    ordered = sorted(stats, key=lambda s: (-s[1] if higher_first else s[1], s[0]))
+    ranks, leader, rank = {}, None, 0
+    for i, (name, mean, std) in enumerate(ordered):
+        if math.isnan(mean):
+            ranks[name] = "–"
+            continue
+        tied = leader is not None and abs(mean - leader[1]) <= max(_nz(std), _nz(leader[2]))
+        if not tied:
+            rank, leader = i + 1, (name, mean, std)
+        ranks[name] = f"{rank}=" if tied or _has_tie(ordered, i, leader) else str(rank)
+    return ranks
+
+
+def _nz(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def _has_tie(ordered: list[tuple[str, float, float]], i: int, leader: Any) -> bool:
+    if i + 1 >= len(ordered) or leader is None:
+        return False
+    nxt = ordered[i + 1]
+    return not math.isnan(nxt[1]) and abs(nxt[1] - leader[1]) <= max(_nz(nxt[2]), _nz(leader[2]))
+
+
+def _metric_table(df: pd.DataFrame, metric: str, higher_first: bool) -> str:
+    col = f"m:{metric}"
+    if col not in df or df[col].isna().all():
+        return ""
+    df = df[df[col].notna()]
+    columns = sorted({(e, b) for e, b in zip(df["encoder"], df["budget"])})
+    scale = 1.0 if metric.startswith("n_") else 100.0
+    stats, cells = [], {}
+    for attack, group in df.groupby("attack", sort=True):
+        label = attack + (" *(feature-space upper bound, not an input-space attack)*" if (group["space"] == "feature").any() else "")
+        row = {}
+        for enc, budget in columns:
+            sub = group[(group["encoder"] == enc) & (group["budget"] == budget)][col]
+            row[(enc, budget)] = _fmt(sub, scale)[0]
+        text, mean, std = _fmt(group[col], scale)
+        cells[label] = (row, text)
+        stats.append((label, mean, std))
+    ranks = _ranks(stats, higher_first)
+    order = sorted(cells, key=lambda k: (int(ranks[k].rstrip("=")) if ranks[k] != "–" else 10**6, k))
+    headers = ["rank", "attack"] + [f"{e} · {_budget(b)}" for e, b in columns] + ["all columns"]
+    body = [[ranks[k], k] + [cells[k][0][c] for c in columns] + [cells[k][1]] for k in order]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _budget(b: float) -> str:
+    return f"budget {b:g}"
+
+
+def _encoder_table(df: pd.DataFrame) -> str:
+    if "m:clean_accuracy" not in df:
+        return ""
+    body = []
+    for (enc, scen), g in df.groupby(["encoder", "scenario"], sort=True):
+        per_seed = g.drop_duplicates("seed")
+        row = [enc, scen, _fmt(per_seed["m:clean_accuracy"], 100)[0]]
+        if "m:random_init_accuracy" in g:
+            row += [_fmt(per_seed["m:random_init_accuracy"], 100)[0], _fmt(per_seed.get("m:encoder_gain", pd.Series(dtype=float)), 100)[0]]
+        body.append(row)
+    headers = ["encoder", "scenario", "clean accuracy (%)", "random-init encoder (%)", "SSL gain over random init (points)"]
+    return tabulate(body, headers=headers[: len(body[0])], tablefmt="github", disable_numparse=True)
+
+
+def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
+    records, problems = load_records(results_dir)
+    lines = ["# PoisonBench leaderboard", "",
+             "Generated by `python -m benchmark leaderboard` from the result files under `leaderboard/results/`; "
+             "do not edit by hand. Numbers are percentages / percentage points, mean ± sample std over seeds (n). "
+             "Rows whose means lie within each other's spread share a rank (`1=`): a difference inside the spread is no ranking.", ""]
+    if not records:
+        lines += ["No results yet: run `python -m benchmark run`.", ""]
+        return "\n".join(lines), problems
+    df = _rows(records)
+    for tier in [t for t in TIER_ORDER if t in set(df["tier"])]:
+        tdf = df[df["tier"] == tier]
+        suites = ", ".join(f"`{s}`" for s in sorted(set(tdf["suite"])))
+        lines += [f"## Tier `{tier}` (suites {suites})", "", f"*{TIER_NOTES[tier]}.*", ""]
+        for track in [t for t in TRACK_ORDER if t in set(tdf["track"])]:
+            lines += _track_section(tdf[tdf["track"] == track], track)
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        lines += ["## Cells not on the board", "", "Cells whose attack broke the threat model (`invalid`) or that failed (`error`).", ""]
+        body = [[r.tier, r.track, r.cell_id, r.status, r.message[:160]] for r in bad.sort_values(["tier", "track", "cell_id"]).itertuples()]
+        lines += [tabulate(body, headers=["tier", "track", "cell", "status", "message"], tablefmt="github", disable_numparse=True), ""]
+    return "\n".join(lines).rstrip() + "\n", problems
+
+
+def _track_section(df: pd.DataFrame, track: str) -> list[str]:
+    lines = [f"### Track `{track}`", ""]
+    ok = df[df["status"] == "ok"]
+    enc = _encoder_table(ok[ok["attack"] == "none"] if (ok["attack"] == "none").any() else ok)
+    if enc:
+        lines += ["Clean encoders (linear probe on the downstream task; the gain column says whether the SSL encoder helps that task at all):", "", enc, ""]
+    for scenario in sorted(set(ok["scenario"])):
+        sdf = ok[ok["scenario"] == scenario]
+        for constraint in sorted(set(sdf["constraint"])):
+            cdf = sdf[sdf["constraint"] == constraint]
+            for defense in sorted(set(cdf["defense"]), key=lambda d: (d != "none", d)):
+                ddf = cdf[cdf["defense"] == defense]
+                for metric, title, higher in TRACK_TABLES[track]:
+                    table = _metric_table(ddf, metric, higher)
+                    if table:
+                        where = f"scenario {scenario}, {constraint}, defense `{defense}`"
+                        lines += [f"#### {where}: {title}", "", table, ""]
+    return lines
+
+
+def write_leaderboard(results_dir: Path, output: Path) -> Path:
+    text, problems = render_leaderboard(results_dir)
+    for p in problems:
+        print(f"warning: skipped invalid result {p}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    return output

@@ -1,0 +1,54 @@
+"""Schema of a result record (one JSON file per cell), checked without torch.
+
+```
+{
+  "schema_version": 1,
+  "cell_id": str, "suite": str, "tier": "smoke" | "cpu" | "full" | "custom", "track": str,
+  "status": "ok" | "invalid" | "error", "message": str,
+  "cell": {... the resolved cell spec: encoder, scenario, data, budget, attack, defense, victim, seed ...},
+  "metrics": {str: float},            # ok records: clean_accuracy, poisoned_accuracy, accuracy_drop, ...
+  "details": {...},                   # diagnostics (attack residuals, chosen head L2, ...)
+  "provenance": {"code": {...}, "packages": {...}, "device": {...}, "sources": {...}, "wall_seconds": float,
+                 "attack_config": {...}, "defense_config": {...}}
+}
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA_VERSION = 1
+FINAL_STATUSES = ("ok", "invalid")
+STATUSES = ("ok", "invalid", "error")
+REQUIRED = {"schema_version": int, "cell_id": str, "suite": str, "tier": str, "track": str, "status": str,
+            "message": str, "cell": dict, "metrics": dict, "details": dict, "provenance": dict}
+REQUIRED_METRICS = {
+    "downstream": ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"),
+    "pretrain-availability": ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"),
+    "pretrain-targeted": ("clean_accuracy", "poisoned_accuracy", "attack_success_rate"),
+}
+
+
+def record_problems(record: Any) -> list[str]:
+    """Every schema problem of one record (empty when valid)."""
+    if not isinstance(record, dict):
+        return ["the record is not a JSON object"]
+    problems = [f"{key}: missing or not {typ.__name__}" for key, typ in REQUIRED.items()
+                if not isinstance(record.get(key), typ)]
+    if problems:
+        return problems
+    if record["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version: {record['schema_version']} is not {SCHEMA_VERSION}")
+    if record["status"] not in STATUSES:
+        problems.append(f"status: {record['status']!r} is not one of {', '.join(STATUSES)}")
+    if record["track"] not in REQUIRED_METRICS:
+        problems.append(f"track: unknown track {record['track']!r}")
+    elif record["status"] == "ok":
+        for metric in REQUIRED_METRICS[record["track"]]:
+            if not isinstance(record["metrics"].get(metric), (int, float)):
+                problems.append(f"metrics.{metric}: missing")
+    for key in ("encoder", "scenario", "attack", "defense", "budget", "seed"):
+        if key not in record["cell"]:
+            problems.append(f"cell.{key}: missing")
+    return problems

@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny suite that runs end to end in seconds, and quiet progress bars."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("POISONBENCH_PROGRESS", "0")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+TINY_SUITE = {
+    "name": "tiny",
+    "tier": "custom",
+    "seeds": [0],
+    "data": {"image_size": 16, "pretrain_subset": 400, "downstream_subset": 400},
+    "encoders": {
+        "methods": ["simclr"],
+        "backbones": ["cnn_micro"],
+        "recipe": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.002,
+                   "augment": {"flip": False, "rotation_degrees": 10, "grayscale_prob": 0.0}},
+        "method_settings": {"simclr": {"proj_hidden": 64, "proj_dim": 32}},
+    },
+    "scenarios": [
+        {"name": "finetune", "pretrain": "mnist5k", "downstream": "mnist5k"},
+        {"name": "transfer", "pretrain": "mnist5k", "downstream": "digits"},
+    ],
+    "tracks": {"downstream": {"budgets": [0.1], "attacks": ["none", "label_flip", "random_noise"],
+                              "victim": {"kind": "convex", "l2": 0.001}}},
+}
+
+
+@pytest.fixture
+def tiny_suite_dict() -> dict:
+    import copy
+
+    return copy.deepcopy(TINY_SUITE)
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    def write(raw: dict, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    return write

@@ -1,0 +1,151 @@
+"""End to end on a tiny suite: results, resume without recomputation, invalid attacks, the board."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from benchmark.api import ATTACKS, DownstreamAttack, DownstreamPoison, MethodConfig, register_attack
+from benchmark.runner import run_suite
+from benchmark.suite import expand_cells, load_suite
+from leaderboard.render import render_leaderboard
+from leaderboard.schema import record_problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class _NoConfig(MethodConfig):
+    pass
+
+
+class _OverBudget(DownstreamAttack):
+    """Returns one point more than allowed (a cheating attack)."""
+
+    id = "test_over_budget"
+    Config = _NoConfig
+
+    def craft_downstream(self, ctx):  # noqa: ANN001, ANN201
+        n = ctx.budget + 1
+        return DownstreamPoison(images=ctx.train_images[:n].clone(), labels=ctx.train_labels[:n].clone())
+
+
+class _Mutator(DownstreamAttack):
+    """Poisons the clean training data in place instead of returning new points."""
+
+    id = "test_mutator"
+    Config = _NoConfig
+
+    def craft_downstream(self, ctx):  # noqa: ANN001, ANN201
+        ctx.train_images[:5] = 0.0
+        return DownstreamPoison(images=ctx.train_images[:1].clone(), labels=ctx.train_labels[:1].clone())
+
+
+for _cls in (_OverBudget, _Mutator):
+    if _cls.id not in ATTACKS:
+        register_attack(_cls)
+
+
+def _records(results_dir) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results_dir.rglob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """The tiny suite run once; module-scoped so several tests read the same results."""
+    from tests.conftest import TINY_SUITE
+
+    root = tmp_path_factory.mktemp("run")
+    path = root / "tiny.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(TINY_SUITE))
+    suite = load_suite(str(path))
+    summary = run_suite(suite, results_dir=root / "results", cache_dir=root / "cache", device="cpu")
+    return suite, root, summary
+
+
+def test_every_cell_is_ok_and_schema_valid(finished_run) -> None:
+    suite, root, summary = finished_run
+    records = _records(root / "results")
+    assert len(records) == len(expand_cells(suite)[0]) == len(summary.computed)
+    for r in records:
+        assert r["status"] == "ok", r["message"]
+        assert record_problems(r) == []
+        prov = r["provenance"]
+        assert {"code", "packages", "device", "wall_seconds"} <= set(prov)
+        assert prov["packages"]["torch"] != "not installed"
+        assert r["cell"]["encoder"]["epochs"] == 2  # the resolved config is recorded
+    none = [r for r in records if r["cell"]["attack"]["id"] == "none"]
+    assert all(r["metrics"]["accuracy_drop"] == 0 for r in none)
+    flips = [r for r in records if r["cell"]["attack"]["id"] == "label_flip"]
+    assert all(r["metrics"]["n_poison"] == int(0.1 * r["details"]["n_train"]) for r in flips)
+
+
+def test_rerun_computes_nothing(finished_run) -> None:
+    suite, root, _ = finished_run
+    before = {p.name: p.read_text() for p in (root / "results").rglob("*.json")}
+    again = run_suite(suite, results_dir=root / "results", cache_dir=root / "cache", device="cpu")
+    assert again.computed == [] and len(again.skipped) == len(before)
+    assert {p.name: p.read_text() for p in (root / "results").rglob("*.json")} == before
+
+
+def test_killed_run_resumes_to_same_results(finished_run, tmp_path) -> None:
+    """Delete half the results (as if killed) and leave a stray temp file: the resume recomputes
+    exactly the missing cells, from cached artifacts, to the same metrics, with no duplicates."""
+    suite, root, _ = finished_run
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(root / "results", results)
+    files = sorted(results.rglob("*.json"))
+    removed = {p.name: json.loads(p.read_text())["metrics"] for p in files[::2]}
+    for name in removed:
+        next(results.rglob(name)).unlink()
+    (files[0].parent / ".stray.json.tmp").write_text("{half")
+    summary = run_suite(suite, results_dir=results, cache_dir=root / "cache", device="cpu")
+    assert len(summary.computed) == len(removed)
+    after = {p.name: json.loads(p.read_text())["metrics"] for p in results.rglob("*.json")}
+    assert len(after) == len(files)
+    for name, metrics in removed.items():
+        for key in ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"):
+            assert after[name][key] == pytest.approx(metrics[key], abs=1e-6)
+
+
+def test_leaderboard_is_deterministic_and_names_tier(finished_run) -> None:
+    _, root, _ = finished_run
+    text, problems = render_leaderboard(root / "results")
+    assert problems == []
+    assert text == render_leaderboard(root / "results")[0]
+    assert "Tier `custom`" in text and "label_flip" in text and "± " not in text.split("Tier")[0]
+
+
+@pytest.mark.parametrize(("attack", "needle"), [("test_over_budget", "exceed the budget"), ("test_mutator", "mutated")])
+def test_cheating_attack_marks_cell_invalid(tiny_suite_dict, write_suite, finished_run, attack, needle) -> None:
+    _, root, _ = finished_run
+    raw = tiny_suite_dict
+    raw["scenarios"] = raw["scenarios"][:1]
+    raw["tracks"]["downstream"]["attacks"] = [attack]
+    suite = load_suite(str(write_suite(raw)))
+    results = root / f"invalid-{attack}"
+    run_suite(suite, results_dir=results, cache_dir=root / "cache", device="cpu")
+    (record,) = _records(results)
+    assert record["status"] == "invalid" and needle in record["message"]
+    assert record["metrics"] == {}
+    text, _ = render_leaderboard(results)
+    assert "Cells not on the board" in text
+
+
+def test_poisoned_head_really_loses_accuracy(finished_run, tiny_suite_dict, write_suite) -> None:
+    """A large label-flip budget must lower the head's test accuracy (the metric measures something)."""
+    _, root, _ = finished_run
+    raw = tiny_suite_dict
+    raw["scenarios"] = raw["scenarios"][:1]
+    raw["tracks"]["downstream"].update(budgets=[0.6], attacks=["label_flip"])
+    suite = load_suite(str(write_suite(raw)))
+    results = root / "big-flip"
+    run_suite(suite, results_dir=results, cache_dir=root / "cache", device="cpu")
+    (record,) = _records(results)
+    assert record["metrics"]["accuracy_drop"] > 0.02, record["metrics"]
+    assert torch.isfinite(torch.tensor(record["metrics"]["poisoned_accuracy"]))
