@@ -238,13 +238,33 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 
 # --------------------------------------------------------------------------------------------- defenses
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defense sees: never which points are poisoned, never test labels."""
+
+    track: str
+    num_classes: int
+    seed: int
+    generator: torch.Generator
+    device: torch.device
+
+
 class Defense(ABC):
     """Base of every defense. A defense never learns which points are poisoned.
 
     ``stage`` says where it acts; ``tracks`` which tracks it applies to. The engine calls the hooks of
-    the stage: ``data`` defenses transform training images, ``training`` defenses change how a victim
-    trains (the engine passes them to its trainers), ``posthoc`` defenses repair a trained encoder.
-    ``unsupported(ctx)`` returns a reason when a combination is not defined (the plan lists it skipped).
+    its stage (a defense overrides only those):
+
+    * ``data``: :meth:`transform_images` maps the victim's whole training set (clean and poisoned alike)
+      before the victim sees it (downstream: before features are computed; pre-training: via
+      :meth:`ssl_hooks`, e.g. as an augmentation of every batch).
+    * ``training``: :meth:`fit_head` trains the downstream head in place of the plain convex fit;
+      :meth:`ssl_hooks` changes SSL pre-training (loss, optimiser); :meth:`fit_supervised` trains a
+      supervised victim.
+    * ``posthoc``: :meth:`repair_encoder` repairs a trained encoder on clean labeled data.
+
+    :meth:`unsupported` returns a reason when a combination is undefined; the plan lists it as skipped,
+    and nothing else ever runs under the defense's name.
     """
 
     id: ClassVar[str]
@@ -258,7 +278,34 @@ class Defense(ABC):
 
     def unsupported(self, *, track: str, ssl_method: str, victim: str) -> str | None:
         """Why this defense cannot run in a combination, or None when it can."""
+        if track not in self.tracks:
+            return f"{self.id} does not apply to track {track} (it applies to {', '.join(self.tracks)})"
         return None
+
+    # data stage
+    def transform_images(self, images: torch.Tensor, ctx: DefenseContext) -> torch.Tensor:
+        raise NotImplementedError(f"{self.id} has no data-stage transform")
+
+    # training stage
+    def fit_head(self, extractor: FeatureExtractorView, images: torch.Tensor, labels: torch.Tensor,
+                 head: HeadSpec, ctx: DefenseContext) -> Any:
+        """Train the downstream linear head (returns ``benchmark.probe.LinearHead``)."""
+        raise NotImplementedError(f"{self.id} does not train heads")
+
+    def ssl_hooks(self, ssl: Any, ctx: DefenseContext) -> Any:
+        """``benchmark.pretrain.SSLTrainingHooks`` that change SSL pre-training of recipe ``ssl``."""
+        raise NotImplementedError(f"{self.id} does not change pre-training")
+
+    def fit_supervised(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: DefenseContext,
+                       train: Callable[..., nn.Module]) -> nn.Module:
+        """Train a supervised victim; ``train(model, images, labels, ...)`` is the plain trainer to wrap."""
+        raise NotImplementedError(f"{self.id} does not train supervised victims")
+
+    # post-hoc stage
+    def repair_encoder(self, extractor: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                       ctx: DefenseContext) -> nn.Module:
+        """Return a repaired copy of ``extractor`` (images in [0, 1] → features) trained on clean data."""
+        raise NotImplementedError(f"{self.id} does not repair encoders")
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")

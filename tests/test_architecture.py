@@ -1,0 +1,67 @@
+"""Which way imports run: methods use only the plugin API; the board needs no torch; ids are unique."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = ("benchmark.runner", "benchmark.cache", "benchmark.__main__", "benchmark.suite", "benchmark.tracks",
+             "benchmark.results", "leaderboard")
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "attacks").glob("*.py")) + sorted((ROOT / "defenses").glob("*.py")),
+                         ids=lambda p: p.name)
+def test_methods_import_only_the_plugin_api(path: Path) -> None:
+    bad = [m for m in _imports(path) if m.startswith(FORBIDDEN)]
+    assert not bad, f"{path.name} imports engine internals: {bad}"
+
+
+def test_engine_never_imports_a_method_by_name() -> None:
+    for path in (ROOT / "benchmark").rglob("*.py"):
+        bad = [m for m in _imports(path) if m.startswith(("attacks.", "defenses."))]
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_leaderboard_renders_without_torch(tmp_path: Path) -> None:
+    code = ("import sys; from leaderboard.render import render_leaderboard; "
+            f"render_leaderboard({str(tmp_path)!r}); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_method_module_has_a_citation_docstring() -> None:
+    from benchmark.plugins import load_plugins
+
+    attacks, defenses = load_plugins()
+    for registry in (attacks, defenses):
+        for name in registry.names():
+            cls = registry.get(name)
+            module = sys.modules[cls.__module__]
+            assert module.__doc__ and module.__doc__.strip(), f"{name}: module docstring missing"
+            assert cls.__module__.rsplit(".", 1)[-1] in (name, name.rstrip("_")) or name.startswith("test_"), \
+                f"{name} lives in {cls.__module__}: one module per method, named by its id"
+
+
+def test_duplicate_ids_are_rejected() -> None:
+    from benchmark.registry import DuplicateNameError, Registry, UnknownNameError
+
+    reg: Registry[int] = Registry("thing")
+    reg.register("a", 1)
+    with pytest.raises(DuplicateNameError):
+        reg.register("a", 2)
+    with pytest.raises(UnknownNameError, match="Valid choices: a"):
+        reg.get("b")
