@@ -145,14 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "leaderboard":  # no torch on this path
         return cmd_leaderboard(args)
+    from benchmark.data import DatasetNotFoundError
     from benchmark.registry import UnknownNameError
     from benchmark.suite import SuiteError
 
     try:
         return {"run": cmd_run, "plan": cmd_plan, "list": cmd_list}[args.command](args)
-    except (SuiteError, UnknownNameError) as exc:
+    except (SuiteError, UnknownNameError, DatasetNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        return 0
 
 
 if __name__ == "__main__":

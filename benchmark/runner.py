@@ -36,6 +36,21 @@ def pending_cells(cells: list[Cell], suite: Suite, results_dir: Path) -> tuple[l
     return [c for c in cells if c.id not in done_ids], done
 
 
+def check_data_available(cells: list[Cell]) -> None:
+    """Load every data set the pending cells use once, so a missing one fails before any compute
+    (:class:`benchmark.data.DatasetNotFoundError` names the directory it looked in)."""
+    from benchmark.data import load_dataset
+
+    seen = set()
+    for cell in cells:
+        data = cell.spec["data"]
+        for name in (cell.spec["scenario"]["pretrain"], cell.spec["scenario"]["downstream"]):
+            key = (name, data.get("root"), bool(data.get("download")))
+            if key not in seen:
+                seen.add(key)
+                load_dataset(name, "train", root=data.get("root"), download=bool(data.get("download")))
+
+
 def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     """Compute one cell and return its complete record (status ok / invalid / error)."""
     from benchmark.api import ATTACKS, DEFENSES
@@ -75,6 +90,7 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
     start = time.perf_counter()
     cells, _ = expand_cells(suite)
     todo, done = pending_cells(cells, suite, results_dir)
+    check_data_available(todo)
     summary = RunSummary(skipped=[c.id for c in done])
     cache = ArtifactCache(cache_dir)
     cache.clean_temporaries()

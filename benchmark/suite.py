@@ -53,7 +53,24 @@ def read_suite_file(name_or_path: str) -> tuple[dict[str, Any], str]:
         raise SuiteError(str(path), [f"not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
         raise SuiteError(str(path), ["the top level must be a mapping"])
+    base_name = raw.pop("extends", None)
+    if base_name is not None:  # a suite may extend another and override parts of it
+        if base_name == name_or_path or not isinstance(base_name, str):
+            raise SuiteError(str(path), [f"extends: {base_name!r} must name another suite"])
+        base, _ = read_suite_file(base_name)
+        raw = deep_merge(base, raw)
     return raw, str(path)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in; nested mappings merge, everything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -261,7 +278,7 @@ def _validate_encoders(enc: Any, problems: list[str], recipe_cls: Any) -> None:
     if not isinstance(enc, dict):
         problems.append("encoders: expected a mapping with methods, backbones, recipe")
         return
-    valid = {"methods", "backbones", "recipe", "method_settings"}
+    valid = {"methods", "backbones", "recipe", "method_settings", "method_recipes"}
     for key in sorted(set(enc) - valid):
         problems.append(f"encoders.{key}: unknown key; valid: {', '.join(sorted(valid))}")
     methods, backbones = enc.get("methods"), enc.get("backbones")
@@ -273,13 +290,14 @@ def _validate_encoders(enc: Any, problems: list[str], recipe_cls: Any) -> None:
         backbones = []
     recipe = enc.get("recipe", {})
     per_method = enc.get("method_settings", {}) or {}
-    if not isinstance(recipe, dict) or not isinstance(per_method, dict):
-        problems.append("encoders.recipe and encoders.method_settings: expected mappings")
+    method_recipes = enc.get("method_recipes", {}) or {}
+    if not all(isinstance(x, dict) for x in (recipe, per_method, method_recipes)):
+        problems.append("encoders.recipe, encoders.method_settings and encoders.method_recipes: expected mappings")
         return
     for method in methods:
         for backbone in backbones:
             try:
-                spec = recipe_cls(method=method, backbone=backbone, **recipe,
+                spec = recipe_cls(method=method, backbone=backbone, **{**recipe, **(method_recipes.get(method) or {})},
                                   method_settings=per_method.get(method, {}) or {})
             except TypeError as exc:
                 problems.append(f"encoders.recipe: {exc}")
@@ -375,7 +393,8 @@ def encoder_specs(suite: Suite) -> list[dict[str, Any]]:
     enc = suite.raw["encoders"]
     recipe = enc.get("recipe", {})
     per_method = enc.get("method_settings", {}) or {}
-    return [{"method": m, "backbone": b, **recipe, "method_settings": per_method.get(m, {}) or {}}
+    method_recipes = enc.get("method_recipes", {}) or {}
+    return [{"method": m, "backbone": b, **recipe, **(method_recipes.get(m) or {}), "method_settings": per_method.get(m, {}) or {}}
             for m in enc["methods"] for b in enc["backbones"]]
 
 

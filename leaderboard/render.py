@@ -164,11 +164,11 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
         return "\n".join(lines), problems
     df = _rows(records)
     for tier in [t for t in TIER_ORDER if t in set(df["tier"])]:
-        tdf = df[df["tier"] == tier]
-        suites = ", ".join(f"`{s}`" for s in sorted(set(tdf["suite"])))
-        lines += [f"## Tier `{tier}` (suites {suites})", "", f"*{TIER_NOTES[tier]}.*", ""]
-        for track in [t for t in TRACK_ORDER if t in set(tdf["track"])]:
-            lines += _track_section(tdf[tdf["track"] == track], track)
+        for suite in sorted(set(df[df["tier"] == tier]["suite"])):
+            sdf = df[(df["tier"] == tier) & (df["suite"] == suite)]
+            lines += [f"## Tier `{tier}`: suite `{suite}`", "", f"*{TIER_NOTES[tier]}.*", ""]
+            for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
+                lines += _track_section(sdf[sdf["track"] == track], track)
     bad = df[df["status"] != "ok"]
     if len(bad):
         lines += ["## Cells not on the board", "", "Cells whose attack broke the threat model (`invalid`) or that failed (`error`).", ""]

@@ -74,3 +74,11 @@ def test_override_changes_cell_ids(tiny_suite_dict, write_suite) -> None:
     base = {c.id for c in expand_cells(load_suite(path))[0]}
     changed = {c.id for c in expand_cells(load_suite(path, ["encoders.recipe.epochs=3"]))[0]}
     assert base.isdisjoint(changed)  # a different recipe never reuses results
+
+
+def test_suite_can_extend_another(tmp_path) -> None:
+    quick = load_suite("full200")
+    full = load_suite("full")
+    assert quick.raw["encoders"]["recipe"]["epochs"] == 200 and full.raw["encoders"]["recipe"]["epochs"] == 1000
+    assert quick.raw["encoders"]["recipe"]["batch_size"] == full.raw["encoders"]["recipe"]["batch_size"]
+    assert quick.tier == "full" and quick.name == "full200"
