@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.suite import Cell, Suite, expand_cells
+from benchmark.tracks import load_tracks
 from benchmark.utils import progress
 
 
@@ -55,10 +56,9 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     """Compute one cell and return its complete record (status ok / invalid / error)."""
     from benchmark.api import ATTACKS, DEFENSES
     from benchmark.results import code_version, device_info, package_versions, source_hash
-    from benchmark.tracks import load_tracks
     from benchmark.utils import seed_everything
 
-    runners = load_tracks()
+    runners = load_tracks()  # imported once per process (Python caches modules)
     start = time.perf_counter()
     seed_everything(int(cell.spec["seed"]))
     try:
@@ -91,6 +91,7 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
     cells, _ = expand_cells(suite)
     todo, done = pending_cells(cells, suite, results_dir)
     check_data_available(todo)
+    load_tracks()  # before compute: a broken track module fails the run at once
     summary = RunSummary(skipped=[c.id for c in done])
     cache = ArtifactCache(cache_dir)
     cache.clean_temporaries()

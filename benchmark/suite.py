@@ -326,9 +326,28 @@ def _validate_scenarios(scen: Any, problems: list[str], datasets: list[str]) -> 
 
 TRACK_KEYS: dict[str, set[str]] = {
     "downstream": {"scenarios", "budgets", "attacks", "defenses", "input_epsilons", "victim"},
-    "pretrain-availability": {"scenarios", "budgets", "epsilon", "attacks", "defenses", "victim"},
-    "pretrain-targeted": {"scenarios", "budgets", "attacks", "defenses", "victim"},
+    "pretrain-availability": {"scenarios", "budgets", "epsilon", "attacks", "defenses", "victim", "data", "recipe"},
+    "pretrain-targeted": {"scenarios", "budgets", "attacks", "defenses", "victim", "data", "recipe"},
 }
+PRETRAIN_DATA_KEYS = {"image_size", "pretrain_subset", "downstream_subset"}
+"""Keys a pre-training track's ``data`` may override (its ``recipe`` overrides the encoder recipe)."""
+
+
+def _validate_pretrain_overrides(body: dict[str, Any], where: str, problems: list[str]) -> None:
+    from benchmark.pretrain import SSLRecipe
+
+    data, recipe = body.get("data", {}) or {}, body.get("recipe", {}) or {}
+    if not isinstance(data, dict) or not isinstance(recipe, dict):
+        problems.append(f"{where}.data and {where}.recipe: expected mappings")
+        return
+    for key in sorted(set(data) - PRETRAIN_DATA_KEYS):
+        problems.append(f"{where}.data.{key}: unknown key; valid: {', '.join(sorted(PRETRAIN_DATA_KEYS))}")
+    sub: list[str] = []
+    _validate_data({k: v for k, v in data.items() if k in PRETRAIN_DATA_KEYS}, sub)
+    problems += [f"{where}.{p}" for p in sub]
+    valid = {f.name for f in dataclasses.fields(SSLRecipe)} - {"method", "backbone", "method_settings"}
+    for key in sorted(set(recipe) - valid):
+        problems.append(f"{where}.recipe.{key}: unknown key; valid: {', '.join(sorted(valid))}")
 
 
 def _validate_track(track: str, body: Any, problems: list[str], scenario_names: set[str]) -> None:
@@ -348,6 +367,8 @@ def _validate_track(track: str, body: Any, problems: list[str], scenario_names: 
         for eps in body.get("input_epsilons", [None]) or [None]:
             if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps <= 1):
                 problems.append(f"{where}.input_epsilons: {eps!r} must be null or in (0, 1]")
+    if track.startswith("pretrain-"):
+        _validate_pretrain_overrides(body, where, problems)
     if track == "pretrain-availability":
         eps = body.get("epsilon", 8 / 255)
         if not isinstance(eps, (int, float)) or not 0 < eps <= 1:
@@ -417,7 +438,9 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         victim = {"kind": "convex", "l2": "auto", "l2_grid": [1e-4, 1e-3, 1e-2], **(body.get("victim") or {})}
         track_scenarios = body.get("scenarios") or list(scenarios)
         epsilons = body.get("input_epsilons", [None]) if track == "downstream" else [None]
+        track_data = {**data, **(body.get("data") or {})}  # pre-training tracks may shrink data / recipe
         for encoder in encoder_specs(suite):
+            encoder = {**encoder, **(body.get("recipe") or {})}
             for scenario_name in track_scenarios:
                 for seed in suite.seeds:
                     for budget in body["budgets"]:
@@ -427,7 +450,7 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                                     spec = {
                                         "suite": suite.name, "tier": suite.tier, "track": track,
                                         "encoder": encoder, "scenario": scenarios[scenario_name],
-                                        "data": data, "budget": float(budget), "input_epsilon": eps,
+                                        "data": track_data, "budget": float(budget), "input_epsilon": eps,
                                         "attack": attack.to_dict(), "defense": defense.to_dict(),
                                         "victim": victim, "seed": seed,
                                     }
@@ -449,6 +472,9 @@ def _skip_reason(track: str, attack: MethodEntry, defense: MethodEntry, encoder:
             return f"{attack.name} poisons features, which only the convex head on cached features consumes"
         if cls.space == "feature" and eps is not None:
             return f"{attack.name} poisons features; an input constraint does not apply to it"
+        if cls.space == "feature" and defense.id != NO_DEFENSE:
+            return (f"{attack.name} poisons features directly; {defense.name} acts on images, on how heads "
+                    f"train on images, or on the encoder, so it has nothing to act on")
     if defense.id != NO_DEFENSE:
         d = DEFENSES.get(defense.id)(DEFENSES.get(defense.id).Config(**defense.settings))
         return d.unsupported(track=track, ssl_method=encoder["method"], victim=victim["kind"])

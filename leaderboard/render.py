@@ -187,6 +187,10 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
         sdf = ok[ok["scenario"] == scenario]
         for constraint in sorted(set(sdf["constraint"])):
             cdf = sdf[sdf["constraint"] == constraint]
+            for metric, title in DEFENSE_MATRIX_METRICS.get(track, []):
+                matrix = _defense_matrix(cdf, metric)
+                if matrix:
+                    lines += [f"#### scenario {scenario}, {constraint}: attacks × defenses, {title}", "", matrix, ""]
             for defense in sorted(set(cdf["defense"]), key=lambda d: (d != "none", d)):
                 ddf = cdf[cdf["defense"] == defense]
                 for metric, title, higher in TRACK_TABLES[track]:
@@ -195,6 +199,34 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
                         where = f"scenario {scenario}, {constraint}, defense `{defense}`"
                         lines += [f"#### {where}: {title}", "", table, ""]
     return lines
+
+
+DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
+    "downstream": [("accuracy_drop", "accuracy drop against the undefended clean head (points)")],
+    "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points)")],
+    "pretrain-targeted": [("attack_success_rate", "attack success rate (%)"), ("clean_accuracy", "clean accuracy (%)")],
+}
+
+
+def _defense_matrix(df: pd.DataFrame, metric: str) -> str:
+    """Attacks × defenses (mean ± std over seeds, encoders and budgets), with each defense's clean cost
+    (clean accuracy without − with the defense, no attack) as the last row."""
+    col = f"m:{metric}"
+    if col not in df or df[col].isna().all() or len(set(df["defense"])) < 2:
+        return ""
+    defenses = sorted(set(df["defense"]), key=lambda d: (d != "none", d))
+    body = []
+    for attack in sorted(set(df["attack"]), key=lambda a: (a != "none", a)):
+        sub = df[df["attack"] == attack]
+        body.append([attack] + [_fmt(sub[sub["defense"] == d][col], 100.0)[0] for d in defenses])
+    if "m:defense_cost" in df:
+        cost = df[df["attack"] == "none"] if (df["attack"] == "none").any() else df
+        row = ["*defense cost (clean accuracy lost, no attack)*"]
+        for d in defenses:
+            values = cost[cost["defense"] == d].drop_duplicates(["encoder", "budget", "seed"])["m:defense_cost"]
+            row.append("0.0" if d == "none" else _fmt(values, 100.0)[0])
+        body.append(row)
+    return tabulate(body, headers=["attack"] + [f"defense `{d}`" for d in defenses], tablefmt="github", disable_numparse=True)
 
 
 def write_leaderboard(results_dir: Path, output: Path) -> Path:

@@ -5,6 +5,25 @@ against the head trained on clean data.
 
 Shared per (encoder, scenario, seed): the encoder, the cached train/test features, the head's L2 weight
 (chosen on clean validation data), the clean head. Per cell: the attack, validation, the poisoned head.
+
+Defenses (:class:`DefendedSetting`, shared per (encoder, scenario, seed, defense entry)):
+
+* ``data`` stage: the victim's training images (clean and poisoned alike) are transformed by
+  ``transform_images`` before features are computed; the test images too when the defense says
+  ``transform_test`` (ME-Net preprocesses at inference). Clean and poison images are transformed in two
+  calls (fresh, seeded masks) so that the clean part is cached; the transform is per image, so this is the
+  same map as one call on the union, and the defense still cannot tell which images are poisoned.
+* ``training`` stage: the head is trained by ``fit_head`` on clean ∪ poison images.
+* ``posthoc`` stage: the encoder is repaired once (``repair_encoder`` on the clean downstream training
+  set; the defense draws its clean subset with its seeded generator) and cached; the head and the
+  test features use the repaired encoder, poison images are encoded by it.
+
+Feature-space poisons have no image: no defense here acts on them, so such a cell reports that it was not
+run (status ``error`` with a "not applicable" message; the plan should skip it, see ``_skip_reason``).
+Metrics with a defense: ``clean_accuracy`` (undefended, no attack), ``defended_clean_accuracy`` (defense,
+no attack; cached per defense), ``poisoned_accuracy`` (defense + attack), ``accuracy_drop`` = clean −
+poisoned, ``defense_cost`` = clean − defended clean, ``drop_under_defense`` = defended clean − poisoned,
+``defense_seconds``, and for DP-SGD ``privacy_epsilon`` (δ = 1/N).
 """
 
 from __future__ import annotations
@@ -15,20 +34,23 @@ from typing import Any
 
 import torch
 
-from benchmark.api import ATTACKS, DownstreamAttackContext, FeatureExtractorView, HeadSpec
+from benchmark.api import ATTACKS, DEFENSES, DefenseContext, DownstreamAttackContext, FeatureExtractorView, HeadSpec
 from benchmark.data import ImageDataset
 from benchmark.probe import SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
-from benchmark.suite import NO_ATTACK, Cell
+from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
 from benchmark.tracks import register_track
 from benchmark.tracks.common import (
     CellOutcome,
     RunEnv,
     cached_features,
     encoder_key,
+    extractor_from_tensors,
+    extractor_tensors,
     load_split,
     pretrained_extractor,
     probe_accuracy,
     random_init_extractor,
+    recipe_of,
     resolve_l2,
 )
 from benchmark.utils import config_hash, derive_seed
@@ -70,15 +92,128 @@ class DownstreamSetting:
             tr, te = rand(self.train.images.to(self.env.device)), rand(self.test.images.to(self.env.device))
         return probe_accuracy(tr, self.train.labels, te, self.test.labels, self.num_classes, self.l2)
 
-    def head_accuracy(self, images: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor) -> float:
-        """Test accuracy of the victim head trained on (images, features, labels)."""
+    def head_accuracy(self, images: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor, *,
+                      extractor: Any = None, test_features: torch.Tensor | None = None) -> float:
+        """Test accuracy of the victim head trained on (images, features, labels); ``extractor`` and
+        ``test_features`` replace the setting's (a defended encoder / preprocessed test set)."""
+        extractor = self.extractor if extractor is None else extractor
+        test_features = self.test_features if test_features is None else test_features
         if self.victim["kind"] == "sgd":
             config = SGDProbeConfig(**(self.victim.get("sgd") or {}))
-            head = train_sgd_probe(self.extractor, images, labels, self.num_classes, l2=self.l2, config=config,
+            head = train_sgd_probe(extractor, images, labels, self.num_classes, l2=self.l2, config=config,
                                    seed=self.seed, device=self.env.device)
         else:
             head = fit_linear_head(features, labels.to(features.device), self.num_classes, l2=self.l2)
-        return head_accuracy(head, self.test_features, self.test.labels.to(self.test_features.device))
+        return head_accuracy(head, test_features, self.test.labels.to(test_features.device))
+
+
+class DefendedSetting:
+    """A defense applied to a :class:`DownstreamSetting`: what every cell of that defense shares."""
+
+    def __init__(self, setting: DownstreamSetting, entry: Any) -> None:
+        self.setting, self.entry, env = setting, entry, setting.env
+        cls = DEFENSES.get(entry.id)
+        self.defense = cls(cls.Config(**entry.settings))
+        self.stage = cls.stage
+        self.seed = derive_seed(setting.seed, "defense", entry.id, entry.settings)
+        self.key = {**setting.feature_key, "defense": {"id": entry.id, "settings": entry.settings}, "seed": setting.seed}
+        self.extractor = setting.extractor
+        self.train_images, self.test_images = setting.train.images, setting.test.images
+        self.train_features, self.test_features = setting.train_features, setting.test_features
+        start = time.perf_counter()
+        if self.stage == "data":
+            self.train_images = self.defense.transform_images(setting.train.images, self.ctx("train"))
+            self.train_features = cached_features(env, {**self.key, "split": "train"}, self.extractor, self.train_images)
+            if getattr(self.defense, "transform_test", False):
+                self.test_images = self.defense.transform_images(setting.test.images, self.ctx("test"))
+                self.test_features = cached_features(env, {**self.key, "split": "test"}, self.extractor, self.test_images)
+        elif self.stage == "posthoc":
+            self.extractor = self.repaired_extractor()
+            self.train_features = cached_features(env, {**self.key, "split": "train"}, self.extractor, setting.train.images)
+            self.test_features = cached_features(env, {**self.key, "split": "test"}, self.extractor, setting.test.images)
+        self.setup_seconds = time.perf_counter() - start
+
+    def ctx(self, purpose: str) -> DefenseContext:
+        seed = derive_seed(self.seed, purpose)
+        return DefenseContext(track="downstream", num_classes=self.setting.num_classes, seed=seed,
+                              generator=torch.Generator().manual_seed(seed), device=self.setting.env.device)
+
+    def repaired_extractor(self) -> Any:
+        s = self.setting
+        recipe = recipe_of(s.encoder_spec)
+
+        def build() -> dict[str, torch.Tensor]:
+            return extractor_tensors(self.defense.repair_encoder(s.extractor, s.train.images, s.train.labels,
+                                                                 self.ctx("repair")))
+
+        tensors = s.env.cache.get_or_build("encoder", {**s.encoder_key, "variant": self.key}, build)
+        return extractor_from_tensors(recipe, s.channels, tensors, s.env.device)
+
+    def view(self) -> FeatureExtractorView:
+        return FeatureExtractorView(self.extractor, self.extractor.feature_dim, self.setting.env.device)
+
+    def accuracy(self, images: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Test accuracy of the defended victim trained on (images, features, labels), with the defense's
+        scalars (privacy ε for DP-SGD)."""
+        s = self.setting
+        if self.stage == "training":
+            head = self.defense.fit_head(self.view(), images, labels, HeadSpec(s.num_classes, s.l2), self.ctx("victim"))
+            acc = head_accuracy(head, self.test_features, s.test.labels.to(self.test_features.device))
+        else:
+            acc = s.head_accuracy(images, features, labels, extractor=self.extractor, test_features=self.test_features)
+        out = {"accuracy": acc}
+        privacy = getattr(self.defense, "privacy", None)
+        if callable(privacy):
+            out.update({k: float(v) for k, v in privacy().items() if v is not None})
+        return out
+
+    def clean(self) -> dict[str, float]:
+        """Defense, no attack: cached per (encoder, scenario, seed, victim, defense)."""
+        s = self.setting
+        key = {**self.key, "victim": s.victim, "l2": s.l2}
+
+        def build() -> dict[str, torch.Tensor]:
+            start = time.perf_counter()
+            out = self.accuracy(self.train_images, self.train_features, s.train.labels)
+            out["seconds"] = time.perf_counter() - start + self.setup_seconds
+            return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
+
+        return {k: float(v) for k, v in s.env.cache.get_or_build("defended-clean", key, build).items()}
+
+    def poisoned(self, poison: Any, cell_seed: int) -> dict[str, float]:
+        """Defense + attack: the victim trains on clean ∪ poison (the defense cannot tell them apart)."""
+        s = self.setting
+        poison_images = poison.images.cpu()
+        if self.stage == "data":
+            ctx = self.ctx(f"poison-{cell_seed}")
+            poison_images = self.defense.transform_images(poison_images, ctx)
+        poison_feats = self.view().features(poison_images)
+        feats = torch.cat([self.train_features, poison_feats])
+        images = torch.cat([self.train_images, poison_images])
+        labels = torch.cat([s.train.labels, poison.labels.cpu()])
+        return self.accuracy(images, feats, labels)
+
+
+def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poison: Any | None) -> tuple[dict[str, float], str | None]:
+    """Metrics of a cell with a defense; ``poison`` None for the no-attack cell. Returns (metrics, reason
+    the cell does not apply)."""
+    entry = cell.defense
+    if poison is not None and poison.images is None:
+        return {}, (f"not applicable: {cell.attack.name} poisons features, which bypass every defense's input "
+                    f"pipeline ({entry.name} acts on images, heads on images or the encoder)")
+    defended = setting.env.shared({"defended": config_hash(setting.feature_key), "seed": setting.seed,
+                                   "victim": setting.victim, "defense": entry.to_dict()},
+                                  lambda: DefendedSetting(setting, entry))
+    start = time.perf_counter()
+    base = defended.clean()
+    result = base if poison is None else defended.poisoned(poison, derive_seed(cell.id))
+    metrics = {"defended_clean_accuracy": base["accuracy"], "poisoned_accuracy": result["accuracy"],
+               "accuracy_drop": clean - result["accuracy"], "defense_cost": clean - base["accuracy"],
+               "drop_under_defense": base["accuracy"] - result["accuracy"],
+               "defense_seconds": (time.perf_counter() - start) if poison is not None else base.get("seconds", 0.0)}
+    if "privacy_epsilon" in result:
+        metrics["privacy_epsilon"] = result["privacy_epsilon"]
+    return metrics, None
 
 
 def cached_scalar(env: RunEnv, kind: str, key: Mapping[str, Any], compute: Any) -> float:
@@ -132,6 +267,8 @@ def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     random_init = cached_scalar(env, "random-init-accuracy", shared_key, setting.random_init_accuracy)
     details: dict[str, Any] = {"head_l2": setting.l2, "head_l2_validation": setting.l2_scores,
                                "n_train": len(setting.train), "n_test": len(setting.test)}
+    defended = cell.defense.id != NO_DEFENSE
+    poison = None
     if cell.attack.id == NO_ATTACK:
         poisoned, n_poison, attack_seconds = clean, 0, 0.0
     else:
@@ -140,14 +277,23 @@ def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         except ThreatModelViolation as exc:
             return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
         n_poison = len(poison.labels)
+        details["attack_diagnostics"] = dict(poison.diagnostics)
+        details["attack_space"] = ATTACKS.get(cell.attack.id).space
+    if defended:
+        extra, reason = defended_metrics(setting, cell, clean, poison)
+        if reason:
+            return CellOutcome(metrics={}, details=details, status="error", message=reason)
+        details["defense_stage"] = DEFENSES.get(cell.defense.id).stage
+        metrics = {"clean_accuracy": clean, "random_init_accuracy": random_init, "encoder_gain": clean - random_init,
+                   "n_poison": float(n_poison), "attack_seconds": attack_seconds, **extra}
+        return CellOutcome(metrics=metrics, details=details)
+    if poison is not None:
         poison_feats = (poison.features.to(env.device).float() if poison.features is not None
                         else setting.view().features(poison.images))
         feats = torch.cat([setting.train_features, poison_feats])
         labels = torch.cat([setting.train.labels, poison.labels.cpu()])
         images = torch.cat([setting.train.images, poison.images.cpu()]) if poison.images is not None else None
         poisoned = setting.head_accuracy(images, feats, labels)
-        details["attack_diagnostics"] = dict(poison.diagnostics)
-        details["attack_space"] = ATTACKS.get(cell.attack.id).space
     metrics = {"clean_accuracy": clean, "poisoned_accuracy": poisoned, "accuracy_drop": clean - poisoned,
                "random_init_accuracy": random_init, "encoder_gain": clean - random_init,
                "n_poison": float(n_poison), "attack_seconds": attack_seconds}

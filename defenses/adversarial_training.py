@@ -1,0 +1,142 @@
+"""Adversarial training. Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models
+Resistant to Adversarial Attacks", ICLR 2018 (PGD-AT); for pre-training, adversarial contrastive learning:
+Kim, Tack, Hwang, "Adversarial Self-Supervised Contrastive Learning", NeurIPS 2020 and Jiang, Chen, Chen,
+Wang, "Robust Pre-Training by Adversarial Contrastive Learning", NeurIPS 2020 (ACL).
+
+* :meth:`fit_head` (downstream track): min over the linear head of the cross-entropy on x + δ*, with δ*
+  from PGD (``steps`` steps of ``step_size``, random start, ℓ∞ ball ``epsilon``, pixels kept in [0, 1])
+  maximising that cross-entropy through the frozen extractor; Adam on the head, L2 weight of the victim's
+  :class:`HeadSpec` on W (bias unpenalised), ``epochs`` epochs of mini-batches.
+* :meth:`fit_supervised`: the same PGD-AT for a supervised victim ``model`` (images → logits); it uses this
+  config's schedule (``supervised_epochs``, ``supervised_lr``), not the plain trainer's.
+* :meth:`ssl_hooks` (pre-training): a ``loss_fn`` running PGD (``ssl_steps`` of ``ssl_step_size`` in
+  ``ssl_epsilon``) on both views jointly, maximising the SSL method's own loss; the training loss is
+  ½(clean loss + adversarial loss) (ACL's A2A pair). The method's batch statistics and queue see the PGD
+  passes too (momentum encoders are not updated by them: ``after_step`` runs once per optimiser step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.api import (DefenseContext, Defense, FeatureExtractorView, HeadSpec, MethodConfig, check_range,
+                           register_defense)
+from benchmark.pretrain import SSLTrainingHooks
+from benchmark.probe import LinearHead
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdversarialTrainingConfig(MethodConfig):
+    epsilon: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    epochs: int = 10  # head epochs
+    lr: float = 1e-2  # Adam, head
+    batch_size: int = 256
+    supervised_epochs: int = 30
+    supervised_lr: float = 1e-3
+    ssl_epsilon: float = 8 / 255
+    ssl_step_size: float = 2 / 255
+    ssl_steps: int = 5
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        for name in ("epsilon", "step_size", "ssl_epsilon", "ssl_step_size"):
+            check_range(problems, name, getattr(self, name), 0.0, 1.0)
+        for name in ("steps", "ssl_steps", "epochs", "supervised_epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: {getattr(self, name)} must be ≥ 1")
+        check_range(problems, "lr", self.lr, 0.0, 10.0, low_open=True)
+        check_range(problems, "supervised_lr", self.supervised_lr, 0.0, 10.0, low_open=True)
+        return problems
+
+
+def pgd(loss_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, epsilon: float, step_size: float,
+        steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ℓ∞ PGD with a uniform random start: x + δ (in [0, 1]) that (locally) maximises ``loss_of``."""
+    noise = torch.rand(x.shape, generator=generator).to(x.device) * 2 - 1
+    delta = (noise * epsilon).to(x.dtype)
+    delta = ((x + delta).clamp(0, 1) - x).detach()
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_of(x + delta), delta)
+        delta = (delta.detach() + step_size * grad.sign()).clamp(-epsilon, epsilon)
+        delta = ((x + delta).clamp(0, 1) - x).detach()
+    return (x + delta).detach()
+
+
+def _batches(n: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    return [order[i : i + batch] for i in range(0, n, batch)]
+
+
+@register_defense
+class AdversarialTraining(Defense):
+    id = "adversarial_training"
+    stage = "training"
+    tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
+    Config = AdversarialTrainingConfig
+    citation = "Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018"
+    config: AdversarialTrainingConfig
+
+    # ------------------------------------------------------------------------------------ heads
+    def fit_head(self, extractor: FeatureExtractorView, images: torch.Tensor, labels: torch.Tensor,
+                 head: HeadSpec, ctx: DefenseContext) -> LinearHead:
+        cfg, device = self.config, ctx.device
+        layer = nn.Linear(extractor.feature_dim, head.num_classes).to(device)
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+        optimizer = torch.optim.Adam(layer.parameters(), lr=cfg.lr)
+        data, targets = images.to(device), labels.to(device)
+        for _ in range(cfg.epochs):
+            for idx in _batches(len(data), cfg.batch_size, ctx.generator):
+                x, y = data[idx.to(device)], targets[idx.to(device)]
+                w, b = layer.weight.detach(), layer.bias.detach()
+                x_adv = pgd(lambda z: F.cross_entropy(extractor(z) @ w.T + b, y), x, epsilon=cfg.epsilon,
+                            step_size=cfg.step_size, steps=cfg.steps, generator=ctx.generator)
+                with torch.no_grad():
+                    feats = extractor(x_adv)
+                loss = F.cross_entropy(layer(feats), y) + 0.5 * head.l2 * layer.weight.pow(2).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return LinearHead(layer.weight.detach().clone(), layer.bias.detach().clone())
+
+    def fit_supervised(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: DefenseContext,
+                       train: Callable[..., nn.Module]) -> nn.Module:
+        cfg, device = self.config, ctx.device
+        model = model.to(device)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.supervised_lr)
+        data, targets = images.to(device), labels.to(device)
+        for _ in range(cfg.supervised_epochs):
+            for idx in _batches(len(data), cfg.batch_size, ctx.generator):
+                x, y = data[idx.to(device)], targets[idx.to(device)]
+                model.eval()  # the attack sees the model as it will be evaluated (BN running stats)
+                x_adv = pgd(lambda z: F.cross_entropy(model(z), y), x, epsilon=cfg.epsilon,
+                            step_size=cfg.step_size, steps=cfg.steps, generator=ctx.generator)
+                model.train()
+                loss = F.cross_entropy(model(x_adv), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return model.eval()
+
+    # ------------------------------------------------------------------------------------ pre-training
+    def ssl_hooks(self, ssl: Any, ctx: DefenseContext) -> SSLTrainingHooks:
+        cfg = self.config
+        generator = torch.Generator().manual_seed(int(ctx.seed))
+
+        def loss_fn(model: Any, clean: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+            n = len(v1)
+            views = torch.cat([v1, v2]).detach()
+            adv = pgd(lambda z: model.loss(z[:n], z[n:]), views, epsilon=cfg.ssl_epsilon,
+                      step_size=cfg.ssl_step_size, steps=cfg.ssl_steps, generator=generator)
+            return 0.5 * (model.loss(v1, v2) + model.loss(adv[:n], adv[n:]))
+
+        return SSLTrainingHooks(loss_fn=loss_fn)

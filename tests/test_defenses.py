@@ -1,0 +1,221 @@
+"""Defenses: each does what its paper says at toy scale, and bad settings are rejected before compute."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.api import DefenseContext, FeatureExtractorView, HeadSpec
+from benchmark.backbones import create_backbone
+from benchmark.data import load_dataset
+from benchmark.pretrain import SSLRecipe, make_extractor, train_ssl
+from benchmark.probe import fit_linear_head, head_accuracy
+from benchmark.suite import SuiteError, expand_cells, load_suite
+from defenses.adversarial_training import AdversarialTraining, AdversarialTrainingConfig, pgd
+from defenses.dp_sgd import DPSGD, DPSGDConfig
+from defenses.finetune import Finetune, FinetuneConfig
+from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig, me_net
+
+CPU = torch.device("cpu")
+
+
+def _ctx(seed: int = 0, track: str = "downstream") -> DefenseContext:
+    return DefenseContext(track=track, num_classes=10, seed=seed, generator=torch.Generator().manual_seed(seed), device=CPU)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    train = load_dataset("mnist5k", "train", image_size=16, subset=600)
+    test = load_dataset("mnist5k", "test", image_size=16)
+    torch.manual_seed(0)
+    extractor = make_extractor(create_backbone("cnn_micro", in_chans=1), train.images, CPU)
+    return train, test, extractor
+
+
+def _view(extractor) -> FeatureExtractorView:
+    return FeatureExtractorView(extractor, extractor.feature_dim, CPU)
+
+
+# ------------------------------------------------------------------------------------ adversarial training
+def test_adversarial_training_head_is_more_robust_to_pgd(mnist) -> None:
+    train, test, extractor = mnist
+    view = _view(extractor)
+    eps = 0.1
+    at = AdversarialTraining(AdversarialTrainingConfig(epsilon=eps, step_size=eps / 4, steps=5, epochs=4))
+    robust_head = at.fit_head(view, train.images, train.labels, HeadSpec(10, 1e-3), _ctx())
+    plain_head = fit_linear_head(view.features(train.images), train.labels, 10, l2=1e-3)
+    x, y = test.images[:400], test.labels[:400]
+
+    def pgd_accuracy(head) -> float:
+        adv = pgd(lambda z: F.cross_entropy(head.logits(extractor(z)), y), x, epsilon=eps, step_size=eps / 4,
+                  steps=10, generator=torch.Generator().manual_seed(1))
+        assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        return head_accuracy(head, view.features(adv), y)
+
+    assert pgd_accuracy(robust_head) > pgd_accuracy(plain_head) + 0.1
+
+
+def test_adversarial_contrastive_loss_runs_and_is_higher_than_clean() -> None:
+    images = load_dataset("mnist5k", "train", image_size=16, subset=128).images
+    recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=1, batch_size=64,
+                       method_settings={"proj_hidden": 32, "proj_dim": 16})
+    hooks = AdversarialTraining().ssl_hooks(recipe, _ctx(track="pretrain-availability"))
+    model = train_ssl(recipe, images, seed=0, device=CPU, hooks=hooks)
+    v = images[:32]
+    clean = model.loss(v, v).item()
+    assert hooks.loss_fn(model, v, v, v).item() > clean  # ½(clean + adversarial) with adversarial ≥ clean
+
+
+# ------------------------------------------------------------------------------------ matrix completion
+def _low_rank_images(n: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, size, 1, generator=g) * 2 - 1
+    v = torch.rand(n, 1, 3 * size, generator=g) * 2 - 1
+    return (0.5 + 0.5 * u @ v).reshape(n, size, 3, size).permute(0, 2, 1, 3).contiguous()
+
+
+def test_matrix_completion_reconstructs_low_rank_image_from_half_its_pixels() -> None:
+    x = _low_rank_images()
+    r = me_net(x, keep_prob=0.5, n_masks=10, generator=torch.Generator().manual_seed(0))
+    assert r.shape == x.shape and r.min() >= 0 and r.max() <= 1
+    assert ((r - x).norm() / (x - 0.5).norm()).item() < 0.2
+    full = me_net(x, keep_prob=1.0, n_masks=1, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(full, x, atol=1e-4)  # every pixel observed, rank kept: identity
+
+
+def test_matrix_completion_removes_more_perturbation_than_image() -> None:
+    x = _low_rank_images(seed=1)
+    delta = torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(2))) * 8 / 255
+    xd = (x + delta).clamp(0, 1)
+    rec = lambda z: me_net(z, keep_prob=0.5, n_masks=10, generator=torch.Generator().manual_seed(3))  # noqa: E731
+    r, rd = rec(x), rec(xd)
+    perturbation_kept = ((rd - r).norm() / (xd - x).norm()).item()
+    image_lost = ((r - x).norm() / (x - 0.5).norm()).item()
+    assert 1 - perturbation_kept > image_lost
+
+
+def test_matrix_completion_ssl_hook_transforms_batches() -> None:
+    mc = MatrixCompletion(MatrixCompletionConfig(n_masks=2))
+    hooks = mc.ssl_hooks(None, _ctx(track="pretrain-availability"))
+    x = _low_rank_images(8)
+    y = hooks.batch_transform(x)
+    assert y.shape == x.shape and not torch.equal(x, y)
+    assert mc.transform_images(x, _ctx()).shape == x.shape
+
+
+# ------------------------------------------------------------------------------------ fine-tuning
+def test_finetune_changes_weights_and_improves_probe(mnist) -> None:
+    train, test, extractor = mnist
+    ft = Finetune(FinetuneConfig(clean_size=600, epochs=10, lr=0.05))
+    repaired = ft.repair_encoder(extractor, train.images, train.labels, _ctx())
+    before = torch.cat([p.flatten() for p in extractor.backbone.parameters()])
+    after = torch.cat([p.flatten() for p in repaired.backbone.parameters()])
+    assert not torch.allclose(before, after)
+    assert all(not p.requires_grad for p in repaired.parameters())
+    assert torch.equal(before, torch.cat([p.flatten() for p in extractor.backbone.parameters()]))  # not mutated
+
+    def probe(ext) -> float:
+        tr, te = ext(train.images), ext(test.images)
+        return head_accuracy(fit_linear_head(tr, train.labels, 10, l2=1e-3), te, test.labels)
+
+    assert probe(repaired) > probe(extractor) + 0.02
+
+
+# ------------------------------------------------------------------------------------ DP-SGD
+def test_dp_sgd_clips_per_sample_gradients(mnist) -> None:
+    train, _, extractor = mnist
+    lr, clip = 0.1, 1e-3
+    dp = DPSGD(DPSGDConfig(noise_multiplier=0.0, max_grad_norm=clip, epochs=1, lr=lr, momentum=0.0, batch_size=600))
+    feats = _view(extractor).features(train.images) * 100  # large features → large raw gradients
+    head = dp.fit_head(_view(extractor), train.images, train.labels, HeadSpec(10, 0.0), _ctx(), features=feats)
+    # one step (one Poisson batch of expected size N) from zero: ‖update‖ ≤ lr·C·|B|/E[|B|]
+    update = torch.cat([head.weight.flatten(), head.bias])
+    assert 0 < update.norm().item() <= lr * clip * 1.2
+    raw = torch.autograd.functional.jacobian(
+        lambda w: F.cross_entropy(feats @ w.T, train.labels), torch.zeros(10, feats.shape[1]))
+    assert raw.norm().item() > 10 * clip  # without clipping the step would be far larger
+
+
+def test_dp_sgd_epsilon_matches_opacus_rdp_accountant(mnist) -> None:
+    from opacus.accountants import RDPAccountant
+
+    train, _, extractor = mnist
+    dp = DPSGD(DPSGDConfig(noise_multiplier=1.1, max_grad_norm=1.0, epochs=3, batch_size=100))
+    dp.fit_head(_view(extractor), train.images, train.labels, HeadSpec(10, 1e-3), _ctx())
+    n = len(train)
+    q, steps = 100 / n, 3 * math.ceil(n / 100)
+    accountant = RDPAccountant()
+    accountant.history = [(1.1, q, steps)]
+    assert dp.last_steps == steps and dp.last_delta == pytest.approx(1 / n)
+    assert dp.last_epsilon == pytest.approx(accountant.get_epsilon(delta=1 / n), rel=1e-9)
+
+
+def test_dp_sgd_byol_group_norm_pretraining_records_epsilon() -> None:
+    images = load_dataset("mnist5k", "train", image_size=16, subset=128).images
+    recipe = SSLRecipe(method="byol", backbone="cnn_micro", norm="group", epochs=1, batch_size=64,
+                       method_settings={"proj_hidden": 32, "proj_dim": 16})
+    dp = DPSGD(DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0))
+    train_ssl(recipe, images, seed=0, device=CPU, hooks=dp.ssl_hooks(recipe, _ctx(track="pretrain-availability")))
+    assert dp.last_steps == 2 and math.isfinite(dp.last_epsilon) and dp.last_epsilon > 0
+    with pytest.raises(ValueError, match="group"):
+        dp.ssl_hooks(SSLRecipe(method="byol", backbone="cnn_micro"), _ctx())
+    assert "couples" in dp.unsupported(track="pretrain-availability", ssl_method="simclr", victim="convex")
+    assert "queue" in dp.unsupported(track="pretrain-targeted", ssl_method="mocov2", victim="convex")
+    assert dp.unsupported(track="downstream", ssl_method="simclr", victim="convex") is None
+
+
+# ------------------------------------------------------------------------------------ validation
+def test_bad_defense_settings_are_rejected_with_the_field_named(tiny_suite_dict, write_suite) -> None:
+    raw = tiny_suite_dict
+    raw["tracks"]["downstream"]["defenses"] = [
+        {"id": "matrix_completion", "name": "mc0", "settings": {"keep_prob": 0.0}},
+        {"id": "matrix_completion", "name": "mc2", "settings": {"keep_prob": 1.5}},
+        {"id": "dp_sgd", "name": "dp-s", "settings": {"noise_multiplier": -1.0}},
+        {"id": "dp_sgd", "name": "dp-c", "settings": {"max_grad_norm": -0.5}},
+        {"id": "finetune", "settings": {"clean_size": 0}},
+    ]
+    with pytest.raises(SuiteError) as info:
+        load_suite(str(write_suite(raw)))
+    text = "\n".join(info.value.problems)
+    assert text.count("keep_prob") == 2 and "noise_multiplier" in text and "max_grad_norm" in text
+    assert "clean_size" in text
+
+
+def test_defended_combinations_expand_and_unsupported_ones_are_skipped(tiny_suite_dict, write_suite) -> None:
+    raw = tiny_suite_dict
+    raw["encoders"]["methods"] = ["simclr", "byol"]
+    raw["tracks"]["downstream"]["defenses"] = ["none", "adversarial_training", "matrix_completion", "finetune", "dp_sgd"]
+    cells, skipped = expand_cells(load_suite(str(write_suite(raw))))
+    assert {c.defense.id for c in cells} == {"none", "adversarial_training", "matrix_completion", "finetune", "dp_sgd"}
+    assert not skipped
+    assert DPSGD().unsupported(track="pretrain-availability", ssl_method="mocov2", victim="convex")
+
+
+@pytest.mark.slow
+def test_defended_downstream_cells_report_cost_and_epsilon(tiny_suite_dict, write_suite, tmp_path) -> None:
+    import json
+
+    from benchmark.runner import run_suite
+
+    raw = copy.deepcopy(tiny_suite_dict)
+    raw["scenarios"] = raw["scenarios"][:1]
+    raw["tracks"]["downstream"]["attacks"] = ["none", "label_flip"]
+    raw["tracks"]["downstream"]["defenses"] = [
+        "none", {"id": "adversarial_training", "settings": {"epochs": 1, "steps": 2}},
+        {"id": "matrix_completion", "settings": {"n_masks": 2}},
+        {"id": "finetune", "settings": {"clean_size": 100, "epochs": 1}}, {"id": "dp_sgd", "settings": {"epochs": 2}}]
+    suite = load_suite(str(write_suite(raw)))
+    run_suite(suite, results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu")
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
+    assert len(records) == 10 and all(r["status"] == "ok" for r in records)
+    for r in records:
+        m = r["metrics"]
+        if r["cell"]["defense"]["id"] != "none":
+            assert m["defense_cost"] == pytest.approx(m["clean_accuracy"] - m["defended_clean_accuracy"])
+            assert m["accuracy_drop"] == pytest.approx(m["clean_accuracy"] - m["poisoned_accuracy"])
+        if r["cell"]["defense"]["id"] == "dp_sgd":
+            assert math.isfinite(m["privacy_epsilon"]) and m["privacy_epsilon"] > 0
