@@ -1,0 +1,58 @@
+"""Private helpers shared by the downstream attacks (not an attack; not auto-registered)."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.probe import LinearHead, head_objective
+
+
+def choose_base(n: int, budget: int, generator: torch.Generator) -> torch.Tensor:
+    """``budget`` distinct training indices drawn uniformly with ``generator`` (CPU, int64)."""
+    return torch.randperm(n, generator=generator)[: min(budget, n)]
+
+
+def project_images(x: torch.Tensor, base: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    """Clip ``x`` to [0, 1] and, when ``epsilon`` is set, to the ℓ∞ ball of that radius around ``base``."""
+    if epsilon is not None:
+        x = torch.minimum(torch.maximum(x, base - epsilon), base + epsilon)
+    return x.clamp(0.0, 1.0)
+
+
+def head_gradient(weight: torch.Tensor, bias: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                  *, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the SUMMED cross-entropy over ``features`` w.r.t. the head (W, b), by autograd.
+
+    ``weight``/``bias`` are treated as fixed points (copies requiring grad); with ``create_graph`` the
+    result stays differentiable in ``features`` (second-order autograd)."""
+    w = weight.detach().clone().requires_grad_(True)
+    b = bias.detach().clone().requires_grad_(True)
+    loss = head_objective(w, b, features, labels, 0.0) * len(labels)
+    gw, gb = torch.autograd.grad(loss, (w, b), create_graph=create_graph)
+    return gw, gb
+
+
+class GradientResidual:
+    """‖∇_θ [mean CE over D_c ∪ D_p + l2/2·‖W‖²] at a fixed head θ̂‖² as a function of the poisons' features.
+
+    The clean part Σ_{D_c} ∇ℓ(θ̂) is computed once; the mean is over N + n_p points (the victim's objective).
+    """
+
+    def __init__(self, target: LinearHead, clean_features: torch.Tensor, clean_labels: torch.Tensor,
+                 n_poison: int, l2: float) -> None:
+        self.target = target
+        self.total = len(clean_labels) + n_poison
+        gw, gb = head_gradient(target.weight, target.bias, clean_features, clean_labels, create_graph=False)
+        self.clean_w, self.clean_b = gw.detach(), gb.detach()
+        self.reg_w = l2 * target.weight.detach()
+
+    def squared(self, poison_features: torch.Tensor, poison_labels: torch.Tensor) -> torch.Tensor:
+        gw, gb = head_gradient(self.target.weight, self.target.bias, poison_features, poison_labels,
+                               create_graph=True)
+        res_w = (self.clean_w + gw) / self.total + self.reg_w
+        res_b = (self.clean_b + gb) / self.total
+        return res_w.pow(2).sum() + res_b.pow(2).sum()
+
+    def norm(self, poison_features: torch.Tensor, poison_labels: torch.Tensor) -> float:
+        with torch.enable_grad():
+            return self.squared(poison_features.detach(), poison_labels).sqrt().item()

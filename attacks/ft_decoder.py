@@ -1,0 +1,137 @@
+"""Feature-targeted attack with decoder inversion: Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning
+Attacks on Pre-trained Feature Extractors", SaTML 2024 (stages 1-3).
+
+Stage 1: GradPC target head; stage 2: gradient canceling in feature space → poisoned features ζ
+(:mod:`attacks._feature_gc`). Stage 3, decoder inversion: a decoder g: features → images is trained on the
+clean training images with the extractor f frozen (MSE between g(f(x)) and x; a linear layer to a
+(4·width, H/4, W/4) map, two stride-2 transposed convolutions, sigmoid, resized to H×W), held out 10 % to
+measure it; x_p = clamp(g(ζ), 0, 1), projected into the ε ball around the base image under an input
+constraint. The decoder is cached per (encoder, data, decoder config) through ``ctx.cached``; its
+initialisation and batch order come from ``decoder_seed`` (not the run generator), so a cache hit and a
+miss give the same decoder and the run's random stream does not depend on the cache.
+
+Diagnostics: ``decoder_mse`` (held-out reconstruction MSE) vs ``constant_mse`` (the mean training image
+as a constant predictor), ``feature_match_error`` = ‖f(x_p) − ζ‖_F / ‖ζ‖_F, plus GradPC/GC diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacks._common import project_images
+from attacks._feature_gc import FeatureGCConfig, feature_targeted_poison
+from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, check_range, register_attack
+
+
+@dataclass(frozen=True, kw_only=True)
+class FTDecoderConfig(FeatureGCConfig):
+    decoder_width: int = 32
+    decoder_epochs: int = 30
+    decoder_lr: float = 1e-3
+    decoder_batch_size: int = 128
+    decoder_seed: int = 0
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        check_range(problems, "decoder_width", self.decoder_width, 1, 4096)
+        check_range(problems, "decoder_epochs", self.decoder_epochs, 1, 100_000)
+        check_range(problems, "decoder_lr", self.decoder_lr, 0.0, 10.0, low_open=True)
+        check_range(problems, "decoder_batch_size", self.decoder_batch_size, 1, 1_000_000)
+        return problems
+
+
+class Decoder(nn.Module):
+    """features (N, D) → images (N, C, H, W) in [0, 1]."""
+
+    def __init__(self, feature_dim: int, shape: tuple[int, int, int], width: int) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.shape = shape
+        self.h0, self.w0 = max(1, -(-h // 4)), max(1, -(-w // 4))
+        self.width = width
+        self.fc = nn.Linear(feature_dim, 4 * width * self.h0 * self.w0)
+        self.up = nn.Sequential(
+            nn.ReLU(),
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, c, 3, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.up(self.fc(z).view(len(z), 4 * self.width, self.h0, self.w0))
+        if tuple(x.shape[-2:]) != self.shape[1:]:
+            x = F.interpolate(x, size=self.shape[1:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(x)
+
+
+def train_decoder(features: torch.Tensor, images: torch.Tensor, cfg: FTDecoderConfig) -> dict[str, torch.Tensor]:
+    """Fit the decoder on 90 % of (features, images); return its state_dict and the held-out MSEs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.decoder_seed)
+        decoder = Decoder(features.shape[1], tuple(images.shape[1:]), cfg.decoder_width).to(features.device)
+    gen = torch.Generator().manual_seed(cfg.decoder_seed)
+    order = torch.randperm(len(images), generator=gen).to(features.device)
+    n_val = max(1, len(images) // 10)
+    val, tr = order[:n_val], order[n_val:]
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.decoder_lr)
+    for _ in range(cfg.decoder_epochs):
+        perm = tr[torch.randperm(len(tr), generator=gen).to(features.device)]
+        for start in range(0, len(perm), cfg.decoder_batch_size):
+            idx = perm[start : start + cfg.decoder_batch_size]
+            loss = F.mse_loss(decoder(features[idx]), images[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        mse = F.mse_loss(decoder(features[val]), images[val])
+        constant = F.mse_loss(images[tr].mean(0, keepdim=True).expand_as(images[val]), images[val])
+    state = {f"state.{k}": v.detach().cpu() for k, v in decoder.state_dict().items()}
+    return {**state, "decoder_mse": mse.cpu().reshape(1), "constant_mse": constant.cpu().reshape(1)}
+
+
+@register_attack
+class FTDecoder(DownstreamAttack):
+    id = "ft_decoder"
+    Config = FTDecoderConfig
+    citation = ("Lu, Yang, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors, "
+                "SaTML 2024 (FT, decoder inversion)")
+
+    def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
+        cfg: FTDecoderConfig = self.config
+        zeta, labels, base, diagnostics = feature_targeted_poison(cfg, ctx)
+        decoder, stats = self._decoder(ctx)
+        diagnostics.update(stats)
+        clean = ctx.train_images[base].to(ctx.device).float()
+        with torch.no_grad():
+            images = project_images(decoder(zeta.to(ctx.device)), clean, ctx.input_epsilon)
+            achieved = ctx.extractor(images)
+        diagnostics["feature_match_error"] = ((achieved - zeta).norm() / zeta.norm().clamp_min(1e-12)).item()
+        return DownstreamPoison(images=images.cpu(), labels=labels.long().cpu(), base_indices=base,
+                                diagnostics=diagnostics)
+
+    def _decoder(self, ctx: DownstreamAttackContext) -> tuple[Decoder, dict[str, float]]:
+        cfg: FTDecoderConfig = self.config
+        images = ctx.train_images.to(ctx.device).float()
+        features = ctx.train_features.to(ctx.device).float()
+        key = {"arch": "Decoder-v1", "width": cfg.decoder_width, "epochs": cfg.decoder_epochs, "lr": cfg.decoder_lr,
+               "batch_size": cfg.decoder_batch_size, "seed": cfg.decoder_seed, "feature_dim": int(features.shape[1]),
+               "image_shape": list(images.shape), "data_fingerprint": _fingerprint(images, features)}
+        blob = ctx.cached("ft_decoder", key, lambda: train_decoder(features, images, cfg))
+        decoder = Decoder(features.shape[1], tuple(images.shape[1:]), cfg.decoder_width)
+        decoder.load_state_dict({k[len("state."):]: v for k, v in blob.items() if k.startswith("state.")})
+        decoder = decoder.to(ctx.device).eval().requires_grad_(False)
+        return decoder, {"decoder_mse": float(blob["decoder_mse"].item()),
+                         "constant_mse": float(blob["constant_mse"].item())}
+
+
+def _fingerprint(images: torch.Tensor, features: torch.Tensor) -> list[float]:
+    """A cheap content fingerprint of the decoder's training data (the engine adds the encoder identity)."""
+    weights = torch.linspace(1.0, 2.0, images[0].numel(), device=images.device)
+    per_image = images.flatten(1) @ weights
+    order = torch.arange(1, len(images) + 1, device=images.device, dtype=per_image.dtype)
+    return [round(float(per_image.sum()), 4), round(float((per_image * order).sum()), 2),
+            round(float(features.double().sum()), 4)]

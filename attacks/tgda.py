@@ -1,0 +1,224 @@
+"""Total-gradient descent ascent (TGDA): Lu, Kamath, Yu, "Indiscriminate Data Poisoning Attacks on Neural
+Networks", TMLR 2022; on a frozen feature extractor as in Lu, Yang, Kamath, Yu, "Indiscriminate Data
+Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024.
+
+A Stackelberg game. Leader: a small convolutional auto-encoder G mapping ``budget`` randomly chosen
+clean training images (labels kept, ``base_indices`` kept) to poisons x_p = clamp(x + G(x), 0, 1)
+(G ends in tanh; under an input constraint ε, x_p = clamp(x + ε·G(x), 0, 1), inside the ε ball by
+construction). Follower: the victim's linear head w on the frozen features, trained on the poisoned
+training objective L_tr(w; G) (mean CE over D_tr ∪ D_p + l2/2·‖W‖²). The leader maximises the follower's
+validation cross-entropy L_val(w) on a held-out split of the CLEAN TRAINING data (never test data), i.e.
+minimises the leader loss −L_val, with the TOTAL gradient
+
+    D_G(−L_val) = −[∇_G L_val − (∂²L_tr/∂G∂w) H_ww⁻¹ ∇_w L_val] = (∂²L_tr/∂G∂w) H_ww⁻¹ ∇_w L_val
+
+(∇_G L_val = 0: validation data is clean). H_ww⁻¹∇_w L_val is solved by conjugate gradient with exact
+Hessian-vector products (autograd, small damping for the bias' flat direction); the mixed term is one
+more backward pass through f and G. Then the follower takes ``follower_steps`` gradient steps.
+
+Published (TMLR 2022, as we recall it; not re-verified): 200 epochs, 1 leader step then 20 follower steps
+per epoch, 16 CG iterations, ε_d = 3 % of the data. Defaults here: 40 epochs (CPU scale), 1 leader Adam
+step of 0.01, 20 follower GD steps of 0.1, 16 CG iterations, 20 % validation split.
+Diagnostics: ``leader_loss_start`` / ``leader_loss_end`` = the follower's validation CE (the quantity the
+leader drives UP; the leader's minimised loss is its negative), ``val_ce_refit`` = validation CE of a head
+refitted by L-BFGS on D_tr ∪ D_p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacks._common import choose_base
+from benchmark.api import (
+    DownstreamAttack,
+    DownstreamAttackContext,
+    DownstreamPoison,
+    MethodConfig,
+    check_range,
+    register_attack,
+)
+from benchmark.probe import fit_linear_head, head_objective
+
+
+@dataclass(frozen=True, kw_only=True)
+class TGDAConfig(MethodConfig):
+    epochs: int = 40
+    leader_lr: float = 0.01
+    follower_steps: int = 20
+    follower_lr: float = 0.1
+    cg_iters: int = 16
+    cg_damping: float = 1e-4
+    val_fraction: float = 0.2
+    width: int = 16  # channels of the generator's first layer
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        check_range(problems, "epochs", self.epochs, 0, 100_000)
+        check_range(problems, "leader_lr", self.leader_lr, 0.0, 10.0, low_open=True)
+        check_range(problems, "follower_steps", self.follower_steps, 0, 10_000)
+        check_range(problems, "follower_lr", self.follower_lr, 0.0, 100.0, low_open=True)
+        check_range(problems, "cg_iters", self.cg_iters, 1, 1000)
+        check_range(problems, "cg_damping", self.cg_damping, 0.0, 1.0)
+        check_range(problems, "val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
+        check_range(problems, "width", self.width, 1, 1024)
+        return problems
+
+
+class PoisonGenerator(nn.Module):
+    """Conv auto-encoder: two convolutions down (one stride 2), a transposed convolution up, tanh output.
+    The last layer starts at zero, so the first poisons are the clean images."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.ReLU(),
+        )
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.net(x)[..., : x.shape[-2], : x.shape[-1]]
+        return torch.tanh(self.out(h))
+
+
+def conjugate_gradient(hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
+                       rtol: float = 1e-6) -> torch.Tensor:
+    """Solve H q = b for symmetric positive (semi-)definite H given only q ↦ Hq (stops early at a
+    relative residual ``rtol`` or on a non-positive curvature)."""
+    q = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r.dot(r)
+    stop = (rtol * b.norm()) ** 2
+    for _ in range(iters):
+        if rr <= stop:
+            break
+        hp = hvp(p)
+        curvature = p.dot(hp)
+        if curvature <= 0:
+            break
+        alpha = rr / curvature
+        q, r = q + alpha * p, r - alpha * hp
+        rr_new = r.dot(r)
+        p, rr = r + (rr_new / rr) * p, rr_new
+    return q
+
+
+@register_attack
+class TGDA(DownstreamAttack):
+    id = "tgda"
+    Config = TGDAConfig
+    citation = "Lu, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Neural Networks, TMLR 2022"
+
+    def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
+        cfg: TGDAConfig = self.config
+        n = len(ctx.train_labels)
+        order = torch.randperm(n, generator=ctx.generator)
+        n_val = max(1, round(cfg.val_fraction * n))
+        val_idx, tr_idx = order[:n_val], order[n_val:]
+        base = tr_idx[choose_base(len(tr_idx), ctx.budget, ctx.generator)]
+        features = ctx.train_features.to(ctx.device).float()
+        labels = ctx.train_labels.to(ctx.device)
+        game = _Game(ctx, cfg, features[tr_idx.to(ctx.device)], labels[tr_idx.to(ctx.device)],
+                     features[val_idx.to(ctx.device)], labels[val_idx.to(ctx.device)],
+                     ctx.train_images[base].to(ctx.device).float(), labels[base.to(ctx.device)].clone())
+        images, diagnostics = game.play()
+        return DownstreamPoison(images=images.cpu(), labels=game.poison_labels.long().cpu(), base_indices=base,
+                                diagnostics=diagnostics)
+
+
+class _Game:
+    """The leader (generator) / follower (linear head) game on fixed clean train / validation features."""
+
+    def __init__(self, ctx: DownstreamAttackContext, cfg: TGDAConfig, train_f: torch.Tensor, train_y: torch.Tensor,
+                 val_f: torch.Tensor, val_y: torch.Tensor, clean: torch.Tensor, poison_labels: torch.Tensor) -> None:
+        self.ctx, self.cfg = ctx, cfg
+        self.train_f, self.train_y, self.val_f, self.val_y = train_f, train_y, val_f, val_y
+        self.clean, self.poison_labels = clean, poison_labels
+        self.all_y = torch.cat([train_y, poison_labels])
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the generator's initialisation, from the attack's generator
+            self.generator = PoisonGenerator(clean.shape[1], cfg.width).to(ctx.device)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=cfg.leader_lr)
+        head = fit_linear_head(train_f, train_y, ctx.num_classes, l2=ctx.head.l2)
+        self.w = torch.cat([head.weight.flatten(), head.bias]).clone()
+        self.k, self.d = head.weight.shape
+
+    # ---------------------------------------------------------------- pieces
+    def poisons(self) -> torch.Tensor:
+        scale = 1.0 if self.ctx.input_epsilon is None else self.ctx.input_epsilon
+        return (self.clean + scale * self.generator(self.clean)).clamp(0.0, 1.0)
+
+    def unpack(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return w[: self.k * self.d].view(self.k, self.d), w[self.k * self.d :]
+
+    def train_loss(self, w: torch.Tensor, poison_f: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.unpack(w)
+        return head_objective(weight, bias, torch.cat([self.train_f, poison_f]), self.all_y, self.ctx.head.l2)
+
+    def val_loss(self, w: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.unpack(w)
+        return F.cross_entropy(self.val_f @ weight.T + bias, self.val_y)
+
+    # ---------------------------------------------------------------- steps
+    def leader_step(self) -> None:
+        grads = self.hypergradient()
+        self.optimizer.zero_grad(set_to_none=True)
+        for param, grad in zip(self.generator.parameters(), grads):
+            param.grad = grad
+        self.optimizer.step()
+
+    def hypergradient(self) -> list[torch.Tensor]:
+        """Total gradient of the leader loss −L_val(w*(G)) w.r.t. the generator's parameters at w = self.w."""
+        w = self.w.detach().requires_grad_(True)
+        (grad_val,) = torch.autograd.grad(self.val_loss(w), w)
+        with torch.no_grad():
+            fixed_f = self.ctx.extractor(self.poisons())
+        (grad_tr,) = torch.autograd.grad(self.train_loss(w, fixed_f), w, create_graph=True)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            (hv,) = torch.autograd.grad(grad_tr, w, grad_outputs=v, retain_graph=True)
+            return hv + self.cfg.cg_damping * v
+
+        q = conjugate_gradient(hvp, grad_val, self.cfg.cg_iters).detach()
+        w2 = self.w.detach().requires_grad_(True)
+        (grad_tr_g,) = torch.autograd.grad(self.train_loss(w2, self.ctx.extractor(self.poisons())), w2,
+                                           create_graph=True)
+        mixed = (grad_tr_g * q).sum()  # its gradient w.r.t. G is (∂²L_tr/∂G∂w) H⁻¹ ∇_w L_val
+        params = list(self.generator.parameters())
+        grads = torch.autograd.grad(mixed, params, allow_unused=True)  # = D_G(−L_val)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    def follower_steps(self) -> None:
+        with torch.no_grad():
+            poison_f = self.ctx.extractor(self.poisons())
+        w = self.w.detach()
+        for _ in range(self.cfg.follower_steps):
+            w = w.requires_grad_(True)
+            (g,) = torch.autograd.grad(self.train_loss(w, poison_f), w)
+            w = (w - self.cfg.follower_lr * g).detach()
+        self.w = w
+
+    def play(self) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            start = self.val_loss(self.w).item()
+        for _ in range(self.cfg.epochs):
+            self.leader_step()
+            self.follower_steps()
+        with torch.no_grad():
+            images = self.poisons()
+            end = self.val_loss(self.w).item()
+            poison_f = self.ctx.extractor(images)
+        refit = fit_linear_head(torch.cat([self.train_f, poison_f]), self.all_y, self.ctx.num_classes,
+                                l2=self.ctx.head.l2)
+        with torch.no_grad():
+            refit_ce = F.cross_entropy(refit.logits(self.val_f), self.val_y).item()
+        return images.detach(), {"leader_loss_start": start, "leader_loss_end": end, "val_ce_refit": refit_ce}
