@@ -1,0 +1,165 @@
+"""The pre-training availability track (He, Zha, Katabi, "Indiscriminate Poisoning Attacks on
+Unsupervised Contrastive Learning", ICLR 2023): the attacker perturbs a fraction p of the unlabeled
+pre-training images within an ℓ∞ ball ε; the victim pre-trains the same SSL recipe from scratch on them;
+the metric is the linear-probe accuracy drop against the clean encoder.
+
+Two probe protocols (REFERENCE §6): ``probe=clean`` (the published one: the head is trained on the clean
+labeled training set) gives ``poisoned_accuracy`` / ``accuracy_drop``; ``probe=poisoned`` (the head is
+trained on the poisoned images' features, for a victim who uses the released data end to end) gives
+``*_poisoned_probe``. With ``victim.supervised_eval`` a supervised CNN (the same backbone + a linear
+layer) is trained on the poisoned vs the clean labeled set as a cross-evaluation.
+
+Cached artifacts: the poison (attack config × encoder recipe × data × budget × ε × seed), the victim
+encoder (the clean key plus ``variant = {poison, defense}``), features, and scalar accuracies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.api import ATTACKS, AvailabilityPoison, PretrainAttackContext
+from benchmark.suite import NO_ATTACK, Cell
+from benchmark.tracks import register_track
+from benchmark.tracks._pretrain import (
+    PretrainSetting,
+    cached_scalar,
+    defense_after,
+    defense_context,
+    defense_entry,
+    defense_hooks,
+    make_defense,
+    supervised_accuracy,
+    supervised_key,
+)
+from benchmark.tracks.common import CellOutcome, RunEnv, data_key
+from benchmark.utils import derive_seed
+from benchmark.validation import (
+    ThreatModelViolation,
+    fingerprint,
+    validate_availability,
+)
+
+POISON_KIND = "poison-availability"
+
+
+def poison_key(setting: PretrainSetting, cell: Cell) -> dict[str, Any]:
+    spec = cell.spec
+    return {"attack": {"id": cell.attack.id, "settings": cell.attack.settings}, "encoder": setting.encoder_spec,
+            "pretrain": setting.scenario["pretrain"], "data": data_key(setting.data), "seed": setting.seed,
+            "budget": spec["budget"], "epsilon": spec["epsilon"]}
+
+
+def attack_context(setting: PretrainSetting, cell: Cell, key: dict[str, Any]) -> PretrainAttackContext:
+    spec, env = cell.spec, setting.env
+    name = env.cache.key(POISON_KIND, key)
+    budget = math.floor(spec["budget"] * len(setting.pre) + 1e-9)
+    seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, spec["budget"], spec["epsilon"])
+    cache_scope = {k: key[k] for k in ("encoder", "pretrain", "data", "seed", "budget", "epsilon")}
+
+    def cached(kind: str, config: Any, build: Any) -> dict[str, torch.Tensor]:
+        return env.cache.get_or_build(f"attack-{kind}", {**cache_scope, **config}, build)
+
+    return PretrainAttackContext(
+        images=setting.pre.images, labels=setting.pre.labels, num_classes=setting.pre.num_classes,
+        epsilon=float(spec["epsilon"]), poison_fraction=float(spec["budget"]), budget=budget, ssl=setting.recipe,
+        generator=torch.Generator().manual_seed(seed), device=env.device,
+        checkpoint_dir=Path(env.cache.root) / "checkpoints" / name, cached=cached)
+
+
+def craft(setting: PretrainSetting, cell: Cell) -> tuple[AvailabilityPoison, str, float]:
+    """The validated poison of this cell (cached), its cache key and its generation time."""
+    env, key = setting.env, poison_key(setting, cell)
+    ctx = attack_context(setting, cell, key)
+
+    def build() -> dict[str, torch.Tensor]:
+        cls = ATTACKS.get(cell.attack.id)
+        attack = cls(cls.Config(**cell.attack.settings))
+        before = fingerprint(setting.pre.images, setting.pre.labels)
+        start = time.perf_counter()
+        poison = attack.craft_availability(ctx)
+        seconds = time.perf_counter() - start
+        problems = [] if fingerprint(setting.pre.images, setting.pre.labels) == before else [
+            "the attack mutated the clean pre-training data it was given"]
+        try:
+            validate_availability(poison, budget=ctx.budget, images=setting.pre.images, epsilon=ctx.epsilon)
+        except ThreatModelViolation as exc:
+            problems += exc.problems
+        if problems:
+            raise ThreatModelViolation(problems)  # nothing is cached
+        diag = {f"diag.{k}": torch.tensor(float(v)) for k, v in poison.diagnostics.items()}
+        return {"images": poison.images.detach().cpu().float(), "indices": poison.indices.cpu(),
+                "seconds": torch.tensor(seconds), **diag}
+
+    tensors = env.cache.get_or_build(POISON_KIND, key, build)
+    poison = AvailabilityPoison(images=tensors["images"], indices=tensors["indices"],
+                                diagnostics={k[5:]: float(v) for k, v in tensors.items() if k.startswith("diag.")})
+    validate_availability(poison, budget=ctx.budget, images=setting.pre.images, epsilon=ctx.epsilon)
+    return poison, env.cache.key(POISON_KIND, key), float(tensors["seconds"])
+
+
+def victim_accuracies(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float | None]:
+    """Probe = clean and probe = poisoned accuracies of the victim pre-trained on ``images``."""
+    defense = make_defense(cell)
+    dctx = defense_context(cell, setting.num_classes, setting.env.device) if defense else None
+    key = setting.variant_key({"poison": poison, "defense": defense_entry(cell)})
+    extractor = setting.encoder(key, images, hooks=defense_hooks(defense, setting, dctx) if dctx else None,
+                                after=defense_after(defense, setting, dctx) if dctx else None)
+    return {"probe_clean": setting.probe_accuracy(key, extractor),
+            "probe_poisoned": setting.poisoned_probe_accuracy(key, extractor, images, poison)}
+
+
+def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float]:
+    env, defense = setting.env, make_defense(cell)
+    dctx = defense_context(cell, setting.num_classes, env.device) if defense else None
+    entry = defense_entry(cell)
+    clean = cached_scalar(env, "supervised-accuracy", supervised_key(setting, None, None),
+                          lambda: supervised_accuracy(setting, setting.pre.images, None, None))
+    poisoned = cached_scalar(env, "supervised-accuracy", supervised_key(setting, poison, entry),
+                             lambda: supervised_accuracy(setting, images, defense, dctx))
+    return {"supervised_clean_accuracy": clean, "supervised_poisoned_accuracy": poisoned,
+            "supervised_accuracy_drop": clean - poisoned}
+
+
+@register_track("pretrain-availability")
+def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
+    spec = cell.spec
+    setting: PretrainSetting = env.shared(
+        {"track": "pretrain", **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}},
+        lambda: PretrainSetting(cell, env))
+    details: dict[str, Any] = {"head_l2": setting.l2, "head_l2_validation": setting.l2_scores,
+                               "n_pretrain": len(setting.pre), "n_train": len(setting.train),
+                               "n_test": len(setting.test), "epsilon": spec["epsilon"],
+                               "probe_protocols": {"poisoned_accuracy": "probe=clean (published)",
+                                                   "poisoned_accuracy_poisoned_probe": "probe=poisoned"}}
+    clean = setting.probe_accuracy(setting.clean_key, setting.clean)
+    clean_pp = setting.poisoned_probe_accuracy(setting.clean_key, setting.clean, setting.pre.images, None)
+    images, poison_name, n_poison, seconds = setting.pre.images, None, 0, 0.0
+    if cell.attack.id != NO_ATTACK:
+        try:
+            poison, poison_name, seconds = craft(setting, cell)
+        except ThreatModelViolation as exc:
+            return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
+        images = setting.pre.images.clone()
+        images[poison.indices] = poison.images
+        n_poison = len(poison.indices)
+        details["attack_diagnostics"] = poison.diagnostics
+        details["poison_key"] = poison_name
+    victim = victim_accuracies(setting, cell, images, poison_name)
+    metrics: dict[str, float] = {
+        "clean_accuracy": clean, "poisoned_accuracy": victim["probe_clean"],
+        "accuracy_drop": clean - victim["probe_clean"], "n_poison": float(n_poison), "poison_seconds": seconds}
+    if victim["probe_poisoned"] is not None and clean_pp is not None:
+        metrics |= {"clean_accuracy_poisoned_probe": clean_pp,
+                    "poisoned_accuracy_poisoned_probe": victim["probe_poisoned"],
+                    "accuracy_drop_poisoned_probe": clean_pp - victim["probe_poisoned"]}
+    if cell.defense.id != "none":
+        defended = victim_accuracies(setting, cell, setting.pre.images, None)["probe_clean"]
+        metrics |= {"defended_clean_accuracy": defended, "defense_cost": clean - defended}
+    if setting.victim.get("supervised_eval") and setting.same_data:
+        metrics |= supervised_metrics(setting, cell, images, poison_name)
+    return CellOutcome(metrics=metrics, details=details)
