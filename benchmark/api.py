@@ -276,8 +276,9 @@ class Defense(ABC):
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
 
-    def unsupported(self, *, track: str, ssl_method: str, victim: str) -> str | None:
-        """Why this defense cannot run in a combination, or None when it can."""
+    def unsupported(self, *, track: str, encoder: Mapping[str, Any], victim: str) -> str | None:
+        """Why this defense cannot run in a combination, or None when it can. ``encoder`` is the cell's
+        encoder spec (``method``, ``backbone``, ``norm``, …), ``victim`` the head kind."""
         if track not in self.tracks:
             return f"{self.id} does not apply to track {track} (it applies to {', '.join(self.tracks)})"
         return None

@@ -24,17 +24,14 @@ from leaderboard.schema import FINAL_STATUSES, SCHEMA_VERSION
 PACKAGES = ("torch", "torchvision", "timm", "kornia", "opacus", "numpy", "scikit-learn", "mlxtend")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
 def result_path(results_dir: Path, suite_name: str, cell_id: str) -> Path:
     return Path(results_dir) / suite_name / f"{cell_id}.json"
-
 
 def is_final(path: Path) -> bool:
     try:
         return json.loads(path.read_text()).get("status") in FINAL_STATUSES
     except (OSError, json.JSONDecodeError):
         return False
-
 
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
@@ -48,7 +45,6 @@ def code_version() -> dict[str, Any]:
     dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
     return {"commit": commit or "unknown", "dirty": dirty}
 
-
 @lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
@@ -59,7 +55,6 @@ def package_versions() -> dict[str, str]:
             versions[name] = "not installed"
     return versions
 
-
 def source_hash(obj: Any) -> str | None:
     """sha256 of the file that defines ``obj`` (an attack or defense class), so a result names the code."""
     try:
@@ -67,9 +62,14 @@ def source_hash(obj: Any) -> str | None:
     except (TypeError, OSError):
         return None
 
-
 def device_info(device: Any) -> dict[str, Any]:
+    return dict(_device_info(str(device)))
+
+@lru_cache(maxsize=8)
+def _device_info(name: str) -> dict[str, Any]:
     import torch
+
+    device = torch.device(name)
 
     info: dict[str, Any] = {"type": device.type, "threads": torch.get_num_threads(), "platform": sys.platform}
     if device.type == "cuda":
@@ -77,7 +77,6 @@ def device_info(device: Any) -> dict[str, Any]:
     else:
         info["name"] = platform.processor() or platform.machine()
     return info
-
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
     record = {"schema_version": SCHEMA_VERSION, **record}

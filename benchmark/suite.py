@@ -458,7 +458,10 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                                         spec["epsilon"] = float(body.get("epsilon", 8 / 255))
                                     reason = _skip_reason(track, attack, defense, encoder, victim, eps)
                                     if reason:
-                                        skipped.append(SkippedCombination(track, f"{encoder['method']}/{attack.name}/{defense.name}", reason))
+                                        what = f"{attack.name} × {defense.name}" + ("" if eps is None else f" (ℓ∞ ≤ {eps:.4g})")
+                                        if encoder["method"] in reason:
+                                            what += f" with {encoder['method']}"
+                                        skipped.append(SkippedCombination(track, what, reason))
                                     else:
                                         cells.append(Cell(track, spec))
     return cells, _dedupe(skipped)
@@ -466,6 +469,8 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
 
 def _skip_reason(track: str, attack: MethodEntry, defense: MethodEntry, encoder: dict[str, Any],
                  victim: dict[str, Any], eps: float | None) -> str | None:
+    if attack.id == NO_ATTACK and eps is not None:
+        return "no attack: an input constraint does not apply (the unconstrained no-attack cell is the baseline)"
     if attack.id != NO_ATTACK and track == "downstream":
         cls = ATTACKS.get(attack.id)
         if cls.space == "feature" and victim["kind"] != "convex":
@@ -477,7 +482,7 @@ def _skip_reason(track: str, attack: MethodEntry, defense: MethodEntry, encoder:
                     f"train on images, or on the encoder, so it has nothing to act on")
     if defense.id != NO_DEFENSE:
         d = DEFENSES.get(defense.id)(DEFENSES.get(defense.id).Config(**defense.settings))
-        return d.unsupported(track=track, ssl_method=encoder["method"], victim=victim["kind"])
+        return d.unsupported(track=track, encoder=encoder, victim=victim["kind"])
     return None
 
 

@@ -26,7 +26,7 @@ the result as ``privacy_epsilon``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,13 +96,16 @@ class DPSGD(Defense):
         return {"privacy_epsilon": self.last_epsilon, "privacy_delta": self.last_delta,
                 "privacy_steps": float(self.last_steps), "privacy_sample_rate": self.last_sample_rate}
 
-    def unsupported(self, *, track: str, ssl_method: str, victim: str) -> str | None:
-        reason = super().unsupported(track=track, ssl_method=ssl_method, victim=victim)
+    def unsupported(self, *, track: str, encoder: Mapping[str, Any], victim: str) -> str | None:
+        reason = super().unsupported(track=track, encoder=encoder, victim=victim)
         if reason or track == "downstream":
             return reason
-        if ssl_method in ("simclr", "mocov2"):
-            return (f"DP-SGD needs a loss that is a mean of per-sample terms; {ssl_method}'s InfoNCE couples the "
-                    "samples of a batch" + (" and its queue holds other samples' keys" if ssl_method == "mocov2" else ""))
+        method = encoder["method"]
+        if method in ("simclr", "mocov2"):
+            return (f"DP-SGD needs a loss that is a mean of per-sample terms; {method}'s InfoNCE couples the "
+                    "samples of a batch" + (" and its queue holds other samples' keys" if method == "mocov2" else ""))
+        if encoder.get("norm", "batch") != "group":
+            return f"DP-SGD pre-training of {method} needs norm='group' (BatchNorm couples the samples of a batch)"
         return None
 
     def ssl_unsupported(self, ssl: Any) -> str | None:

@@ -163,9 +163,9 @@ def test_dp_sgd_byol_group_norm_pretraining_records_epsilon() -> None:
     assert dp.last_steps == 2 and math.isfinite(dp.last_epsilon) and dp.last_epsilon > 0
     with pytest.raises(ValueError, match="group"):
         dp.ssl_hooks(SSLRecipe(method="byol", backbone="cnn_micro"), _ctx())
-    assert "couples" in dp.unsupported(track="pretrain-availability", ssl_method="simclr", victim="convex")
-    assert "queue" in dp.unsupported(track="pretrain-targeted", ssl_method="mocov2", victim="convex")
-    assert dp.unsupported(track="downstream", ssl_method="simclr", victim="convex") is None
+    assert "couples" in dp.unsupported(track="pretrain-availability", encoder={"method": "simclr"}, victim="convex")
+    assert "queue" in dp.unsupported(track="pretrain-targeted", encoder={"method": "mocov2"}, victim="convex")
+    assert dp.unsupported(track="downstream", encoder={"method": "simclr"}, victim="convex") is None
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -192,7 +192,7 @@ def test_defended_combinations_expand_and_unsupported_ones_are_skipped(tiny_suit
     cells, skipped = expand_cells(load_suite(str(write_suite(raw))))
     assert {c.defense.id for c in cells} == {"none", "adversarial_training", "matrix_completion", "finetune", "dp_sgd"}
     assert not skipped
-    assert DPSGD().unsupported(track="pretrain-availability", ssl_method="mocov2", victim="convex")
+    assert DPSGD().unsupported(track="pretrain-availability", encoder={"method": "mocov2"}, victim="convex")
 
 
 @pytest.mark.slow

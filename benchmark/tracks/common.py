@@ -21,7 +21,7 @@ class RunEnv:
     device: torch.device
     memo: dict[str, Any] = field(default_factory=dict)  # in-process reuse of shared settings
 
-    def shared(self, key: Mapping[str, Any], build: Callable[[], Any], keep: int = 4) -> Any:
+    def shared(self, key: Mapping[str, Any], build: Callable[[], Any], keep: int = 16) -> Any:
         """An object shared by the cells of one encoder/scenario, kept for the next few cells."""
         from benchmark.utils import config_hash
 

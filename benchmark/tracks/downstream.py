@@ -34,7 +34,15 @@ from typing import Any
 
 import torch
 
-from benchmark.api import ATTACKS, DEFENSES, DefenseContext, DownstreamAttackContext, FeatureExtractorView, HeadSpec
+from benchmark.api import (
+    ATTACKS,
+    DEFENSES,
+    DefenseContext,
+    DownstreamAttackContext,
+    DownstreamPoison,
+    FeatureExtractorView,
+    HeadSpec,
+)
 from benchmark.data import ImageDataset
 from benchmark.probe import SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
 from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
@@ -256,6 +264,29 @@ def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[Any, float]:
     return poison, seconds
 
 
+POISON_FIELDS = ("labels", "images", "features", "base_indices")
+
+
+def shared_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPoison, float]:
+    """The cell's validated poison, crafted once and shared by every defense of the same attack cell
+    (cached under the attack entry, budget, constraint, seed and encoder/scenario); invalid poisons are
+    never cached."""
+    spec = cell.spec
+    key = {"feature_key": setting.feature_key, "attack": spec["attack"], "budget": spec["budget"],
+           "input_epsilon": spec["input_epsilon"], "seed": spec["seed"], "l2": setting.l2}
+
+    def build() -> dict[str, torch.Tensor]:
+        poison, seconds = craft_poison(setting, cell)
+        tensors = {name: getattr(poison, name) for name in POISON_FIELDS if getattr(poison, name) is not None}
+        tensors |= {f"diagnostic.{k}": torch.tensor(float(v), dtype=torch.float64) for k, v in poison.diagnostics.items()}
+        return tensors | {"attack_seconds": torch.tensor(seconds, dtype=torch.float64)}
+
+    tensors = setting.env.cache.get_or_build("poison-downstream", key, build)
+    fields = {name: tensors.get(name) for name in POISON_FIELDS}
+    diagnostics = {k.removeprefix("diagnostic."): float(v) for k, v in tensors.items() if k.startswith("diagnostic.")}
+    return DownstreamPoison(**fields, diagnostics=diagnostics), float(tensors["attack_seconds"])
+
+
 @register_track("downstream")
 def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     spec = cell.spec
@@ -273,7 +304,7 @@ def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         poisoned, n_poison, attack_seconds = clean, 0, 0.0
     else:
         try:
-            poison, attack_seconds = craft_poison(setting, cell)
+            poison, attack_seconds = shared_poison(setting, cell)
         except ThreatModelViolation as exc:
             return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
         n_poison = len(poison.labels)
