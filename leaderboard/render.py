@@ -121,18 +121,43 @@ def _metric_table(df: pd.DataFrame, metric: str, higher_first: bool) -> str:
     stats, cells = [], {}
     for attack, group in df.groupby("attack", sort=True):
         label = attack + (" *(feature-space upper bound, not an input-space attack)*" if (group["space"] == "feature").any() else "")
-        row = {}
+        row, means, stds = {}, [], []
         for enc, budget in columns:
             sub = group[(group["encoder"] == enc) & (group["budget"] == budget)][col]
-            row[(enc, budget)] = _fmt(sub, scale)[0]
-        text, mean, std = _fmt(group[col], scale)
-        cells[label] = (row, text)
-        stats.append((label, mean, std))
-    ranks = _ranks(stats, higher_first)
-    order = sorted(cells, key=lambda k: (int(ranks[k].rstrip("=")) if ranks[k] != "–" else 10**6, k))
-    headers = ["rank", "attack"] + [f"{e} · {_budget(b)}" for e, b in columns] + ["all columns"]
+            row[(enc, budget)], m, sd = _fmt(sub, scale)
+            means.append(m)
+            stds.append(sd)
+        mean, spread = _pool(means, stds)
+        cells[label] = (row, "" if math.isnan(mean) else f"{mean:.1f}" + ("" if math.isnan(spread) else f" ± {spread:.1f}"))
+        stats.append((label, mean, spread))
+    single_seed = all(math.isnan(sd) for _, _, sd in stats)
+    ranks = {k: "–" for k in cells} if single_seed else _ranks(stats, higher_first)
+    order = sorted(cells, key=lambda k: (_rank_key(ranks[k]), -stats_of(stats, k) if higher_first else stats_of(stats, k), k))
+    headers = ["rank", "attack"] + [f"{e} · {_budget(b)}" for e, b in columns] + ["mean over columns ± pooled seed std"]
     body = [[ranks[k], k] + [cells[k][0][c] for c in columns] + [cells[k][1]] for k in order]
-    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    if single_seed:
+        table += "\n\n*One seed per column: no spread, so no ranking (rows sorted by mean only).*"
+    return table
+
+
+def _pool(means: list[float], stds: list[float]) -> tuple[float, float]:
+    """Mean of the column means and the pooled seed std (root mean of the column variances)."""
+    valid = [m for m in means if not math.isnan(m)]
+    if not valid:
+        return math.nan, math.nan
+    variances = [s * s for s in stds if not math.isnan(s)]
+    spread = math.sqrt(sum(variances) / len(variances)) if variances else math.nan
+    return sum(valid) / len(valid), spread
+
+
+def _rank_key(rank: str) -> int:
+    return 10**6 if rank == "–" else int(rank.rstrip("="))
+
+
+def stats_of(stats: list[tuple[str, float, float]], label: str) -> float:
+    mean = next(m for name, m, _ in stats if name == label)
+    return -math.inf if math.isnan(mean) else mean
 
 
 def _budget(b: float) -> str:
@@ -190,7 +215,7 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
             for metric, title in DEFENSE_MATRIX_METRICS.get(track, []):
                 matrix = _defense_matrix(cdf, metric)
                 if matrix:
-                    lines += [f"#### scenario {scenario}, {constraint}: attacks × defenses, {title}", "", matrix, ""]
+                    lines += [f"#### scenario {scenario}, {constraint}: attacks × defenses, {title}; mean over encoders and budgets ± pooled seed std", "", matrix, ""]
             for defense in sorted(set(cdf["defense"]), key=lambda d: (d != "none", d)):
                 ddf = cdf[cdf["defense"] == defense]
                 for metric, title, higher in TRACK_TABLES[track]:
@@ -209,8 +234,9 @@ DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
 
 
 def _defense_matrix(df: pd.DataFrame, metric: str) -> str:
-    """Attacks × defenses (mean ± std over seeds, encoders and budgets), with each defense's clean cost
-    (clean accuracy without − with the defense, no attack) as the last row."""
+    """Attacks × defenses: the mean over (encoder, budget) columns of the per-column seed means, ± the
+    pooled seed std, with each defense's clean cost (clean accuracy without − with it, no attack) as the
+    last row."""
     col = f"m:{metric}"
     if col not in df or df[col].isna().all() or len(set(df["defense"])) < 2:
         return ""
@@ -218,15 +244,28 @@ def _defense_matrix(df: pd.DataFrame, metric: str) -> str:
     body = []
     for attack in sorted(set(df["attack"]), key=lambda a: (a != "none", a)):
         sub = df[df["attack"] == attack]
-        body.append([attack] + [_fmt(sub[sub["defense"] == d][col], 100.0)[0] for d in defenses])
+        body.append([attack] + [_pooled_cell(sub[sub["defense"] == d], col) for d in defenses])
     if "m:defense_cost" in df:
         cost = df[df["attack"] == "none"] if (df["attack"] == "none").any() else df
         row = ["*defense cost (clean accuracy lost, no attack)*"]
         for d in defenses:
-            values = cost[cost["defense"] == d].drop_duplicates(["encoder", "budget", "seed"])["m:defense_cost"]
-            row.append("0.0" if d == "none" else _fmt(values, 100.0)[0])
+            values = cost[cost["defense"] == d].drop_duplicates(["encoder", "budget", "seed"])
+            row.append("0.0" if d == "none" else _pooled_cell(values, "m:defense_cost"))
         body.append(row)
     return tabulate(body, headers=["attack"] + [f"defense `{d}`" for d in defenses], tablefmt="github", disable_numparse=True)
+
+
+def _pooled_cell(df: pd.DataFrame, col: str) -> str:
+    """Mean over (encoder, budget) columns ± pooled seed std, for one table cell."""
+    if col not in df or df[col].dropna().empty:
+        return ""
+    means, stds = [], []
+    for _, g in df.groupby(["encoder", "budget"], sort=True):
+        _, m, sd = _fmt(g[col], 100.0)
+        means.append(m)
+        stds.append(sd)
+    mean, spread = _pool(means, stds)
+    return f"{mean:.1f}" + ("" if math.isnan(spread) else f" ± {spread:.1f}")
 
 
 def write_leaderboard(results_dir: Path, output: Path) -> Path:
