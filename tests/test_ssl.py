@@ -78,18 +78,19 @@ def test_pretraining_is_seeded() -> None:
 
 
 # The acceptance check of the engine: each SSL method's encoder beats a random-init encoder of the same
-# backbone by >= 3 points of linear-probe accuracy on mnist5k. Settings: 28 px, cnn_micro, Adam.
+# backbone by >= 3 points of linear-probe accuracy on mnist5k. Settings: 28 px, cnn_micro, Adam. At 16 px
+# the random-init cnn_micro probe is already at 91 % and BYOL needs far more epochs to clear it.
 ACCEPTANCE = {
-    "simclr": dict(epochs=15, lr=2e-3, method_settings={"proj_hidden": 128, "proj_dim": 64}),
-    "mocov2": dict(epochs=15, lr=2e-3, method_settings={"proj_hidden": 128, "proj_dim": 64, "queue_size": 1024}),
-    "byol": dict(epochs=25, lr=3e-3, method_settings={"proj_hidden": 256, "proj_dim": 64, "momentum": 0.98}),
+    "simclr": dict(epochs=20, lr=2e-3, method_settings={"proj_hidden": 128, "proj_dim": 64}),
+    "mocov2": dict(epochs=25, lr=2e-3, method_settings={"proj_hidden": 128, "proj_dim": 64, "queue_size": 1024}),
+    "byol": dict(epochs=30, lr=2e-3, method_settings={"proj_hidden": 256, "proj_dim": 64, "momentum": 0.99}),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "mocov2", "byol"])
 def test_ssl_encoder_beats_random_init_by_three_points(method: str) -> None:
-    train, test = load_dataset("mnist5k", "train", image_size=16), load_dataset("mnist5k", "test", image_size=16)
+    train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
     recipe = SSLRecipe(method=method, backbone="cnn_micro", batch_size=256,
                        augment={"flip": False, "rotation_degrees": 10, "grayscale_prob": 0.0, "crop_scale_min": 0.3},
                        **ACCEPTANCE[method])
