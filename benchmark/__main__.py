@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
     run.add_argument("--no-leaderboard", action="store_true", help="do not re-render leaderboard/README.md")
+    run.add_argument("--tracks", default=None, metavar="TRACK[,TRACK]",
+                     help="compute only the cells of these tracks (default: every track of the suite)")
     lst = sub.add_parser("list", help="list registered attacks, defenses, datasets, encoders or suites")
     lst.add_argument("what", nargs="?", default="all", choices=("all", "attacks", "defenses", "datasets", "encoders", "suites"))
     board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON")
@@ -81,7 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_suite
 
     suite = _load(args)
-    summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device, executor=args.executor)
+    tracks = args.tracks.split(",") if args.tracks else None
+    summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
+                        executor=args.executor, tracks=tracks)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
     print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
     if not args.no_leaderboard:

@@ -56,10 +56,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 def source_hash(obj: Any) -> str | None:
-    """sha256 of the file that defines ``obj`` (an attack or defense class), so a result names the code."""
+    """sha256 of the file that defines ``obj`` (an attack or defense class), so a result names the code.
+    Read once per process: the hash of the code that was imported, not of a file edited since."""
     try:
-        return hashlib.sha256(Path(inspect.getfile(obj)).read_bytes()).hexdigest()[:16]
-    except (TypeError, OSError):
+        return _file_hash(inspect.getfile(obj))
+    except TypeError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def _file_hash(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
         return None
 
 def device_info(device: Any) -> dict[str, Any]:

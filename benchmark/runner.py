@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.suite import Cell, Suite, expand_cells
+from benchmark.suite import Cell, Suite, SuiteError, expand_cells
 from benchmark.tracks import load_tracks
 from benchmark.utils import progress
 
@@ -81,7 +81,7 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
 
 
 def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str = "auto",
-              executor: str = "local") -> RunSummary:
+              executor: str = "local", tracks: list[str] | None = None) -> RunSummary:
     from benchmark.cache import ArtifactCache
     from benchmark.results import result_path, write_record
     from benchmark.tracks.common import RunEnv
@@ -89,6 +89,11 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
 
     start = time.perf_counter()
     cells, _ = expand_cells(suite)
+    if tracks is not None:
+        unknown = sorted(set(tracks) - {c.track for c in cells})
+        if unknown:
+            raise SuiteError(suite.source, [f"--tracks: {', '.join(unknown)} not in this suite; it has {', '.join(sorted({c.track for c in cells}))}"])
+        cells = [c for c in cells if c.track in tracks]
     todo, done = pending_cells(cells, suite, results_dir)
     check_data_available(todo)
     load_tracks()  # before compute: a broken track module fails the run at once

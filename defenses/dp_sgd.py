@@ -139,6 +139,17 @@ class DPSGD(Defense):
                 max_grad_norm=self.config.max_grad_norm, noise_generator=_noise_generator(ctx), poisson_sampling=True)
         return engine, module, optimizer, loader
 
+    @staticmethod
+    def _train(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, epochs: int) -> None:
+        """Cross-entropy epochs over Opacus's Poisson-sampled loader (an empty batch is possible)."""
+        for _ in range(epochs):
+            for x, y in loader:
+                if len(x) == 0:
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(module(x), y).backward()
+                optimizer.step()
+
     def fit_head(self, extractor: FeatureExtractorView, images: torch.Tensor, labels: torch.Tensor,
                  head: HeadSpec, ctx: DefenseContext, features: torch.Tensor | None = None) -> LinearHead:
         """DP-SGD on the linear head; ``features`` (= extractor(images)) may be passed when cached."""
@@ -151,13 +162,7 @@ class DPSGD(Defense):
                                      {"params": [layer.bias], "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum)
         dataset = TensorDataset(feats, labels.cpu().long())
         engine, module, optimizer, loader = self._private(layer, optimizer, dataset, ctx)
-        for _ in range(cfg.epochs):
-            for x, y in loader:
-                if len(x) == 0:
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(module(x), y).backward()
-                optimizer.step()
+        self._train(module, optimizer, loader, cfg.epochs)
         self._record(engine.accountant, len(dataset), 1.0 / len(loader))
         return LinearHead(layer.weight.detach().clone().to(ctx.device), layer.bias.detach().clone().to(ctx.device))
 
@@ -172,13 +177,7 @@ class DPSGD(Defense):
         dataset = TensorDataset(images.detach().float().cpu(), labels.cpu().long())
         engine, module, optimizer, loader = self._private(model, optimizer, dataset, ctx)
         module.train()
-        for _ in range(cfg.supervised_epochs):
-            for x, y in loader:
-                if len(x) == 0:
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(module(x), y).backward()
-                optimizer.step()
+        self._train(module, optimizer, loader, cfg.supervised_epochs)
         self._record(engine.accountant, len(dataset), 1.0 / len(loader))
         return model.eval().to(ctx.device)
 

@@ -149,3 +149,15 @@ def test_poisoned_head_really_loses_accuracy(finished_run, tiny_suite_dict, writ
     (record,) = _records(results)
     assert record["metrics"]["accuracy_drop"] > 0.02, record["metrics"]
     assert torch.isfinite(torch.tensor(record["metrics"]["poisoned_accuracy"]))
+
+
+def test_track_filter_runs_only_those_tracks(finished_run) -> None:
+    from benchmark.suite import SuiteError
+
+    suite, root, _ = finished_run
+    summary = run_suite(suite, results_dir=root / "results", cache_dir=root / "cache", device="cpu",
+                        tracks=["downstream"])
+    assert summary.computed == [] and summary.skipped  # every downstream cell is already finished
+    with pytest.raises(SuiteError, match="pretrain-targeted not in this suite"):
+        run_suite(suite, results_dir=root / "results", cache_dir=root / "cache", device="cpu",
+                  tracks=["pretrain-targeted"])

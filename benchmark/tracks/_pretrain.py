@@ -38,6 +38,13 @@ class PretrainSetting:
     """What the cells of one (encoder, scenario, data, seed, victim) share; the clean encoder is the
     downstream track's (same cache key), so it is trained once for all tracks."""
 
+    @classmethod
+    def shared(cls, cell: Cell, env: RunEnv) -> "PretrainSetting":
+        """The setting of ``cell``, built once and reused by the next cells of both pre-training tracks."""
+        spec = cell.spec
+        key = {"track": "pretrain", **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}}
+        return env.shared(key, lambda: cls(cell, env))
+
     def __init__(self, cell: Cell, env: RunEnv) -> None:
         spec = cell.spec
         self.env, self.seed = env, int(spec["seed"])

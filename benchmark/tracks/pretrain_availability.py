@@ -128,9 +128,7 @@ def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tenso
 @register_track("pretrain-availability")
 def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     spec = cell.spec
-    setting: PretrainSetting = env.shared(
-        {"track": "pretrain", **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}},
-        lambda: PretrainSetting(cell, env))
+    setting = PretrainSetting.shared(cell, env)
     details: dict[str, Any] = {"head_l2": setting.l2, "head_l2_validation": setting.l2_scores,
                                "n_pretrain": len(setting.pre), "n_train": len(setting.train),
                                "n_test": len(setting.test), "epsilon": spec["epsilon"],

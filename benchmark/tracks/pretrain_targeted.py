@@ -109,10 +109,7 @@ def success_rates(setting: PretrainSetting, head: LinearHead, extractor: Feature
 
 @register_track("pretrain-targeted")
 def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
-    spec = cell.spec
-    setting: PretrainSetting = env.shared(
-        {"track": "pretrain", **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}},
-        lambda: PretrainSetting(cell, env))
+    setting = PretrainSetting.shared(cell, env)
     details: dict[str, Any] = {"head_l2": setting.l2, "n_pretrain": len(setting.pre), "n_test": len(setting.test)}
     clean = setting.probe_accuracy(setting.clean_key, setting.clean)
     images, poison_name, n_poison, seconds = setting.pre.images, None, 0, 0.0
