@@ -88,11 +88,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                         executor=args.executor, tracks=tracks)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
     print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
-    if not args.no_leaderboard:
+    if args.no_leaderboard:
+        pass
+    elif args.results_dir.resolve() != DEFAULT_RESULTS.resolve():  # never overwrite the board with other results
+        print(f"render these results with: python -m benchmark leaderboard --results-dir {args.results_dir} --output FILE")
+    else:
         from leaderboard.render import write_leaderboard
 
-        path = write_leaderboard(args.results_dir, Path("leaderboard/README.md"))
-        print(f"leaderboard written to {path}")
+        print(f"leaderboard written to {write_leaderboard(args.results_dir, Path('leaderboard/README.md'))}")
     return 1 if summary.by_status.get("error") else 0
 
 
