@@ -20,6 +20,7 @@ from benchmark.suite import NO_DEFENSE, Cell
 from benchmark.tracks.common import (
     RunEnv,
     cached_features,
+    cached_scalar,
     data_key,
     encoder_key,
     load_split,
@@ -28,10 +29,6 @@ from benchmark.tracks.common import (
     resolve_l2,
 )
 from benchmark.utils import config_hash, derive_seed, seed_everything
-
-
-def cached_scalar(env: RunEnv, kind: str, key: Mapping[str, Any], compute: Callable[[], float]) -> float:
-    return float(env.cache.get_or_build(kind, key, lambda: {"value": torch.tensor(float(compute()))})["value"])
 
 
 class PretrainSetting:

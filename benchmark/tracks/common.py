@@ -130,6 +130,11 @@ def cached_features(env: RunEnv, key: Mapping[str, Any], extractor: FeatureExtra
     return env.cache.get_or_build("features", key, build)["features"].to(env.device)
 
 
+def cached_scalar(env: RunEnv, kind: str, key: Mapping[str, Any], compute: Callable[[], float]) -> float:
+    """A scalar (an accuracy) computed once per ``key`` and kept in the artifact cache."""
+    return float(env.cache.get_or_build(kind, key, lambda: {"value": torch.tensor(float(compute()))})["value"])
+
+
 def resolve_l2(victim: Mapping[str, Any], features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float, dict[str, float]]:
     """The head's L2 weight: fixed, or chosen on a validation split of clean training data."""
     if victim.get("l2", "auto") != "auto":

@@ -51,6 +51,7 @@ from benchmark.tracks.common import (
     CellOutcome,
     RunEnv,
     cached_features,
+    cached_scalar,
     encoder_key,
     extractor_from_tensors,
     extractor_tensors,
@@ -222,10 +223,6 @@ def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poiso
     if "privacy_epsilon" in result:
         metrics["privacy_epsilon"] = result["privacy_epsilon"]
     return metrics, None
-
-
-def cached_scalar(env: RunEnv, kind: str, key: Mapping[str, Any], compute: Any) -> float:
-    return float(env.cache.get_or_build(kind, key, lambda: {"value": torch.tensor(compute())})["value"])
 
 
 def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[Any, float]:

@@ -27,7 +27,6 @@ from benchmark.suite import NO_ATTACK, Cell
 from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import (
     PretrainSetting,
-    cached_scalar,
     defense_after,
     defense_context,
     defense_entry,
@@ -36,7 +35,7 @@ from benchmark.tracks._pretrain import (
     supervised_accuracy,
     supervised_key,
 )
-from benchmark.tracks.common import CellOutcome, RunEnv, data_key
+from benchmark.tracks.common import CellOutcome, RunEnv, cached_scalar, data_key
 from benchmark.utils import derive_seed
 from benchmark.validation import (
     ThreatModelViolation,
