@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUITE ?= smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: install run plan test test-all bench leaderboard clean
+.PHONY: install run plan test test-all bench leaderboard plots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: $(STAMP)  ## pytest-benchmark speed benchmarks
 
 leaderboard: $(STAMP)
 	$(PY) -m benchmark leaderboard
+
+plots: $(STAMP)  ## figures from the committed results under leaderboard/plots/
+	$(PY) -m benchmark plot
 
 clean:
 	rm -rf .poisonbench-cache .pytest_cache .benchmarks

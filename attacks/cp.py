@@ -11,7 +11,7 @@ Reference settings (official code, CIFAR-10, ResNet-18):
   * CP-C: 1000 generation rounds, each 20 model batches + 20 noise batches (one sign step per batch),
     step 0.1 in δ units (≈ 0.8/255 at ε = 8/255).
   * CP-S: 200 rounds, each one whole model epoch + one whole noise epoch of 5 PGD steps per batch,
-    initialised from a CP-C poison (``init_from: classwise``).
+    initialised from a CP-C poison (``init_from: classwise``, ``init_rounds`` rounds of it).
 The defaults below are scaled for a CPU (a few rounds); the ``full`` suite sets the reference values.
 
 Generation checkpoints δ, the model, its optimiser and the round index to ``ctx.checkpoint_dir`` after
@@ -55,6 +55,7 @@ class CPConfig(MethodConfig):
     step_size: float = 0.1  # in δ units (δ ∈ [−1, 1]); 0.1 ≈ 0.8/255 at ε = 8/255
     dual_branch: bool = True
     init_from: str = "none"  # "classwise": CP-S starts from a CP-C poison
+    init_rounds: int | None = None  # rounds of that CP-C poison; None = ``rounds``
     batch_size: int | None = None  # None = the SSL recipe's batch size
 
     def problems(self) -> list[str]:
@@ -69,6 +70,8 @@ class CPConfig(MethodConfig):
             problems.append("init_from: 'classwise' initialisation only applies to mode 'samplewise'")
         if self.rounds < 1:
             problems.append(f"rounds: {self.rounds} must be ≥ 1")
+        if self.init_rounds is not None and (self.init_from != "classwise" or self.init_rounds < 1):
+            problems.append(f"init_rounds: {self.init_rounds} must be ≥ 1 and only applies with init_from 'classwise'")
         for name in ("model_steps", "noise_batches"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}: {getattr(self, name)} must be ≥ 0 (0 = one whole epoch)")
@@ -275,8 +278,9 @@ class ContrastivePoisoning(PretrainAvailabilityAttack):
 
     def _classwise_init(self, ctx: PretrainAttackContext, config: CPConfig, indices: torch.Tensor,
                         base_seed: int) -> torch.Tensor:
-        """CP-S starts from the CP-C poison of the same settings (cached), expanded per sample."""
-        cw = dataclasses.replace(config, mode="classwise", init_from="none")
+        """CP-S starts from a CP-C poison (same schedule, ``init_rounds`` rounds; cached), expanded per sample."""
+        rounds = config.init_rounds or config.rounds
+        cw = dataclasses.replace(config, mode="classwise", init_from="none", init_rounds=None, rounds=rounds)
 
         def build() -> dict[str, torch.Tensor]:
             delta, _ = generate(ctx, cw, indices, base_seed,

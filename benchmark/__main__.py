@@ -4,6 +4,7 @@
     python -m benchmark plan [--suite ...]            # the cells and the artifacts they share; no compute
     python -m benchmark list [attacks|defenses|datasets|encoders|suites]
     python -m benchmark leaderboard [--check]         # render leaderboard/README.md from the result JSON
+    python -m benchmark plot                          # figures under leaderboard/plots/
 
 Heavy modules (torch) are imported only by the commands that compute, so ``leaderboard --check`` is fast.
 """
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     board.add_argument("--output", type=Path, default=Path("leaderboard/README.md"))
     board.add_argument("--check", action="store_true", help="exit 1 if the rendered board differs from --output")
+    plot = sub.add_parser("plot", help="draw figures (drop vs budget, per-SSL-method bars, defense cost) from result JSON")
+    plot.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    plot.add_argument("--output-dir", type=Path, default=Path("leaderboard/plots"))
     return parser
 
 
@@ -148,10 +152,22 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from leaderboard.plots import write_plots
+
+    written = write_plots(args.results_dir, args.output_dir)
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"no results to plot under {args.results_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "leaderboard":  # no torch on this path
-        return cmd_leaderboard(args)
+    if args.command in ("leaderboard", "plot"):  # no torch on these paths
+        return cmd_leaderboard(args) if args.command == "leaderboard" else cmd_plot(args)
     from benchmark.data import DatasetNotFoundError
     from benchmark.registry import UnknownNameError
     from benchmark.suite import SuiteError

@@ -125,6 +125,50 @@ def test_finetune_changes_weights_and_improves_probe(mnist) -> None:
     assert probe(repaired) > probe(extractor) + 0.02
 
 
+def _planted_encoder(train, targets: torch.Tensor, target_class: int, *, epochs: int = 8):
+    """An encoder that maps the targets into the target class while staying accurate on clean data: the end
+    state a successful PoisonedEncoder aims for, planted directly (a SimCLR encoder trained further with
+    cross-entropy on clean batches that always contain the targets labeled ``target_class``). The attack
+    itself does not get there at this scale; see tests/test_pretrain_tracks.py."""
+    recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=10, batch_size=256, lr=0.002,
+                       augment={"crop_scale_min": 0.3, "flip": False, "rotation_degrees": 10, "jitter_strength": 0.0},
+                       method_settings={"proj_hidden": 128, "proj_dim": 64})
+    backbone = train_ssl(recipe, train.images, seed=0, device=CPU).backbone.train()
+    head = torch.nn.Linear(backbone.feature_dim, 10)
+    optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=2e-3)
+    targets = targets.repeat(4, 1, 1, 1)  # weight the targets in every batch
+    wrong = torch.full((len(targets),), target_class)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train.images), generator=gen).split(128):
+            x, y = torch.cat([train.images[idx], targets]), torch.cat([train.labels[idx], wrong])
+            loss = F.cross_entropy(head(backbone(x)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return make_extractor(backbone.eval(), train.images, CPU)
+
+
+def test_finetune_lowers_a_poisoned_encoders_attack_success_rate() -> None:
+    train = load_dataset("mnist5k", "train", image_size=16, subset=1000, subset_seed=0)
+    test = load_dataset("mnist5k", "test", image_size=16)
+    target_class, gen = 3, torch.Generator().manual_seed(0)
+    others = torch.nonzero(test.labels != target_class).flatten()
+    targets = test.images[others[torch.randperm(len(others), generator=gen)[:5]]]  # never in the head's data
+    poisoned = _planted_encoder(train, targets, target_class)
+
+    def asr(extractor) -> float:
+        head = fit_linear_head(extractor(train.images), train.labels, 10, l2=1e-3)
+        return float((head.predict(extractor(targets)) == target_class).float().mean())
+
+    before = asr(poisoned)
+    repaired = Finetune(FinetuneConfig(clean_size=1000, epochs=5)).repair_encoder(poisoned, train.images,
+                                                                                  train.labels, _ctx())
+    after = asr(repaired)  # measured: 5/5 targets in the target class before, 1/5 after
+    assert before >= 0.6, before  # the planted encoder really is poisoned
+    assert after <= before - 0.4, (before, after)
+
+
 # ------------------------------------------------------------------------------------ DP-SGD
 def test_dp_sgd_clips_per_sample_gradients(mnist) -> None:
     train, _, extractor = mnist

@@ -1,0 +1,42 @@
+"""Figures from result JSON: drawn from the committed smoke results, deterministic, torch-free."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from leaderboard.plots import write_plots
+
+SMOKE = Path(__file__).resolve().parents[1] / "leaderboard" / "results" / "smoke"
+
+
+def _some_results(tmp_path: Path) -> Path:
+    """A slice of the committed smoke results: two attacks downstream (with their defenses) and the
+    pre-training availability track."""
+    out = tmp_path / "results"
+    out.mkdir()
+    for path in SMOKE.glob("*.json"):
+        track, _method, _backbone, _scenario, attack, *_ = path.name.split("__")
+        if track == "pretrain-availability" or (track == "downstream" and attack in ("none", "label_flip")):
+            shutil.copy(path, out / path.name)
+    return out
+
+
+def test_plots_are_written_for_each_figure_and_are_deterministic(tmp_path: Path) -> None:
+    results = _some_results(tmp_path)
+    first = write_plots(results, tmp_path / "a")
+    second = write_plots(results, tmp_path / "b")
+    names = sorted(p.name for p in first)
+    assert names == ["smoke-smoke-defenses.png", "smoke-smoke-downstream.png", "smoke-smoke-pretrain-availability.png"]
+    for a, b in zip(sorted(first), sorted(second)):
+        assert a.stat().st_size > 10_000
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_plot_command_needs_no_torch_and_fails_without_results(tmp_path: Path) -> None:
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['benchmark', 'plot', '--results-dir', "
+            f"{str(tmp_path / 'empty')!r}, '--output-dir', {str(tmp_path / 'out')!r}]; runpy.run_module('benchmark', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1 and "no results to plot" in proc.stderr, proc.stderr
