@@ -65,3 +65,25 @@ def test_duplicate_ids_are_rejected() -> None:
         reg.register("a", 2)
     with pytest.raises(UnknownNameError, match="Valid choices: a"):
         reg.get("b")
+
+
+def test_a_fresh_worker_process_resolves_every_method_when_it_loads_the_tracks() -> None:
+    """What a Ray task does: import the runner and load the tracks, nothing else (regression: its cells
+    failed with "unknown attack" because the plugins were only imported by the driver)."""
+    code = ("from benchmark.tracks import load_tracks; from benchmark.api import ATTACKS, DEFENSES; load_tracks(); "
+            "print(sorted(ATTACKS.names())); print(sorted(DEFENSES.names()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "label_flip" in out and "cp" in out and "dp_sgd" in out, out
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_cells_in_workers(tmp_path: Path, tiny_suite_dict, write_suite) -> None:
+    pytest.importorskip("ray")
+    from benchmark.runner import run_suite
+    from benchmark.suite import load_suite
+
+    raw = {**tiny_suite_dict, "tracks": {"downstream": {"budgets": [0.1], "attacks": ["none", "label_flip"],
+                                                        "victim": {"kind": "convex", "l2": 0.001}}}}
+    summary = run_suite(load_suite(str(write_suite(raw))), results_dir=tmp_path / "r", cache_dir=tmp_path / "c",
+                        device="cpu", executor="ray")
+    assert summary.by_status == {"ok": len(summary.computed)} and len(summary.computed) >= 2, summary

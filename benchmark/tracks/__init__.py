@@ -22,8 +22,11 @@ def register_track(name: str) -> Callable[[Callable[..., CellOutcome]], Callable
 
 
 def load_tracks() -> dict[str, Callable[..., CellOutcome]]:
-    from benchmark.plugins import import_submodules
+    """The track runners, with the attack and defense plugins they resolve ids through (a fresh worker
+    process, such as a Ray task, has imported neither)."""
+    from benchmark.plugins import import_submodules, load_plugins
 
+    load_plugins()
     import_submodules(__name__, __path__)  # one module per track
     return TRACK_RUNNERS
 
