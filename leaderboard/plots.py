@@ -7,8 +7,8 @@ One PNG per (tier, suite) and figure kind, written to ``leaderboard/plots/`` by 
 * ``<tier>-<suite>-pretrain-availability.png``: accuracy drop per attack and SSL method, probe=clean
   (the published protocol) and probe=poisoned side by side (no defense).
 * ``<tier>-<suite>-defenses.png``: per track, what each defense restores against the track's strongest
-  attack that every defense was run against (undefended minus defended drop), against what it costs on
-  clean data.
+  attack that every defense was run against (undefended minus defended drop; probe=poisoned for
+  pretrain-availability), against what it costs on clean data.
 
 Each point is the mean over seeds of the per-seed mean over encoders (and budgets where they are pooled);
 error bars are the sample std over seeds, so a single-seed tier shows no bars. Titles name the tier: a
@@ -95,7 +95,8 @@ def availability_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure |
 def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
     """Restored (undefended − defended drop vs the strongest attack) against clean cost, per track."""
     rows = []
-    for track, metric in (("downstream", "accuracy_drop"), ("pretrain-availability", "accuracy_drop")):
+    # pretrain-availability: the probe=poisoned column, the one where an attack separates at CPU scale
+    for track, metric in (("downstream", "accuracy_drop"), ("pretrain-availability", "accuracy_drop_poisoned_probe")):
         sub = df[(df["track"] == track) & (df["constraint"] == "unconstrained")]
         if sub.empty or len(set(sub["defense"])) < 2 or "m:defense_cost" not in sub:
             continue
@@ -114,7 +115,7 @@ def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
             cost = _seed_stats(sub[(sub["defense"] == defense) & (sub["attack"] == "none")], [], "defense_cost")
             if drop.empty or cost.empty:
                 continue
-            rows.append({"track": track, "attack": strongest, "defense": defense,
+            rows.append({"track": track, "metric": metric, "attack": strongest, "defense": defense,
                          "restored": float(base["mean"].iloc[0] - drop["mean"].iloc[0]),
                          "restored_std": float(drop["std"].iloc[0]),
                          "cost": float(cost["mean"].iloc[0]), "cost_std": float(cost["std"].iloc[0])})
@@ -131,8 +132,9 @@ def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
                         color=colour[r.defense], label=r.defense)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.axvline(0.0, color="grey", lw=0.8)
+        probe = " (probe=poisoned)" if t["metric"].iloc[0].endswith("poisoned_probe") else ""
         ax.set(title=f"{track}: against `{t['attack'].iloc[0]}`", xlabel="clean accuracy lost (points)",
-               ylabel="accuracy restored under attack (points)")
+               ylabel=f"accuracy restored under attack{probe} (points)")
         ax.legend(fontsize=7)
     _title(fig, tier, suite, "Defenses: restored vs cost")
     return fig
