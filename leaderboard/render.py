@@ -228,7 +228,8 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
 
 DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
     "downstream": [("accuracy_drop", "accuracy drop against the undefended clean head (points)")],
-    "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points)")],
+    "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points), probe=clean"),
+                              ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), probe=poisoned")],
     "pretrain-targeted": [("attack_success_rate", "attack success rate (%)"), ("clean_accuracy", "clean accuracy (%)")],
 }
 

@@ -347,7 +347,8 @@ def test_cp_lowers_the_poisoned_probe_accuracy_more_than_random_noise(tmp_path: 
     "target, targets outside the pre-training set, the target class set to each target's runner-up class: the "
     "targets' probability of the target class never rose consistently (ASR 0 vs 0; augmented ASR 0.00-0.26 vs "
     "0.01-0.28). Even an extra loss term pulling the targets' features onto the references' during SimCLR left "
-    "them in their own class; only supervised planting moves them (tests/test_defenses.py)."))
+    "them in their own class; only supervised planting moves them (tests/test_defenses.py). With this test's "
+    "settings seed 0 passes (augmented ASR 0.22 vs 0.10) and seed 1 does not (0.00 vs 0.00)."))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_poisoned_encoder_asr_exceeds_the_no_attack_asr(tmp_path: Path, write_suite: Any, seed: int) -> None:
     attack = {"id": "poisoned_encoder", "settings": {"n_targets": 1, "n_references": 3}}
