@@ -10,7 +10,10 @@ import random
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # torch is imported lazily: the leaderboard path never loads it
+    import torch
 
 T = TypeVar("T")
 

@@ -7,12 +7,16 @@ Every check reports a readable problem; a cell whose attack broke its threat mod
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from benchmark.api import AvailabilityPoison, DownstreamPoison, TargetedPoison
 
 TOLERANCE = 1e-5
+P = TypeVar("P")
 
 
 class ThreatModelViolation(Exception):
@@ -29,6 +33,25 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     for t in tensors:
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def craft_checked(craft: Callable[[], P], validate: Callable[[P], None], *, given: tuple[torch.Tensor, ...],
+                  what: str) -> tuple[P, float]:
+    """Run ``craft`` (timed) and check what it returns: raises :class:`ThreatModelViolation` listing every
+    problem, that the attack mutated ``given`` (described as ``what``) and whatever ``validate`` reports.
+    Returns the poison and the seconds ``craft`` took."""
+    before = fingerprint(*given)
+    start = time.perf_counter()
+    poison = craft()
+    seconds = time.perf_counter() - start
+    problems = [] if fingerprint(*given) == before else [f"the attack mutated the {what} it was given"]
+    try:
+        validate(poison)
+    except ThreatModelViolation as exc:
+        problems += exc.problems
+    if problems:
+        raise ThreatModelViolation(problems)
+    return poison, seconds
 
 
 def _check_images(problems: list[str], images: object, shape: tuple[int, ...], what: str) -> bool:

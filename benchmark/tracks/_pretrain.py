@@ -20,7 +20,6 @@ from benchmark.suite import NO_DEFENSE, Cell
 from benchmark.tracks.common import (
     RunEnv,
     cached_features,
-    cached_scalar,
     data_key,
     encoder_key,
     load_split,
@@ -151,6 +150,30 @@ def defense_after(defense: Defense | None, setting: PretrainSetting,
 def defense_entry(cell: Cell) -> dict[str, Any] | None:
     entry = cell.defense
     return None if entry.id == NO_DEFENSE else {"id": entry.id, "settings": entry.settings}
+
+
+def victim_encoder(setting: PretrainSetting, cell: Cell, images: torch.Tensor,
+                   poison: str | None) -> tuple[dict[str, Any], FeatureExtractor]:
+    """The victim pre-trained on ``images`` under ``cell``'s defense (cached by poison and defense) and its
+    cache key; without a defense and a poison this is the clean encoder."""
+    defense = make_defense(cell)
+    key = setting.variant_key({"poison": poison, "defense": defense_entry(cell)})
+    if defense is None:
+        return key, setting.encoder(key, images)
+    dctx = defense_context(cell, setting.num_classes, setting.env.device)
+    return key, setting.encoder(key, images, hooks=defense_hooks(defense, setting, dctx),
+                                after=defense_after(defense, setting, dctx))
+
+
+# ------------------------------------------------------------------------------------------ poison cache
+def diagnostic_tensors(diagnostics: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    """An attack's diagnostics as cache entries ``diag.<name>``."""
+    return {f"diag.{k}": torch.tensor(float(v)) for k, v in diagnostics.items()}
+
+
+def diagnostics_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The diagnostics stored by :func:`diagnostic_tensors`."""
+    return {k[5:]: float(v) for k, v in tensors.items() if k.startswith("diag.")}
 
 
 # ------------------------------------------------------------------------------------------ supervised

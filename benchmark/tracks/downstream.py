@@ -43,7 +43,6 @@ from benchmark.api import (
     FeatureExtractorView,
     HeadSpec,
 )
-from benchmark.data import ImageDataset
 from benchmark.probe import SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
 from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
 from benchmark.tracks import register_track
@@ -63,7 +62,7 @@ from benchmark.tracks.common import (
     resolve_l2,
 )
 from benchmark.utils import config_hash, derive_seed
-from benchmark.validation import ThreatModelViolation, fingerprint, validate_downstream
+from benchmark.validation import ThreatModelViolation, craft_checked, validate_downstream
 
 
 class DownstreamSetting:
@@ -243,21 +242,13 @@ def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[Any, float]:
         train_features=setting.train_features, num_classes=setting.num_classes, budget=budget,
         input_epsilon=spec["input_epsilon"], head=HeadSpec(setting.num_classes, setting.l2),
         generator=torch.Generator().manual_seed(seed), device=env.device, cached=cached)
-    before = fingerprint(setting.train.images, setting.train.labels, setting.train_features)
-    start = time.perf_counter()
-    poison = attack.craft_downstream(ctx)
-    seconds = time.perf_counter() - start
-    problems = []
-    if fingerprint(setting.train.images, setting.train.labels, setting.train_features) != before:
-        problems.append("the attack mutated the clean training data it was given")
-    try:
+    def validate(poison: DownstreamPoison) -> None:
         validate_downstream(poison, space=cls.space, budget=budget, image_shape=tuple(setting.train.images.shape[1:]),
                             feature_dim=setting.extractor.feature_dim, num_classes=setting.num_classes,
                             train_images=setting.train.images, input_epsilon=spec["input_epsilon"])
-    except ThreatModelViolation as exc:
-        problems += exc.problems
-    if problems:
-        raise ThreatModelViolation(problems)
+
+    poison, seconds = craft_checked(lambda: attack.craft_downstream(ctx), validate, what="clean training data",
+                                    given=(setting.train.images, setting.train.labels, setting.train_features))
     return poison, seconds
 
 

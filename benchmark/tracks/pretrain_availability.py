@@ -16,7 +16,6 @@ encoder (the clean key plus ``variant = {poison, defense}``), features, and scal
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,18 @@ from benchmark.suite import NO_ATTACK, Cell
 from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import (
     PretrainSetting,
-    defense_after,
     defense_context,
     defense_entry,
-    defense_hooks,
+    diagnostic_tensors,
+    diagnostics_of,
     make_defense,
     supervised_accuracy,
     supervised_key,
+    victim_encoder,
 )
 from benchmark.tracks.common import CellOutcome, RunEnv, cached_scalar, data_key
 from benchmark.utils import derive_seed
-from benchmark.validation import (
-    ThreatModelViolation,
-    fingerprint,
-    validate_availability,
-)
+from benchmark.validation import ThreatModelViolation, craft_checked, validate_availability
 
 POISON_KIND = "poison-availability"
 
@@ -75,39 +71,26 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[AvailabilityPoison, str
     env, key = setting.env, poison_key(setting, cell)
     ctx = attack_context(setting, cell, key)
 
-    def build() -> dict[str, torch.Tensor]:
+    def validate(poison: AvailabilityPoison) -> None:
+        validate_availability(poison, budget=ctx.budget, images=setting.pre.images, epsilon=ctx.epsilon)
+
+    def build() -> dict[str, torch.Tensor]:  # an invalid poison raises: nothing is cached
         cls = ATTACKS.get(cell.attack.id)
         attack = cls(cls.Config(**cell.attack.settings))
-        before = fingerprint(setting.pre.images, setting.pre.labels)
-        start = time.perf_counter()
-        poison = attack.craft_availability(ctx)
-        seconds = time.perf_counter() - start
-        problems = [] if fingerprint(setting.pre.images, setting.pre.labels) == before else [
-            "the attack mutated the clean pre-training data it was given"]
-        try:
-            validate_availability(poison, budget=ctx.budget, images=setting.pre.images, epsilon=ctx.epsilon)
-        except ThreatModelViolation as exc:
-            problems += exc.problems
-        if problems:
-            raise ThreatModelViolation(problems)  # nothing is cached
-        diag = {f"diag.{k}": torch.tensor(float(v)) for k, v in poison.diagnostics.items()}
+        poison, seconds = craft_checked(lambda: attack.craft_availability(ctx), validate, what="clean pre-training data",
+                                        given=(setting.pre.images, setting.pre.labels))
         return {"images": poison.images.detach().cpu().float(), "indices": poison.indices.cpu(),
-                "seconds": torch.tensor(seconds), **diag}
+                "seconds": torch.tensor(seconds), **diagnostic_tensors(poison.diagnostics)}
 
     tensors = env.cache.get_or_build(POISON_KIND, key, build)
-    poison = AvailabilityPoison(images=tensors["images"], indices=tensors["indices"],
-                                diagnostics={k[5:]: float(v) for k, v in tensors.items() if k.startswith("diag.")})
-    validate_availability(poison, budget=ctx.budget, images=setting.pre.images, epsilon=ctx.epsilon)
+    poison = AvailabilityPoison(images=tensors["images"], indices=tensors["indices"], diagnostics=diagnostics_of(tensors))
+    validate(poison)
     return poison, env.cache.key(POISON_KIND, key), float(tensors["seconds"])
 
 
 def victim_accuracies(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float | None]:
     """Probe = clean and probe = poisoned accuracies of the victim pre-trained on ``images``."""
-    defense = make_defense(cell)
-    dctx = defense_context(cell, setting.num_classes, setting.env.device) if defense else None
-    key = setting.variant_key({"poison": poison, "defense": defense_entry(cell)})
-    extractor = setting.encoder(key, images, hooks=defense_hooks(defense, setting, dctx) if dctx else None,
-                                after=defense_after(defense, setting, dctx) if dctx else None)
+    key, extractor = victim_encoder(setting, cell, images, poison)
     return {"probe_clean": setting.probe_accuracy(key, extractor),
             "probe_poisoned": setting.poisoned_probe_accuracy(key, extractor, images, poison)}
 

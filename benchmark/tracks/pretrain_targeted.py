@@ -13,7 +13,6 @@ augmented views of them: ``attack_success_rate_augmented``), the same targets on
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,12 @@ from benchmark.api import ATTACKS, PretrainAttackContext, TargetedPoison
 from benchmark.augment import build_augmentation
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead
-from benchmark.suite import NO_ATTACK, Cell
+from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
 from benchmark.tracks import register_track
-from benchmark.tracks._pretrain import (
-    PretrainSetting,
-    defense_after,
-    defense_context,
-    defense_entry,
-    defense_hooks,
-    make_defense,
-)
+from benchmark.tracks._pretrain import PretrainSetting, diagnostic_tensors, diagnostics_of, victim_encoder
 from benchmark.tracks.common import CellOutcome, RunEnv, data_key
 from benchmark.utils import derive_seed, seed_everything
-from benchmark.validation import ThreatModelViolation, fingerprint, validate_targeted
+from benchmark.validation import ThreatModelViolation, craft_checked, validate_targeted
 
 POISON_KIND = "poison-targeted"
 BASE_RATE_TARGETS = 20
@@ -58,28 +50,22 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, fl
         checkpoint_dir=Path(env.cache.root) / "checkpoints" / name,
         cached=lambda kind, config, build: env.cache.get_or_build(f"attack-{kind}", {"scope": key, **config}, build))
 
-    def build() -> dict[str, torch.Tensor]:
+    def validate(poison: TargetedPoison) -> None:
+        validate_targeted(poison, budget=budget, image_shape=shape, num_classes=setting.num_classes)
+
+    def build() -> dict[str, torch.Tensor]:  # an invalid poison raises: nothing is cached
         cls = ATTACKS.get(cell.attack.id)
-        before = fingerprint(setting.pre.images, setting.pre.labels)
-        start = time.perf_counter()
-        poison = cls(cls.Config(**cell.attack.settings)).craft_targeted(ctx)
-        seconds = time.perf_counter() - start
-        problems = [] if fingerprint(setting.pre.images, setting.pre.labels) == before else [
-            "the attack mutated the clean pre-training data it was given"]
-        try:
-            validate_targeted(poison, budget=budget, image_shape=shape, num_classes=setting.num_classes)
-        except ThreatModelViolation as exc:
-            problems += exc.problems
-        if problems:
-            raise ThreatModelViolation(problems)
-        diag = {f"diag.{k}": torch.tensor(float(v)) for k, v in poison.diagnostics.items()}
+        attack = cls(cls.Config(**cell.attack.settings))
+        poison, seconds = craft_checked(lambda: attack.craft_targeted(ctx), validate, what="clean pre-training data",
+                                        given=(setting.pre.images, setting.pre.labels))
         return {"images": poison.images.detach().cpu().float(), "target_images": poison.target_images.detach().cpu().float(),
-                "target_class": torch.tensor(int(poison.target_class)), "seconds": torch.tensor(seconds), **diag}
+                "target_class": torch.tensor(int(poison.target_class)), "seconds": torch.tensor(seconds),
+                **diagnostic_tensors(poison.diagnostics)}
 
     t = env.cache.get_or_build(POISON_KIND, key, build)
     poison = TargetedPoison(images=t["images"], target_images=t["target_images"], target_class=int(t["target_class"]),
-                            diagnostics={k[5:]: float(v) for k, v in t.items() if k.startswith("diag.")})
-    validate_targeted(poison, budget=budget, image_shape=shape, num_classes=setting.num_classes)
+                            diagnostics=diagnostics_of(t))
+    validate(poison)
     return poison, name, float(t["seconds"])
 
 
@@ -125,11 +111,7 @@ def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         n_poison = len(poison.images)
         details["attack_diagnostics"] = poison.diagnostics
     details |= {"target_class": target_class, "n_targets": len(targets)}
-    defense = make_defense(cell)
-    dctx = defense_context(cell, setting.num_classes, env.device) if defense else None
-    key = setting.variant_key({"poison": poison_name, "defense": defense_entry(cell)})
-    extractor = setting.encoder(key, images, hooks=defense_hooks(defense, setting, dctx) if dctx else None,
-                                after=defense_after(defense, setting, dctx) if dctx else None)
+    key, extractor = victim_encoder(setting, cell, images, poison_name)
     poisoned = setting.probe_accuracy(key, extractor)
     asr, asr_aug = success_rates(setting, setting.head(key, extractor), extractor, targets, target_class)
     base, base_aug = success_rates(setting, setting.head(setting.clean_key, setting.clean), setting.clean,
@@ -139,10 +121,8 @@ def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
                "attack_success_rate": asr, "attack_success_rate_augmented": asr_aug,
                "attack_success_rate_no_attack": base, "attack_success_rate_augmented_no_attack": base_aug,
                "n_poison": float(n_poison), "poison_seconds": seconds}
-    if defense is not None:
-        dkey = setting.variant_key({"poison": None, "defense": defense_entry(cell)})
-        defended = setting.encoder(dkey, setting.pre.images, hooks=defense_hooks(defense, setting, dctx),
-                                   after=defense_after(defense, setting, dctx))
+    if cell.defense.id != NO_DEFENSE:
+        dkey, defended = victim_encoder(setting, cell, setting.pre.images, None)
         defended_clean = setting.probe_accuracy(dkey, defended)
         metrics |= {"defended_clean_accuracy": defended_clean, "defense_cost": clean - defended_clean}
     return CellOutcome(metrics=metrics, details=details)
