@@ -14,7 +14,7 @@ Reference settings (official code, CIFAR-10, ResNet-18):
     initialised from a CP-C poison (``init_from: classwise``, ``init_rounds`` rounds of it).
 The defaults below are scaled for a CPU (a few rounds); the ``full`` suite sets the reference values.
 
-Generation checkpoints δ, the model, its optimiser and the round index to ``ctx.checkpoint_dir`` after
+Generation checkpoints δ, the model, its optimiser and the round index to ``ctx.checkpoints`` (kept by the harness) after
 every round and resumes from there; every round is seeded from the base seed and its index, so an
 interrupted run ends at the same δ as an uninterrupted one.
 """
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmark.api import (
     AvailabilityPoison,
+    CheckpointStore,
     MethodConfig,
     PretrainAttackContext,
     PretrainAvailabilityAttack,
@@ -122,16 +122,12 @@ def generator_recipe(ssl: SSLRecipe, config: CPConfig) -> SSLRecipe:
     return dataclasses.replace(ssl, method=config.generator_method, method_settings={})
 
 
-def _save(state: _State, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"delta": state.delta.detach().cpu(), "model": state.model.state_dict(),
-                "optimizer": state.optimizer.state_dict(), "round": torch.tensor(state.round)}, tmp)
-    tmp.replace(path)
+def _save(state: _State, store: CheckpointStore, name: str) -> None:
+    store.save(name, {"delta": state.delta.detach().cpu(), "model": state.model.state_dict(),
+                      "optimizer": state.optimizer.state_dict(), "round": torch.tensor(state.round)})
 
 
-def _load(state: _State, path: Path, device: torch.device) -> None:
-    saved = torch.load(path, map_location=device, weights_only=True)
+def _load(state: _State, saved: dict[str, Any], device: torch.device) -> None:
     state.delta = saved["delta"].to(device)
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
@@ -240,20 +236,22 @@ class _Generation:
 
 
 def generate(ctx: PretrainAttackContext, config: CPConfig, indices: torch.Tensor, base_seed: int, *,
-             checkpoint: Path, init_delta: torch.Tensor | None = None,
+             checkpoint: str, init_delta: torch.Tensor | None = None,
              max_rounds: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Run (or resume) a CP generation; returns δ (rows × C × H × W on the CPU) and diagnostics.
 
-    ``max_rounds`` stops early after that many rounds in total (simulates an interruption).
+    ``checkpoint`` names the state in ``ctx.checkpoints`` (saved after every round, resumed from when
+    present); ``max_rounds`` stops early after that many rounds in total (simulates an interruption).
     """
     run = _Generation(ctx, config, indices, base_seed)
     state = run.new_state(init_delta)
-    if checkpoint.exists():
-        _load(state, checkpoint, run.device)
+    saved = ctx.checkpoints.load(checkpoint)
+    if saved is not None:
+        _load(state, saved, run.device)
     stop = config.rounds if max_rounds is None else min(config.rounds, max_rounds)
     while state.round < stop:
         run.run_round(state)
-        _save(state, checkpoint)
+        _save(state, ctx.checkpoints, checkpoint)
     return state.delta.detach().cpu(), run.diagnostics(state)
 
 
@@ -268,7 +266,7 @@ class ContrastivePoisoning(PretrainAvailabilityAttack):
         base_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
         indices = torch.randperm(len(ctx.images), generator=ctx.generator)[: ctx.budget].sort().values
         init = self._classwise_init(ctx, config, indices, base_seed) if config.init_from == "classwise" else None
-        checkpoint = Path(ctx.checkpoint_dir) / f"cp-{config.mode}.pt"
+        checkpoint = f"cp-{config.mode}"
         delta, diagnostics = generate(ctx, config, indices, base_seed, checkpoint=checkpoint, init_delta=init)
         rows = ctx.labels[indices] if config.mode == "classwise" else indices
         images = poison_images(ctx.images[indices], delta[rows], ctx.epsilon)
@@ -284,7 +282,7 @@ class ContrastivePoisoning(PretrainAvailabilityAttack):
 
         def build() -> dict[str, torch.Tensor]:
             delta, _ = generate(ctx, cw, indices, base_seed,
-                                checkpoint=Path(ctx.checkpoint_dir) / "cp-classwise-init.pt")
+                                checkpoint="cp-classwise-init")
             return {"delta": delta}
 
         key: dict[str, Any] = {"attack": "cp", "config": cw.to_dict(), "seed": base_seed,

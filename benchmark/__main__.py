@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-root", default=None, help="where torchvision data sets live (sets data.root)")
         p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
         p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+        p.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]",
+                       help="extra plugin modules to load beside attacks/ and defenses/ (an out-of-tree submission)")
     run = sub.choices["run"]
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
@@ -51,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202
+    from benchmark.plugins import EXTRA_PLUGINS_ENV
     from benchmark.suite import load_suite
+
+    if args.plugins:
+        os.environ[EXTRA_PLUGINS_ENV] = ",".join(filter(None, [os.environ.get(EXTRA_PLUGINS_ENV, ""), args.plugins]))
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -88,8 +94,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = _load(args)
     tracks = args.tracks.split(",") if args.tracks else None
-    summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
-                        executor=args.executor, tracks=tracks)
+    try:
+        summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
+                            executor=args.executor, tracks=tracks)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
+        return 130
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
     print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
     if args.no_leaderboard:
@@ -106,19 +116,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what in ("all", "attacks", "defenses"):
-        from benchmark.plugins import load_plugins
+        from benchmark.plugins import catalogue
 
-        attacks, defenses = load_plugins()
+        plugins = catalogue()
+        for problem in plugins.problems:
+            print(f"warning: {problem}", file=sys.stderr)
         if what in ("all", "attacks"):
             print("attacks:")
-            for name in attacks.names():
-                cls = attacks.get(name)
-                print(f"  {name:22s} tracks: {', '.join(cls.tracks())}; {cls.citation}")
+            for name, info in plugins.attacks.items():
+                print(f"  {name:22s} tracks: {', '.join(info.tracks)}; {info.citation}")
         if what in ("all", "defenses"):
             print("defenses:")
-            for name in defenses.names():
-                cls = defenses.get(name)
-                print(f"  {name:22s} stage: {cls.stage}; tracks: {', '.join(cls.tracks)}; {cls.citation}")
+            for name, info in plugins.defenses.items():
+                print(f"  {name:22s} stage: {info.stage}; tracks: {', '.join(info.tracks)}; {info.citation}")
     if what in ("all", "datasets"):
         from benchmark.data import dataset_names
 

@@ -15,11 +15,18 @@ generator). Never test data. What it returns is validated by the harness (:mod:`
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
@@ -44,17 +51,91 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
 
-def config_problems(config_cls: type[MethodConfig], settings: Mapping[str, Any], where: str) -> list[str]:
-    """Problems with building ``config_cls(**settings)``: unknown keys (with the valid ones), then ranges."""
-    valid = [f.name for f in dataclasses.fields(config_cls)]
-    unknown = sorted(set(settings) - set(valid))
-    if unknown:
-        return [f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(valid) or '(none)'}"]
+def config_problems(config_cls: type, settings: Any, where: str) -> list[str]:
+    """Every problem with building ``config_cls(**settings)``, all at once: unknown keys (with a
+    did-you-mean and the valid ones), values of the wrong type for the field's annotation (at every depth:
+    nested dataclasses, lists, mappings, literals, optionals), then the config's own ``problems()`` ranges.
+    ``config_cls`` is any dataclass; suites, recipes and every plugin's ``Config`` are checked by this."""
+    if not isinstance(settings, Mapping):
+        return [f"{where or 'the top level'}: expected a mapping, got {_type_name(settings)}"]
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    hints = typing.get_type_hints(config_cls)
+    problems: list[str] = []
+    for key in settings:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{where or 'the top level'}: unknown key {key!r}{hint}; valid: {', '.join(fields) or '(none)'}")
+    typed: dict[str, Any] = {}  # the well-typed settings: their ranges are checked even when others are wrong
+    for name, f in fields.items():
+        if name in settings:
+            wrong = value_problems(settings[name], hints[name], _join(where, name))
+            problems += wrong
+            if not wrong:
+                typed[name] = settings[name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{_join(where, name)}: required")
     try:
-        config = config_cls(**settings)
+        config = config_cls(**typed)
     except (TypeError, ValueError) as exc:
-        return [f"{where}: {exc}"]
-    return [f"{where}.{problem}" for problem in config.problems()]
+        return problems or [f"{where or 'the top level'}: {exc}"]
+    own = config.problems() if hasattr(config, "problems") else []
+    return problems + [_join(where, problem) for problem in own]
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def value_problems(value: Any, annotation: Any, where: str) -> list[str]:
+    """Problems with ``value`` as a value of type ``annotation`` (YAML's types: a list for a tuple)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return []
+    if origin is Literal:
+        return [] if value in args else [f"{where}: {value!r} must be one of {', '.join(map(repr, args))}"]
+    if origin in (typing.Union, types.UnionType):
+        arms = [value_problems(value, arm, where) for arm in args]
+        if any(not arm for arm in arms):
+            return []
+        return [f"{where}: {value!r} is not {' or '.join(_annotation_name(a) for a in args)}"]
+    if origin in (list, tuple, collections.abc.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return [f"{where}: expected a list, got {_type_name(value)}"]
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                return [f"{where}: expected {len(args)} items, got {len(value)}"]
+            return [p for i, (v, a) in enumerate(zip(value, args)) for p in value_problems(v, a, f"{where}[{i}]")]
+        item = args[0] if args else Any
+        return [p for i, v in enumerate(value) for p in value_problems(v, item, f"{where}[{i}]")]
+    if origin in (dict, collections.abc.Mapping) or annotation in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            return [f"{where}: expected a mapping, got {_type_name(value)}"]
+        key_t, val_t = args if args else (Any, Any)
+        return [p for k, v in value.items() for p in value_problems(k, key_t, f"{where} key") + value_problems(v, val_t, f"{where}.{k}")]
+    if dataclasses.is_dataclass(annotation):
+        return config_problems(annotation, value, where)
+    if annotation is bool:
+        return [] if isinstance(value, bool) else [f"{where}: {value!r} is not a boolean (true/false)"]
+    if annotation is int:
+        return [] if isinstance(value, int) and not isinstance(value, bool) else [f"{where}: {value!r} is not an integer"]
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return [f"{where}: {value!r} is not a number"]
+        return [] if math.isfinite(value) else [f"{where}: {value!r} is not a finite number"]
+    if isinstance(annotation, type):
+        return [] if isinstance(value, annotation) else [f"{where}: expected {annotation.__name__}, got {_type_name(value)}"]
+    return []
+
+
+def _type_name(value: Any) -> str:
+    return "a mapping" if isinstance(value, Mapping) else "a list" if isinstance(value, list) else f"{type(value).__name__} {value!r}"
+
+
+def _annotation_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def check_range(problems: list[str], name: str, value: float, low: float, high: float,
@@ -136,6 +217,32 @@ class DownstreamPoison:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
+class CheckpointStore(Protocol):
+    """Named checkpoints of a long generation (CP), kept by the harness so that a killed run resumes.
+    ``state`` holds tensors, numbers, strings and containers of them (read back with ``weights_only``)."""
+
+    def load(self, name: str) -> dict[str, Any] | None: ...
+
+    def save(self, name: str, state: Mapping[str, Any]) -> None: ...
+
+
+class DirectoryCheckpoints:
+    """A :class:`CheckpointStore` in a local folder (for tests and for running an attack by hand)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        path = self.root / f"{name}.pt"
+        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+    def save(self, name: str, state: Mapping[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{name}.pt.tmp"
+        torch.save(dict(state), tmp)
+        tmp.replace(self.root / f"{name}.pt")
+
+
 @dataclass(frozen=True)
 class PretrainAttackContext:
     """What a pre-training attacker sees: the clean unlabeled pre-training images (labels only for
@@ -150,7 +257,7 @@ class PretrainAttackContext:
     ssl: Any  # benchmark.ssl.SSLRecipe: method id, backbone, augmentation, optimiser settings
     generator: torch.Generator
     device: torch.device
-    checkpoint_dir: Any  # pathlib.Path where a long generation may checkpoint and resume
+    checkpoints: "CheckpointStore"  # where a long generation may checkpoint and resume (no path: the harness stores)
     cached: Callable[[str, Mapping[str, Any], Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 
 
@@ -282,6 +389,17 @@ class Defense(ABC):
         if track not in self.tracks:
             return f"{self.id} does not apply to track {track} (it applies to {', '.join(self.tracks)})"
         return None
+
+    @property
+    def transform_test(self) -> bool:
+        """Data stage: whether the victim also applies :meth:`transform_images` to its test inputs at
+        inference (a preprocessing defense such as ME-Net). The defense sees test images, never labels."""
+        return False
+
+    def privacy(self) -> dict[str, float]:
+        """Privacy accounting of the last training call (DP-SGD: ``privacy_epsilon`` at δ = 1/N, …), recorded
+        beside the cell's metrics; {} for defenses without a guarantee."""
+        return {}
 
     # data stage
     def transform_images(self, images: torch.Tensor, ctx: DefenseContext) -> torch.Tensor:

@@ -8,7 +8,6 @@ are in :mod:`leaderboard.schema`, which the board validates without importing to
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import platform
 import subprocess
@@ -55,17 +54,9 @@ def package_versions() -> dict[str, str]:
             versions[name] = "not installed"
     return versions
 
-def source_hash(obj: Any) -> str | None:
-    """sha256 of the file that defines ``obj`` (an attack or defense class), so a result names the code.
-    Read once per process: the hash of the code that was imported, not of a file edited since."""
-    try:
-        return _file_hash(inspect.getfile(obj))
-    except TypeError:
-        return None
-
-
 @lru_cache(maxsize=256)
-def _file_hash(path: str) -> str | None:
+def file_hash(path: str) -> str | None:
+    """sha256 (16 hex digits) of a source file, so a result names the code; read once per process."""
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError:

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmark.suite import Cell, Suite, SuiteError, expand_cells
 from benchmark.tracks import load_tracks
-from benchmark.utils import progress
+from benchmark.utils import config_hash, progress
 
 
 @dataclass
@@ -53,25 +53,42 @@ def check_data_available(cells: list[Cell]) -> None:
 
 
 def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
-    """Compute one cell and return its complete record (status ok / invalid / error)."""
-    from benchmark.api import ATTACKS, DEFENSES
-    from benchmark.results import code_version, device_info, package_versions, source_hash
+    """Compute one cell and return its complete record (status ok / invalid / timeout / error).
+
+    Plugin code runs in plugin processes (:mod:`benchmark.workers`): an exception there, of any kind, is
+    this cell's ``error``; a call past the time limit is its ``timeout``. After the cell, everything it
+    shared with other cells is checked against its fingerprint (:meth:`RunEnv.verify`): a change makes the
+    cell ``invalid`` and the changed objects are rebuilt for the next cell."""
+    from benchmark.plugins import catalogue, resolved_config
+    from benchmark.results import code_version, device_info, file_hash, package_versions
     from benchmark.utils import seed_everything
+    from benchmark.workers import PluginError, PluginTimeout
 
     runners = load_tracks()  # imported once per process (Python caches modules)
     start = time.perf_counter()
     seed_everything(int(cell.spec["seed"]))
+    spec_before = config_hash(cell.spec, 64)
+    env.begin_cell()
     try:
         outcome = runners[cell.track](cell, env)
         status, message, metrics, details = outcome.status, outcome.message, outcome.metrics, outcome.details
+    except PluginTimeout as exc:
+        status, message, metrics, details = "timeout", str(exc), {}, {}
+    except PluginError as exc:
+        status, message, metrics, details = "error", f"plugin error: {exc}", {}, {"traceback": exc.details}
     except Exception as exc:  # recorded, never silently dropped; error cells are retried on the next run
         status, message, metrics, details = "error", f"{type(exc).__name__}: {exc}", {}, {"traceback": traceback.format_exc()}
+    changed = env.verify() + (["the cell spec"] if config_hash(cell.spec, 64) != spec_before else [])
+    if changed:
+        status, metrics = "invalid", {}
+        message = f"shared state changed during this cell ({', '.join(changed)}); it is rebuilt for the next cell"
     sources, configs = {}, {}
-    for kind, registry, entry in (("attack", ATTACKS, cell.attack), ("defense", DEFENSES, cell.defense)):
-        if entry.id in registry:
-            cls = registry.get(entry.id)
-            sources[kind] = {"module": cls.__module__, "sha256": source_hash(cls)}
-            configs[f"{kind}_config"] = cls.Config(**entry.settings).to_dict()
+    plugins = catalogue()
+    for kind, entry in (("attack", cell.attack), ("defense", cell.defense)):
+        if entry.id in plugins.of(kind):
+            info = plugins.get(kind, entry.id)
+            sources[kind] = {"module": info.module, "sha256": file_hash(info.source)}
+            configs[f"{kind}_config"] = resolved_config(kind, entry.id, entry.settings).config
     return {
         "cell_id": cell.id, "suite": cell.spec["suite"], "tier": cell.spec["tier"], "track": cell.track,
         "status": status, "message": message, "cell": cell.spec, "metrics": metrics, "details": details,
@@ -88,6 +105,7 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
     from benchmark.utils import resolve_device
 
     start = time.perf_counter()
+    _check_output_dirs(results_dir, cache_dir)
     cells, _ = expand_cells(suite)
     if tracks is not None:
         unknown = sorted(set(tracks) - {c.track for c in cells})
@@ -101,9 +119,9 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
     cache = ArtifactCache(cache_dir)
     cache.clean_temporaries()
     if executor == "ray":
-        records = _run_with_ray(todo, cache_dir, device)
+        records = _run_with_ray(todo, cache_dir, device, suite.plugin_seconds)
     else:
-        env = RunEnv(cache=cache, device=resolve_device(device))
+        env = RunEnv(cache=cache, device=resolve_device(device), plugin_seconds=suite.plugin_seconds)
         records = (run_cell(cell, env) for cell in progress(todo, desc=f"suite {suite.name}", total=len(todo), leave=True))
     for record in records:
         write_record(result_path(results_dir, suite.name, record["cell_id"]), record)
@@ -111,6 +129,13 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
         summary.by_status[record["status"]] = summary.by_status.get(record["status"], 0) + 1
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _check_output_dirs(results_dir: Path, cache_dir: Path) -> None:
+    for what, path in (("--results-dir", Path(results_dir)), ("--cache-dir", Path(cache_dir))):
+        for p in (path, *path.parents):
+            if p.exists() and not p.is_dir():
+                raise SuiteError(str(path), [f"{what} {path}: {p} exists and is not a directory"])
 
 
 def encoder_groups(cells: list[Cell]) -> list[list[Cell]]:
@@ -124,7 +149,7 @@ def encoder_groups(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
-def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str) -> Any:
+def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str, plugin_seconds: float) -> Any:
     try:
         import ray
     except ImportError as exc:
@@ -140,7 +165,7 @@ def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str) -> Any:
         from benchmark.tracks.common import RunEnv
         from benchmark.utils import resolve_device
 
-        env = RunEnv(cache=ArtifactCache(cache_dir), device=resolve_device(device))
+        env = RunEnv(cache=ArtifactCache(cache_dir), device=resolve_device(device), plugin_seconds=plugin_seconds)
         return [run_cell(cell, env) for cell in group]
 
     futures = [run_group.remote(group) for group in encoder_groups(cells)]

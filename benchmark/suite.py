@@ -10,21 +10,39 @@ combinations that are skipped and why.
 from __future__ import annotations
 
 import copy
-import dataclasses
+import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from benchmark.api import ATTACKS, DEFENSES, TRACKS, config_problems
+from benchmark.api import TRACKS, MethodConfig, check_range, config_problems
 from benchmark.utils import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TIERS = ("smoke", "cpu", "full", "custom")
 NO_ATTACK = "none"
 NO_DEFENSE = "none"
-VICTIMS = ("convex", "sgd")
+
+
+class SuiteLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-06`` and ``5e3`` are numbers, not strings."""
+
+
+SuiteLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=SuiteLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class SuiteError(ValueError):
@@ -47,8 +65,12 @@ def read_suite_file(name_or_path: str) -> tuple[dict[str, Any], str]:
             raise SuiteError(name_or_path, [f"no suite named {name_or_path!r}; built-in suites: {', '.join(suite_names())}, or pass a path to a YAML file"])
     if not path.exists():
         raise SuiteError(str(path), [f"file {path} does not exist"])
+    if path.is_dir():
+        raise SuiteError(str(path), [f"{path} is a directory, not a YAML file"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SuiteError(str(path), [f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the suite as UTF-8"]) from None
     except yaml.YAMLError as exc:
         raise SuiteError(str(path), [f"not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
@@ -88,7 +110,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> tuple[dict[str
                 node[part] = {}
             node = node[part]
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = parse_yaml(value)
         except yaml.YAMLError:
             problems.append(f"--set {item!r}: value is not valid YAML")
     return result, problems
@@ -129,6 +151,12 @@ class Suite:
     def tracks(self) -> dict[str, dict[str, Any]]:
         return self.raw.get("tracks", {})
 
+    @property
+    def plugin_seconds(self) -> float:
+        """The time limit of one plugin call (``limits.plugin_seconds``, else the tier's default)."""
+        limits = self.raw.get("limits") or {}
+        return float(limits.get("plugin_seconds") or PLUGIN_SECONDS[self.tier])
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -163,38 +191,254 @@ class SkippedCombination:
     reason: str
 
 
+# ------------------------------------------------------------------------------------------- schema
+def _subset_problems(spec: Any) -> list[str]:
+    problems = []
+    if spec.image_size is not None and spec.image_size < 8:
+        problems.append(f"image_size: {spec.image_size} must be ≥ 8 or null")
+    for key in ("pretrain_subset", "downstream_subset"):
+        value = getattr(spec, key)
+        if value is not None and value < 10:
+            problems.append(f"{key}: {value} must be ≥ 10 or null")
+    return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainDataSpec(MethodConfig):
+    """What a pre-training track's ``data`` may override."""
+
+    image_size: int | None = None
+    pretrain_subset: int | None = None
+    downstream_subset: int | None = None
+
+    def problems(self) -> list[str]:
+        return _subset_problems(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec(PretrainDataSpec):
+    """``data``: where data sets live and the scale every track shares."""
+
+    root: str | None = None
+    download: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGDProbeSpec(MethodConfig):
+    """``victim.sgd``: the reference SGD linear probe (:class:`benchmark.probe.SGDProbeConfig`)."""
+
+    epochs: int = 100
+    lr: float = 1.0
+    momentum: float = 0.9
+    batch_size: int = 256
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])
+    crop_padding: int = 4
+    flip: bool = True
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        check_range(problems, "epochs", self.epochs, 1, 100_000)
+        check_range(problems, "lr", self.lr, 0.0, 100.0, low_open=True)
+        check_range(problems, "momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range(problems, "batch_size", self.batch_size, 1, 1 << 20)
+        check_range(problems, "crop_padding", self.crop_padding, 0, 1024)
+        problems += [f"milestones: {m!r} is not a fraction in [0, 1]" for m in self.milestones if not 0 <= m <= 1]
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class VictimSpec(MethodConfig):
+    """``tracks.<track>.victim``: how the victim's classifier is trained and evaluated."""
+
+    kind: Literal["convex", "sgd"] = "convex"
+    l2: float | Literal["auto"] = "auto"
+    l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2])
+    sgd: SGDProbeSpec | None = None
+    supervised_eval: bool = False
+    supervised_epochs: int = 5
+    asr_augmentations: int = 10
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.l2 != "auto":
+            check_range(problems, "l2", self.l2, 0.0, 1e6)
+        if not self.l2_grid:
+            problems.append("l2_grid: expected a non-empty list of numbers ≥ 0")
+        problems += [f"l2_grid: {g!r} must be ≥ 0" for g in self.l2_grid if g < 0]
+        check_range(problems, "supervised_epochs", self.supervised_epochs, 1, 100_000)
+        check_range(problems, "asr_augmentations", self.asr_augmentations, 1, 10_000)
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodersSpec(MethodConfig):
+    """``encoders``: SSL methods × backbones, the shared recipe and per-method settings/recipes."""
+
+    methods: list[str]
+    backbones: list[str]
+    recipe: dict[str, Any] = field(default_factory=dict)
+    method_settings: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    method_recipes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        problems = [f"{key}: expected a non-empty list" for key in ("methods", "backbones") if not getattr(self, key)]
+        for key in ("method_settings", "method_recipes"):
+            for method in getattr(self, key):
+                if method not in self.methods:
+                    problems.append(f"{key}.{method}: not one of the methods ({', '.join(self.methods)})")
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScenarioSpec(MethodConfig):
+    """One ``scenarios`` item: pre-training data set → downstream data set."""
+
+    name: str
+    pretrain: str
+    downstream: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsSpec(MethodConfig):
+    """``limits``: the wall-clock limit of one plugin call (an attack's crafting, a defended victim's
+    training), in seconds; null = the tier's default (:data:`PLUGIN_SECONDS`)."""
+
+    plugin_seconds: float | None = None
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.plugin_seconds is not None:
+            check_range(problems, "plugin_seconds", self.plugin_seconds, 0.0, 30 * 86400.0, low_open=True)
+        return problems
+
+
+PLUGIN_SECONDS = {"smoke": 600.0, "cpu": 3600.0, "full": 7 * 86400.0, "custom": 3600.0}
+"""Default per-call time limit by tier: the longest legitimate call is a defended victim's pre-training."""
+
+
+def _fractions(values: list[float], name: str, *, allow_zero: bool = False) -> list[str]:
+    if not values:
+        return [f"{name}: expected a non-empty list of numbers"]
+    low = 0 if allow_zero else 0
+    return [f"{name}: {v!r} is not a fraction in (0, 1]" for v in values if not (low < v <= 1)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackSpec(MethodConfig):
+    """The keys every track has: scenarios (default: all), budgets, attacks, defenses, victim."""
+
+    scenarios: list[str] | None = None
+    budgets: list[float]
+    attacks: list[Any]
+    defenses: list[Any] = field(default_factory=lambda: [NO_DEFENSE])
+    victim: VictimSpec | None = None
+
+    def problems(self) -> list[str]:
+        return _fractions(self.budgets, "budgets") + ([] if self.attacks else ["attacks: expected a non-empty list"]) + (
+            [] if self.defenses else ["defenses: expected a non-empty list"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownstreamTrackSpec(TrackSpec):
+    """``tracks.downstream``; ``input_epsilons``: null (unconstrained) and/or ℓ∞ radii in (0, 1]."""
+
+    input_epsilons: list[float | None] = field(default_factory=lambda: [None])
+
+    def problems(self) -> list[str]:
+        return super().problems() + [f"input_epsilons: {e!r} must be null or in (0, 1]"
+                                     for e in self.input_epsilons if e is not None and not 0 < e <= 1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainTrackSpec(TrackSpec):
+    """A pre-training track: may shrink ``data`` and override the encoder ``recipe``."""
+
+    data: PretrainDataSpec | None = None
+    recipe: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvailabilityTrackSpec(PretrainTrackSpec):
+    """``tracks.pretrain-availability``; ``epsilon``: the ℓ∞ bound of the perturbation."""
+
+    epsilon: float = 8 / 255
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        check_range(problems, "epsilon", self.epsilon, 0.0, 1.0, low_open=True)
+        return problems
+
+
+TRACK_SPECS: dict[str, type[TrackSpec]] = {
+    "downstream": DownstreamTrackSpec, "pretrain-availability": AvailabilityTrackSpec,
+    "pretrain-targeted": PretrainTrackSpec,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuiteSpec(MethodConfig):
+    """A suite file's top level."""
+
+    name: str
+    tier: Literal["smoke", "cpu", "full", "custom"]
+    description: str = ""
+    seeds: list[int]
+    data: DataSpec | None = None
+    encoders: EncodersSpec
+    scenarios: list[ScenarioSpec]
+    tracks: dict[str, Any]
+    limits: LimitsSpec | None = None
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        if not self.name:
+            problems.append("name: a non-empty string is required")
+        if not self.seeds:
+            problems.append("seeds: expected a non-empty list of non-negative integers")
+        problems += [f"seeds: {s} is negative" for s in self.seeds if s < 0]
+        if len(set(self.seeds)) != len(self.seeds):
+            problems.append("seeds: duplicates")
+        if not self.scenarios:
+            problems.append("scenarios: expected a non-empty list of {name, pretrain, downstream}")
+        if not self.tracks:
+            problems.append(f"tracks: expected a mapping with at least one of {', '.join(TRACKS)}")
+        return problems
+
+
 # ------------------------------------------------------------------------------------------- validation
-def _method_entries(raw_list: Any, where: str, registry: Any, reserved: str, problems: list[str],
-                    track: str | None) -> list[MethodEntry]:
-    if not isinstance(raw_list, list) or not raw_list:
-        problems.append(f"{where}: expected a non-empty list")
-        return []
+def _method_entries(raw_list: list[Any], where: str, kind: str, reserved: str, problems: list[str],
+                    track: str, checks: list[tuple[str, str, dict[str, Any], str]]) -> list[MethodEntry]:
+    """The entries of an ``attacks`` / ``defenses`` list; every problem is appended, and the settings of
+    known ids are queued in ``checks`` for their plugin process to validate."""
+    from benchmark.plugins import catalogue
+
+    known = catalogue().of(kind)
     entries: list[MethodEntry] = []
     for i, item in enumerate(raw_list):
+        at = f"{where}[{i}]"
         if isinstance(item, str):
             item = {"id": item}
-        if not isinstance(item, dict) or "id" not in item:
-            problems.append(f"{where}[{i}]: expected an id or a mapping with 'id' (and optional 'name', 'settings')")
+        item_problems = config_problems(MethodEntrySpec, item, at)
+        if item_problems:
+            problems += item_problems
             continue
-        unknown = set(item) - {"id", "name", "settings"}
-        if unknown:
-            problems.append(f"{where}[{i}]: unknown key(s) {', '.join(sorted(unknown))}; valid: id, name, settings")
-        method_id, settings = str(item["id"]), item.get("settings") or {}
-        name = str(item.get("name", method_id))
+        method_id, settings = item["id"], item.get("settings") or {}
+        name = item.get("name") or method_id
         if method_id == reserved:
+            if settings:
+                problems.append(f"{at}.settings: {reserved!r} takes no settings")
             entries.append(MethodEntry(reserved, name, {}))
             continue
-        if method_id not in registry:
-            problems.append(f"{where}[{i}]: unknown {registry.kind} {method_id!r}; valid: {', '.join([reserved] + registry.names())}")
+        if method_id not in known:
+            close = difflib.get_close_matches(method_id, list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{at}: unknown {kind} {method_id!r}{hint}; valid: {', '.join([reserved, *known])}")
             continue
-        cls = registry.get(method_id)
-        if track is not None and track not in _tracks_of(cls):
-            problems.append(f"{where}[{i}]: {registry.kind} {method_id!r} does not apply to track {track!r} (it applies to {', '.join(_tracks_of(cls))})")
+        info = known[method_id]
+        if track not in info.tracks:
+            problems.append(f"{at}: {kind} {method_id!r} does not apply to track {track!r} (it applies to {', '.join(info.tracks)})")
             continue
-        if not isinstance(settings, dict):
-            problems.append(f"{where}[{i}].settings: expected a mapping")
-            continue
-        problems += config_problems(cls.Config, settings, f"{where}[{i}].settings")
+        checks.append((kind, method_id, dict(settings), f"{at}.settings"))
         entries.append(MethodEntry(method_id, name, dict(settings)))
     names = [e.name for e in entries]
     for dup in sorted({n for n in names if names.count(n) > 1}):
@@ -202,203 +446,100 @@ def _method_entries(raw_list: Any, where: str, registry: Any, reserved: str, pro
     return entries
 
 
-def _tracks_of(cls: Any) -> tuple[str, ...]:
-    tracks = cls.tracks
-    return tracks() if callable(tracks) else tuple(tracks)
+@dataclass(frozen=True, kw_only=True)
+class MethodEntrySpec(MethodConfig):
+    """One item of an ``attacks`` / ``defenses`` list (or just its id as a string)."""
 
-
-def _check_fraction_list(value: Any, where: str, problems: list[str], *, low_open: bool = True) -> list[float]:
-    if not isinstance(value, list) or not value:
-        problems.append(f"{where}: expected a non-empty list of numbers")
-        return []
-    out = []
-    for v in value:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v <= 1 if low_open else 0 <= v <= 1):
-            problems.append(f"{where}: {v!r} is not a fraction in (0, 1]")
-        else:
-            out.append(float(v))
-    return out
+    id: str
+    name: str | None = None
+    settings: dict[str, Any] | None = None
 
 
 def validate_suite(raw: dict[str, Any], source: str) -> Suite:
-    """Check everything; raise :class:`SuiteError` listing every problem."""
+    """Check every field at every depth; raise :class:`SuiteError` listing every problem (before any
+    compute, before anything is written). Plugin settings are checked in their own plugin processes."""
     from benchmark.data import dataset_names
-    from benchmark.plugins import load_plugins
-    from benchmark.pretrain import SSLRecipe
+    from benchmark.plugins import catalogue, resolve
 
-    load_plugins()
-    problems: list[str] = []
-    known = {"name", "tier", "description", "seeds", "device", "data", "encoders", "scenarios", "tracks"}
-    for key in sorted(set(raw) - known):
-        problems.append(f"{key}: unknown top-level key; valid: {', '.join(sorted(known))}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        problems.append("name: a non-empty string is required")
-    if raw.get("tier") not in TIERS:
-        problems.append(f"tier: {raw.get('tier')!r} must be one of {', '.join(TIERS)}")
-    seeds = raw.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        problems.append("seeds: expected a non-empty list of non-negative integers")
-    elif len(set(seeds)) != len(seeds):
-        problems.append("seeds: duplicates")
-    _validate_data(raw.get("data", {}), problems)
-    _validate_encoders(raw.get("encoders"), problems, SSLRecipe)
+    problems = list(catalogue().problems)
+    problems += config_problems(SuiteSpec, raw, "")
     scenario_names = _validate_scenarios(raw.get("scenarios"), problems, dataset_names())
-    tracks = raw.get("tracks")
-    if not isinstance(tracks, dict) or not tracks:
-        problems.append(f"tracks: expected a mapping with at least one of {', '.join(TRACKS)}")
-    else:
-        for track, body in tracks.items():
-            if track not in TRACKS:
-                problems.append(f"tracks.{track}: unknown track; valid: {', '.join(TRACKS)}")
-            else:
-                _validate_track(track, body, problems, scenario_names)
+    encoders = raw.get("encoders") if isinstance(raw.get("encoders"), dict) else {}
+    checks: list[tuple[str, str, dict[str, Any], str]] = []
+    tracks = raw.get("tracks") if isinstance(raw.get("tracks"), dict) else {}
+    for track, body in tracks.items():
+        if track not in TRACKS:
+            close = difflib.get_close_matches(str(track), TRACKS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"tracks.{track}: unknown track{hint}; valid: {', '.join(TRACKS)}")
+            continue
+        where = f"tracks.{track}"
+        track_problems = config_problems(TRACK_SPECS[track], body, where)
+        problems += track_problems
+        if not isinstance(body, dict):
+            continue
+        for s in body.get("scenarios") or []:
+            if isinstance(s, str) and s not in scenario_names:
+                problems.append(f"{where}.scenarios: unknown scenario {s!r}; defined: {', '.join(sorted(scenario_names))}")
+        for key, kind, reserved in (("attacks", "attack", NO_ATTACK), ("defenses", "defense", NO_DEFENSE)):
+            items = body.get(key, [NO_DEFENSE] if key == "defenses" else [])
+            if isinstance(items, list):
+                _method_entries(items, f"{where}.{key}", kind, reserved, problems, track, checks)
+        if isinstance(body.get("recipe"), dict) and isinstance(encoders, dict):
+            problems += _encoder_problems(encoders, body["recipe"], f"{where}.recipe")
+    if isinstance(encoders, dict) and not any(p.startswith("encoders") for p in problems):
+        problems += _encoder_problems(encoders, {}, "encoders")
+    if not problems:  # ids are known: let each plugin check its own settings
+        resolutions, _ = resolve(checks, [])
+        problems += [p for r in resolutions for p in r.problems]
     if problems:
         raise SuiteError(source, problems)
-    return Suite(name=name, tier=raw["tier"], source=source, raw=raw)
+    return Suite(name=raw["name"], tier=raw["tier"], source=source, raw=raw)
 
 
-def _validate_data(data: Any, problems: list[str]) -> None:
-    if not isinstance(data, dict):
-        problems.append("data: expected a mapping")
-        return
-    valid = {"root", "download", "image_size", "pretrain_subset", "downstream_subset"}
-    for key in sorted(set(data) - valid):
-        problems.append(f"data.{key}: unknown key; valid: {', '.join(sorted(valid))}")
-    size = data.get("image_size")
-    if size is not None and (not isinstance(size, int) or size < 8):
-        problems.append(f"data.image_size: {size!r} must be an integer ≥ 8 or null")
-    for key in ("pretrain_subset", "downstream_subset"):
-        v = data.get(key)
-        if v is not None and (not isinstance(v, int) or v < 10):
-            problems.append(f"data.{key}: {v!r} must be an integer ≥ 10 or null")
+def _encoder_problems(enc: dict[str, Any], override: dict[str, Any], where: str) -> list[str]:
+    """Every (method, backbone) recipe of ``encoders`` (with a track's recipe ``override``) as an
+    :class:`SSLRecipe`: types, ranges, the method's own settings."""
+    from benchmark.pretrain import SSLRecipe
 
-
-def _validate_encoders(enc: Any, problems: list[str], recipe_cls: Any) -> None:
-    if not isinstance(enc, dict):
-        problems.append("encoders: expected a mapping with methods, backbones, recipe")
-        return
-    valid = {"methods", "backbones", "recipe", "method_settings", "method_recipes"}
-    for key in sorted(set(enc) - valid):
-        problems.append(f"encoders.{key}: unknown key; valid: {', '.join(sorted(valid))}")
-    methods, backbones = enc.get("methods"), enc.get("backbones")
-    if not isinstance(methods, list) or not methods:
-        problems.append("encoders.methods: expected a non-empty list")
-        methods = []
-    if not isinstance(backbones, list) or not backbones:
-        problems.append("encoders.backbones: expected a non-empty list")
-        backbones = []
-    recipe = enc.get("recipe", {})
-    per_method = enc.get("method_settings", {}) or {}
-    method_recipes = enc.get("method_recipes", {}) or {}
-    if not all(isinstance(x, dict) for x in (recipe, per_method, method_recipes)):
-        problems.append("encoders.recipe, encoders.method_settings and encoders.method_recipes: expected mappings")
-        return
+    problems: list[str] = []
+    methods = [m for m in enc.get("methods") or [] if isinstance(m, str)]
+    backbones = [b for b in enc.get("backbones") or [] if isinstance(b, str)]
+    recipe = enc.get("recipe") if isinstance(enc.get("recipe"), dict) else {}
+    per_method = enc.get("method_settings") if isinstance(enc.get("method_settings"), dict) else {}
+    method_recipes = enc.get("method_recipes") if isinstance(enc.get("method_recipes"), dict) else {}
+    for key in sorted(set(override) & {"method", "backbone", "method_settings"}):
+        problems.append(f"{where}.{key}: set under encoders, not in a track's recipe")
+    override = {k: v for k, v in override.items() if k not in ("method", "backbone", "method_settings")}
+    seen: set[str] = set()
     for method in methods:
         for backbone in backbones:
-            try:
-                spec = recipe_cls(method=method, backbone=backbone, **{**recipe, **(method_recipes.get(method) or {})},
-                                  method_settings=per_method.get(method, {}) or {})
-            except TypeError as exc:
-                problems.append(f"encoders.recipe: {exc}")
-                return
-            problems += [f"encoders[{method}/{backbone}].{p}" for p in spec.problems()]
+            settings = {**recipe, **(method_recipes.get(method) or {}), **override, "method": method, "backbone": backbone,
+                        "method_settings": per_method.get(method) or {}}
+            for p in config_problems(SSLRecipe, settings, f"{where}[{method}/{backbone}]"):
+                if p not in seen:
+                    seen.add(p)
+                    problems.append(p)
+    return problems
 
 
 def _validate_scenarios(scen: Any, problems: list[str], datasets: list[str]) -> set[str]:
-    if not isinstance(scen, list) or not scen:
-        problems.append("scenarios: expected a non-empty list of {name, pretrain, downstream}")
+    if not isinstance(scen, list):
         return set()
     names: set[str] = set()
     for i, s in enumerate(scen):
-        if not isinstance(s, dict) or set(s) != {"name", "pretrain", "downstream"}:
-            problems.append(f"scenarios[{i}]: expected exactly the keys name, pretrain, downstream")
-            continue
+        if not isinstance(s, dict) or not all(isinstance(s.get(k), str) for k in ("name", "pretrain", "downstream")):
+            continue  # the schema reported it
         for key in ("pretrain", "downstream"):
-            ds = str(s[key])
+            ds = s[key]
             if ds not in datasets and not ds.startswith(("npz:", "folder:")):
-                problems.append(f"scenarios[{i}].{key}: unknown dataset {ds!r}; valid: {', '.join(datasets)}, npz:PATH, folder:PATH")
+                close = difflib.get_close_matches(ds, datasets, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"scenarios[{i}].{key}: unknown dataset {ds!r}{hint}; valid: {', '.join(datasets)}, npz:PATH, folder:PATH")
         if s["name"] in names:
             problems.append(f"scenarios[{i}].name: {s['name']!r} is used twice")
         names.add(s["name"])
     return names
-
-
-TRACK_KEYS: dict[str, set[str]] = {
-    "downstream": {"scenarios", "budgets", "attacks", "defenses", "input_epsilons", "victim"},
-    "pretrain-availability": {"scenarios", "budgets", "epsilon", "attacks", "defenses", "victim", "data", "recipe"},
-    "pretrain-targeted": {"scenarios", "budgets", "attacks", "defenses", "victim", "data", "recipe"},
-}
-PRETRAIN_DATA_KEYS = {"image_size", "pretrain_subset", "downstream_subset"}
-"""Keys a pre-training track's ``data`` may override (its ``recipe`` overrides the encoder recipe)."""
-
-
-def _validate_pretrain_overrides(body: dict[str, Any], where: str, problems: list[str]) -> None:
-    from benchmark.pretrain import SSLRecipe
-
-    data, recipe = body.get("data", {}) or {}, body.get("recipe", {}) or {}
-    if not isinstance(data, dict) or not isinstance(recipe, dict):
-        problems.append(f"{where}.data and {where}.recipe: expected mappings")
-        return
-    for key in sorted(set(data) - PRETRAIN_DATA_KEYS):
-        problems.append(f"{where}.data.{key}: unknown key; valid: {', '.join(sorted(PRETRAIN_DATA_KEYS))}")
-    sub: list[str] = []
-    _validate_data({k: v for k, v in data.items() if k in PRETRAIN_DATA_KEYS}, sub)
-    problems += [f"{where}.{p}" for p in sub]
-    valid = {f.name for f in dataclasses.fields(SSLRecipe)} - {"method", "backbone", "method_settings"}
-    for key in sorted(set(recipe) - valid):
-        problems.append(f"{where}.recipe.{key}: unknown key; valid: {', '.join(sorted(valid))}")
-
-
-def _validate_track(track: str, body: Any, problems: list[str], scenario_names: set[str]) -> None:
-    where = f"tracks.{track}"
-    if not isinstance(body, dict):
-        problems.append(f"{where}: expected a mapping")
-        return
-    for key in sorted(set(body) - TRACK_KEYS[track]):
-        problems.append(f"{where}.{key}: unknown key; valid: {', '.join(sorted(TRACK_KEYS[track]))}")
-    for s in body.get("scenarios", []) or []:
-        if s not in scenario_names:
-            problems.append(f"{where}.scenarios: unknown scenario {s!r}; defined: {', '.join(sorted(scenario_names))}")
-    _check_fraction_list(body.get("budgets"), f"{where}.budgets", problems)
-    _method_entries(body.get("attacks"), f"{where}.attacks", ATTACKS, NO_ATTACK, problems, track)
-    _method_entries(body.get("defenses", [NO_DEFENSE]), f"{where}.defenses", DEFENSES, NO_DEFENSE, problems, track)
-    if track == "downstream":
-        for eps in body.get("input_epsilons", [None]) or [None]:
-            if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps <= 1):
-                problems.append(f"{where}.input_epsilons: {eps!r} must be null or in (0, 1]")
-    if track.startswith("pretrain-"):
-        _validate_pretrain_overrides(body, where, problems)
-    if track == "pretrain-availability":
-        eps = body.get("epsilon", 8 / 255)
-        if not isinstance(eps, (int, float)) or not 0 < eps <= 1:
-            problems.append(f"{where}.epsilon: {eps!r} must be in (0, 1]")
-    victim = body.get("victim", {}) or {}
-    if not isinstance(victim, dict):
-        problems.append(f"{where}.victim: expected a mapping")
-    else:
-        _validate_victim(victim, f"{where}.victim", problems)
-
-
-def _validate_victim(victim: dict[str, Any], where: str, problems: list[str]) -> None:
-    from benchmark.probe import SGDProbeConfig
-
-    kind = victim.get("kind", "convex")
-    if kind not in VICTIMS:
-        problems.append(f"{where}.kind: {kind!r} must be one of {', '.join(VICTIMS)}")
-    l2 = victim.get("l2", "auto")
-    if l2 != "auto" and not (isinstance(l2, (int, float)) and l2 >= 0):
-        problems.append(f"{where}.l2: {l2!r} must be 'auto' or a number ≥ 0")
-    grid = victim.get("l2_grid", [1e-4, 1e-3, 1e-2])
-    if not isinstance(grid, list) or not grid or not all(isinstance(g, (int, float)) and g >= 0 for g in grid):
-        problems.append(f"{where}.l2_grid: expected a non-empty list of numbers ≥ 0")
-    sgd = victim.get("sgd", {}) or {}
-    valid = {f.name for f in dataclasses.fields(SGDProbeConfig)}
-    if not isinstance(sgd, dict):
-        problems.append(f"{where}.sgd: expected a mapping")
-    else:
-        for key in sorted(set(sgd) - valid):
-            problems.append(f"{where}.sgd.{key}: unknown key; valid: {', '.join(sorted(valid))}")
 
 
 # ------------------------------------------------------------------------------------------- expansion
@@ -421,11 +562,10 @@ def encoder_specs(suite: Suite) -> list[dict[str, Any]]:
 
 def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     """Every cell of the suite, in a stable order that keeps cells sharing an encoder together."""
-    from benchmark.plugins import load_plugins
+    from benchmark.plugins import catalogue, resolve
 
-    load_plugins()
     cells: list[Cell] = []
-    skipped: list[SkippedCombination] = []
+    candidates: list[tuple[Cell, MethodEntry, MethodEntry, float | None]] = []
     scenarios = {s["name"]: s for s in suite.raw["scenarios"]}
     data = {"root": None, "download": False, "image_size": None, "pretrain_subset": None,
             "downstream_subset": None, **(suite.raw.get("data") or {})}
@@ -433,8 +573,8 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         body = suite.tracks.get(track)
         if body is None:
             continue
-        attacks = _method_entries(body["attacks"], "", ATTACKS, NO_ATTACK, [], track)
-        defenses = _method_entries(body.get("defenses", [NO_DEFENSE]), "", DEFENSES, NO_DEFENSE, [], track)
+        attacks = _method_entries(body["attacks"], "", "attack", NO_ATTACK, [], track, [])
+        defenses = _method_entries(body.get("defenses", [NO_DEFENSE]), "", "defense", NO_DEFENSE, [], track, [])
         victim = {"kind": "convex", "l2": "auto", "l2_grid": [1e-4, 1e-3, 1e-2], **(body.get("victim") or {})}
         track_scenarios = body.get("scenarios") or list(scenarios)
         epsilons = body.get("input_epsilons", [None]) if track == "downstream" else [None]
@@ -456,33 +596,44 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                                     }
                                     if track == "pretrain-availability":
                                         spec["epsilon"] = float(body.get("epsilon", 8 / 255))
-                                    reason = _skip_reason(track, attack, defense, encoder, victim, eps)
-                                    if reason:
-                                        what = f"{attack.name} × {defense.name}" + ("" if eps is None else f" (ℓ∞ ≤ {eps:.4g})")
-                                        if encoder["method"] in reason:
-                                            what += f" with {encoder['method']}"
-                                        skipped.append(SkippedCombination(track, what, reason))
-                                    else:
-                                        cells.append(Cell(track, spec))
+                                    candidates.append((Cell(track, spec), attack, defense, eps))
+    combos = sorted({(c.spec["defense"]["id"], config_hash(c.spec["defense"]["settings"]), c.track,
+                      config_hash(c.spec["encoder"]), c.spec["victim"]["kind"]) for c, _, d, _ in candidates if d.id != NO_DEFENSE})
+    by_hash = {(config_hash(c.spec["defense"]["settings"]), config_hash(c.spec["encoder"])): c for c, _, _, _ in candidates}
+    questions = [(d, by_hash[(sh, eh)].spec["defense"]["settings"], t, by_hash[(sh, eh)].spec["encoder"], v)
+                 for d, sh, t, eh, v in combos]
+    _, answers = resolve([], questions)
+    unsupported = dict(zip(combos, answers, strict=True))
+    skipped: list[SkippedCombination] = []
+    attacks_info = catalogue().attacks
+    for cell, attack, defense, eps in candidates:
+        reason = _skip_reason(attacks_info, attack, defense, cell.spec["victim"], eps, cell.track)
+        if reason is None and defense.id != NO_DEFENSE:
+            reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
+                                  config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])]
+        if reason:
+            what = f"{attack.name} × {defense.name}" + ("" if eps is None else f" (ℓ∞ ≤ {eps:.4g})")
+            method = cell.spec["encoder"]["method"]
+            if method in reason:
+                what += f" with {method}"
+            skipped.append(SkippedCombination(cell.track, what, reason))
+        else:
+            cells.append(cell)
     return cells, _dedupe(skipped)
 
 
-def _skip_reason(track: str, attack: MethodEntry, defense: MethodEntry, encoder: dict[str, Any],
-                 victim: dict[str, Any], eps: float | None) -> str | None:
+def _skip_reason(attacks_info: dict[str, Any], attack: MethodEntry, defense: MethodEntry, victim: dict[str, Any],
+                 eps: float | None, track: str) -> str | None:
     if attack.id == NO_ATTACK and eps is not None:
         return "no attack: an input constraint does not apply (the unconstrained no-attack cell is the baseline)"
-    if attack.id != NO_ATTACK and track == "downstream":
-        cls = ATTACKS.get(attack.id)
-        if cls.space == "feature" and victim["kind"] != "convex":
+    if attack.id != NO_ATTACK and track == "downstream" and attacks_info[attack.id].space == "feature":
+        if victim["kind"] != "convex":
             return f"{attack.name} poisons features, which only the convex head on cached features consumes"
-        if cls.space == "feature" and eps is not None:
+        if eps is not None:
             return f"{attack.name} poisons features; an input constraint does not apply to it"
-        if cls.space == "feature" and defense.id != NO_DEFENSE:
+        if defense.id != NO_DEFENSE:
             return (f"{attack.name} poisons features directly; {defense.name} acts on images, on how heads "
                     f"train on images, or on the encoder, so it has nothing to act on")
-    if defense.id != NO_DEFENSE:
-        d = DEFENSES.get(defense.id)(DEFENSES.get(defense.id).Config(**defense.settings))
-        return d.unsupported(track=track, encoder=encoder, victim=victim["kind"])
     return None
 
 

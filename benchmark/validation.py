@@ -6,10 +6,10 @@ Every check reports a readable problem; a cell whose attack broke its threat mod
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import time
-from collections.abc import Callable
-from typing import TypeVar
+import math
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,23 +35,36 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def craft_checked(craft: Callable[[], P], validate: Callable[[P], None], *, given: tuple[torch.Tensor, ...],
-                  what: str) -> tuple[P, float]:
-    """Run ``craft`` (timed) and check what it returns: raises :class:`ThreatModelViolation` listing every
-    problem, that the attack mutated ``given`` (described as ``what``) and whatever ``validate`` reports.
-    Returns the poison and the seconds ``craft`` took."""
-    before = fingerprint(*given)
-    start = time.perf_counter()
-    poison = craft()
-    seconds = time.perf_counter() - start
-    problems = [] if fingerprint(*given) == before else [f"the attack mutated the {what} it was given"]
-    try:
-        validate(poison)
-    except ThreatModelViolation as exc:
-        problems += exc.problems
+def poison_from_answer(answer: Any, cls: type[P]) -> P:
+    """The poison dataclass ``cls`` rebuilt from a plugin process's answer (:func:`benchmark.plugin_host.craft`):
+    every field a contiguous copy of a plain tensor (or an integer ``target_class``), finite diagnostics.
+    Raises :class:`ThreatModelViolation` listing every problem, including those the plugin process found
+    (a wrong return type, inputs mutated in place)."""
+    if not isinstance(answer, dict):
+        raise ThreatModelViolation(["the attack's process sent no poison"])
+    problems = [str(v) for v in answer.get("violations") or []]
+    fields = answer.get("fields")
+    if not isinstance(fields, dict):
+        raise ThreatModelViolation(problems or ["the attack returned no poison"])
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == "diagnostics":
+            continue
+        value = fields.get(f.name)
+        if f.name == "target_class":
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"target_class: expected an integer, got {type(value).__name__}")
+            values[f.name] = value
+        elif value is None or type(value) is torch.Tensor:
+            values[f.name] = None if value is None else value.detach().clone().contiguous()
+        else:
+            problems.append(f"{f.name}: expected a tensor, got {type(value).__name__}")
     if problems:
         raise ThreatModelViolation(problems)
-    return poison, seconds
+    raw = answer.get("diagnostics") if isinstance(answer.get("diagnostics"), dict) else {}
+    diagnostics = {str(k): float(v) for k, v in raw.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return cls(**values, diagnostics=diagnostics)
 
 
 def _check_images(problems: list[str], images: object, shape: tuple[int, ...], what: str) -> bool:

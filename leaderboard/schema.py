@@ -4,7 +4,7 @@
 {
   "schema_version": 1,
   "cell_id": str, "suite": str, "tier": "smoke" | "cpu" | "full" | "custom", "track": str,
-  "status": "ok" | "invalid" | "error", "message": str,
+  "status": "ok" | "invalid" | "timeout" | "error", "message": str,
   "cell": {... the resolved cell spec: encoder, scenario, data, budget, attack, defense, victim, seed ...},
   "metrics": {str: float},            # ok records: clean_accuracy, poisoned_accuracy, accuracy_drop, ...
   "details": {...},                   # diagnostics (attack residuals, chosen head L2, ...)
@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 SCHEMA_VERSION = 1
-FINAL_STATUSES = ("ok", "invalid")
-STATUSES = ("ok", "invalid", "error")
+FINAL_STATUSES = ("ok", "invalid", "timeout")  # error cells are retried by the next run
+STATUSES = ("ok", "invalid", "timeout", "error")
 REQUIRED = {"schema_version": int, "cell_id": str, "suite": str, "tier": str, "track": str, "status": str,
             "message": str, "cell": dict, "metrics": dict, "details": dict, "provenance": dict}
 REQUIRED_METRICS = {

@@ -48,3 +48,8 @@ def write_suite(tmp_path: Path):
         return path
 
     return write
+
+# The fixture plugins (tests/plugins) join the registry in every plugin process; the marker folder for
+# their call records is fixed before the first plugin process starts (they inherit the environment).
+os.environ.setdefault("POISONBENCH_PLUGINS", "tests.plugins.hooks,tests.plugins.hostile")
+os.environ.setdefault("POISONBENCH_TEST_CALLS", __import__("tempfile").mkdtemp(prefix="poisonbench-calls-"))

@@ -4,6 +4,8 @@ and every attack honours the output contract."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,7 @@ import torch
 
 from attacks._gradpc import gradpc_target
 from benchmark.api import (
+    DirectoryCheckpoints,
     ATTACKS,
     DownstreamAttackContext,
     DownstreamPoison,
@@ -207,11 +210,11 @@ def test_ue_minimises_the_poisoned_training_error(setting: Setting, mode: str) -
         assert compared > 0
 
 
-def test_ue_pretrain_availability_contract(setting: Setting) -> None:
+def test_ue_pretrain_availability_contract(setting: Setting, tmp_path: Path) -> None:
     images, labels = setting.images[:200].clone(), setting.labels[:200].clone()
     ctx = PretrainAttackContext(images=images, labels=labels, num_classes=10, epsilon=EPS, poison_fraction=0.5,
                                 budget=100, ssl=None, generator=torch.Generator().manual_seed(0),
-                                device=torch.device("cpu"), checkpoint_dir=None, cached=setting.cached)
+                                device=torch.device("cpu"), checkpoints=DirectoryCheckpoints(tmp_path / "ckpt"), cached=setting.cached)
     cls = ATTACKS.get("ue")
     poison = cls(cls.Config(max_rounds=3, pgd_steps=5, batch_size=100)).craft_availability(ctx)
     assert torch.equal(images, setting.images[:200]) and torch.equal(labels, setting.labels[:200])
@@ -223,11 +226,11 @@ def test_ue_pretrain_availability_contract(setting: Setting) -> None:
 
 
 @pytest.mark.slow
-def test_ue_pretrain_min_min_makes_poisons_learnable(setting: Setting) -> None:
+def test_ue_pretrain_min_min_makes_poisons_learnable(setting: Setting, tmp_path: Path) -> None:
     images, labels = setting.images[:300], setting.labels[:300]
     ctx = PretrainAttackContext(images=images, labels=labels, num_classes=10, epsilon=EPS, poison_fraction=1.0,
                                 budget=300, ssl=None, generator=torch.Generator().manual_seed(0),
-                                device=torch.device("cpu"), checkpoint_dir=None, cached=setting.cached)
+                                device=torch.device("cpu"), checkpoints=DirectoryCheckpoints(tmp_path / "ckpt"), cached=setting.cached)
     cls = ATTACKS.get("ue")
     poison = cls(cls.Config(mode="classwise", stop_error=0.05, max_rounds=40)).craft_availability(ctx)
     assert poison.diagnostics["final_train_error"] < 0.05

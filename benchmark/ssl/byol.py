@@ -29,6 +29,8 @@ class BYOLConfig(MethodConfig):
     def problems(self) -> list[str]:
         problems: list[str] = []
         check_range(problems, "momentum", self.momentum, 0.0, 1.0, high_open=True)
+        for name in ("proj_hidden", "proj_dim"):
+            check_range(problems, name, getattr(self, name), 1, 1 << 16)
         return problems
 
 

@@ -31,6 +31,8 @@ class MoCoV2Config(MethodConfig):
         problems: list[str] = []
         check_range(problems, "temperature", self.temperature, 0.0, 10.0, low_open=True)
         check_range(problems, "momentum", self.momentum, 0.0, 1.0, high_open=True)
+        for name in ("proj_hidden", "proj_dim"):
+            check_range(problems, name, getattr(self, name), 1, 1 << 16)
         if self.queue_size < 1:
             problems.append(f"queue_size: {self.queue_size} must be ≥ 1")
         return problems

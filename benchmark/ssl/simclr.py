@@ -27,6 +27,8 @@ class SimCLRConfig(MethodConfig):
     def problems(self) -> list[str]:
         problems: list[str] = []
         check_range(problems, "temperature", self.temperature, 0.0, 10.0, low_open=True)
+        for name in ("proj_hidden", "proj_dim"):
+            check_range(problems, name, getattr(self, name), 1, 1 << 16)
         return problems
 
 

@@ -22,12 +22,11 @@ def register_track(name: str) -> Callable[[Callable[..., CellOutcome]], Callable
 
 
 def load_tracks() -> dict[str, Callable[..., CellOutcome]]:
-    """The track runners, with the attack and defense plugins they resolve ids through (a fresh worker
-    process, such as a Ray task, has imported neither)."""
-    from benchmark.plugins import import_submodules, load_plugins
+    """The track runners (one module per track). They reach attacks and defenses only through plugin
+    processes (:mod:`benchmark.workers`); no plugin module is imported here."""
+    from benchmark.plugins import import_submodules
 
-    load_plugins()
-    import_submodules(__name__, __path__)  # one module per track
+    import_submodules(__name__, __path__)
     return TRACK_RUNNERS
 
 

@@ -5,16 +5,15 @@ cross-evaluation of availability poisons."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kornia.augmentation as K
 import torch
 from torch import nn
 
-from benchmark.api import DEFENSES, Defense, DefenseContext
 from benchmark.data import ImageDataset
-from benchmark.pretrain import FeatureExtractor, SSLTrainingHooks
+from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead, fit_linear_head, head_accuracy
 from benchmark.suite import NO_DEFENSE, Cell
 from benchmark.tracks.common import (
@@ -22,7 +21,10 @@ from benchmark.tracks.common import (
     cached_features,
     data_key,
     encoder_key,
+    extractor_from_tensors,
     load_split,
+    plain_tensor,
+    plugin_call,
     pretrained_extractor,
     recipe_of,
     resolve_l2,
@@ -70,9 +72,8 @@ class PretrainSetting:
         variant = {k: v for k, v in variant.items() if v is not None}
         return encoder_key(self.encoder_spec, self.scenario["pretrain"], self.data, self.seed, variant=variant)
 
-    def encoder(self, key: Mapping[str, Any], images: torch.Tensor, *, hooks: SSLTrainingHooks | None = None,
-                after: Callable[[FeatureExtractor], FeatureExtractor] | None = None) -> FeatureExtractor:
-        return pretrained_extractor(self.env, key, images, hooks=hooks, after=after)
+    def encoder(self, key: Mapping[str, Any], images: torch.Tensor) -> FeatureExtractor:
+        return pretrained_extractor(self.env, key, images)
 
     def features(self, key: Mapping[str, Any], extractor: FeatureExtractor, split: str, images: torch.Tensor,
                  extra: Mapping[str, Any] | None = None) -> torch.Tensor:
@@ -103,48 +104,10 @@ class PretrainSetting:
 
 
 # ------------------------------------------------------------------------------------------ defenses
-def make_defense(cell: Cell) -> Defense | None:
-    entry = cell.defense
-    if entry.id == NO_DEFENSE:
-        return None
-    cls = DEFENSES.get(entry.id)
-    return cls(cls.Config(**entry.settings))
-
-
-def defense_context(cell: Cell, num_classes: int, device: torch.device) -> DefenseContext:
+def defense_request(setting: PretrainSetting, cell: Cell) -> tuple[dict[str, Any], int]:
+    """The defense context every call of ``cell``'s defense gets (plain data) and its seed."""
     seed = derive_seed(int(cell.spec["seed"]), "defense", cell.defense.id, cell.defense.settings)
-    return DefenseContext(track=cell.track, num_classes=num_classes, seed=seed,
-                          generator=torch.Generator().manual_seed(seed), device=device)
-
-
-def _overrides(defense: Defense, name: str) -> bool:
-    return getattr(type(defense), name) is not getattr(Defense, name)
-
-
-def defense_hooks(defense: Defense | None, setting: PretrainSetting, dctx: DefenseContext) -> SSLTrainingHooks | None:
-    """SSL hooks of a data- or training-stage defense (a data-stage defense without its own hooks
-    transforms every batch)."""
-    if defense is None or defense.stage == "posthoc":
-        return None
-    if _overrides(defense, "ssl_hooks") or defense.stage != "data":
-        return defense.ssl_hooks(setting.recipe, dctx)
-    return SSLTrainingHooks(batch_transform=lambda x: defense.transform_images(x, dctx))
-
-
-def defense_after(defense: Defense | None, setting: PretrainSetting,
-                  dctx: DefenseContext) -> Callable[[FeatureExtractor], FeatureExtractor] | None:
-    """A post-hoc defense repairs the trained encoder on the clean labeled downstream training set."""
-    if defense is None or defense.stage != "posthoc":
-        return None
-
-    def repair(extractor: FeatureExtractor) -> FeatureExtractor:
-        repaired = defense.repair_encoder(extractor, setting.train.images, setting.train.labels, dctx)
-        if not isinstance(repaired, FeatureExtractor):
-            raise TypeError(f"{defense.id}.repair_encoder must return a benchmark.pretrain.FeatureExtractor, "
-                            f"got {type(repaired).__name__}")
-        return repaired
-
-    return repair
+    return {"defense_context": {"track": cell.track, "num_classes": setting.num_classes, "seed": seed}}, seed
 
 
 def defense_entry(cell: Cell) -> dict[str, Any] | None:
@@ -155,14 +118,25 @@ def defense_entry(cell: Cell) -> dict[str, Any] | None:
 def victim_encoder(setting: PretrainSetting, cell: Cell, images: torch.Tensor,
                    poison: str | None) -> tuple[dict[str, Any], FeatureExtractor]:
     """The victim pre-trained on ``images`` under ``cell``'s defense (cached by poison and defense) and its
-    cache key; without a defense and a poison this is the clean encoder."""
-    defense = make_defense(cell)
+    cache key; without a defense and a poison this is the clean encoder. A defended victim is pre-trained
+    (and repaired, for a post-hoc defense) in the defense's plugin process, which gets the pre-training
+    images and the clean labeled downstream training set; the engine fits the released standardisation
+    itself only for undefended victims."""
     key = setting.variant_key({"poison": poison, "defense": defense_entry(cell)})
-    if defense is None:
+    if cell.defense.id == NO_DEFENSE:
         return key, setting.encoder(key, images)
-    dctx = defense_context(cell, setting.num_classes, setting.env.device)
-    return key, setting.encoder(key, images, hooks=defense_hooks(defense, setting, dctx),
-                                after=defense_after(defense, setting, dctx))
+    env = setting.env
+    context, seed = defense_request(setting, cell)
+
+    def build() -> dict[str, torch.Tensor]:
+        request = {**context, "recipe": setting.encoder_spec, "images": images, "seed": setting.seed,
+                   "train_images": setting.train.images, "train_labels": setting.train.labels,
+                   "desc": f"pre-train {setting.recipe.method} under {cell.defense.name}"}
+        answer = plugin_call(env, "pretrain_encoder", "defense", cell.defense, request, rng_seed=seed)
+        return {k: plain_tensor(v, f"defended encoder tensor {k}") for k, v in answer["tensors"].items()}
+
+    tensors = env.cache.get_or_build("encoder", key, build)
+    return key, extractor_from_tensors(setting.recipe, setting.channels, tensors, env.device)
 
 
 # ------------------------------------------------------------------------------------------ poison cache
@@ -220,24 +194,34 @@ def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Te
     return float((preds == labels.cpu()).float().mean())
 
 
-def supervised_accuracy(setting: PretrainSetting, images: torch.Tensor, defense: Defense | None,
-                        dctx: DefenseContext | None) -> float:
-    """Test accuracy of the supervised victim trained on ``images`` with the pre-training labels."""
+def supervised_accuracy(setting: PretrainSetting, images: torch.Tensor, cell: Cell | None) -> float:
+    """Test accuracy of the supervised victim trained on ``images`` with the pre-training labels; under
+    ``cell``'s defense (if any) it is trained in the defense's plugin process, which returns its weights."""
     epochs = int(setting.victim.get("supervised_epochs", 5))
     seed_everything(setting.seed)
     model = SupervisedNet(setting.recipe.build_model(setting.channels).backbone, setting.pre.num_classes)
-
-    def train(m: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> nn.Module:
-        options = {"epochs": epochs, "seed": setting.seed, "device": setting.env.device, **kwargs}
-        return train_supervised(m, x, y, **options)
-
-    if defense is not None and dctx is not None and _overrides(defense, "fit_supervised"):
-        model = defense.fit_supervised(model, images, setting.pre.labels, dctx, train)
-    elif defense is not None and dctx is not None and defense.stage == "data":
-        model = train(model, defense.transform_images(images, dctx), setting.pre.labels)
+    if cell is None or cell.defense.id == NO_DEFENSE:
+        model = train_supervised(model, images, setting.pre.labels, epochs=epochs, seed=setting.seed, device=setting.env.device)
     else:
-        model = train(model, images, setting.pre.labels)
+        context, seed = defense_request(setting, cell)
+        request = {**context, "recipe": setting.encoder_spec, "images": images, "labels": setting.pre.labels,
+                   "num_classes": setting.pre.num_classes, "epochs": epochs, "seed": setting.seed}
+        answer = plugin_call(setting.env, "supervised", "defense", cell.defense, request, rng_seed=seed)
+        model = load_supervised(model, answer["state"]).to(setting.env.device)
     return classifier_accuracy(model, setting.test.images, setting.test.labels, setting.env.device)
+
+
+def load_supervised(model: nn.Module, state: Any) -> nn.Module:
+    """``model`` with a defense's returned weights: the victim's architecture, or its Opacus-fixed form
+    (BatchNorm replaced by GroupNorm, as DP-SGD trains it). Anything else is an error."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and type(v) is torch.Tensor for k, v in state.items()):
+        raise TypeError("the defense returned supervised weights that are not a mapping of names to tensors")
+    if set(state) != set(model.state_dict()):
+        from opacus.validators import ModuleValidator
+
+        model = ModuleValidator.fix(model)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
 
 
 def supervised_key(setting: PretrainSetting, poison: str | None, defense: Mapping[str, Any] | None) -> dict[str, Any]:

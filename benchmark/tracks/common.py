@@ -11,15 +11,21 @@ import torch
 
 from benchmark.cache import ArtifactCache, TensorDict
 from benchmark.data import ImageDataset, load_dataset
-from benchmark.pretrain import FeatureExtractor, SSLRecipe, SSLTrainingHooks, make_extractor, train_ssl
+from benchmark.pretrain import FeatureExtractor, SSLRecipe, make_extractor, train_ssl
 from benchmark.probe import fit_linear_head, head_accuracy, select_l2
 
 
 @dataclass
 class RunEnv:
+    """What the cells of a run share in the scoring process: the artifact cache, the device, and objects
+    kept between cells (:meth:`shared`), each with a fingerprint of its contents checked after every cell."""
+
     cache: ArtifactCache
     device: torch.device
     memo: dict[str, Any] = field(default_factory=dict)  # in-process reuse of shared settings
+    plugin_seconds: float = 3600.0  # time limit of one plugin call
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
 
     def shared(self, key: Mapping[str, Any], build: Callable[[], Any], keep: int = 16) -> Any:
         """An object shared by the cells of one encoder/scenario, kept for the next few cells."""
@@ -28,9 +34,89 @@ class RunEnv:
         name = config_hash(key)
         if name not in self.memo:
             while len(self.memo) >= keep:
-                self.memo.pop(next(iter(self.memo)))
+                evicted = next(iter(self.memo))
+                self.memo.pop(evicted)
+                self.fingerprints.pop(evicted, None)
             self.memo[name] = build()
+            self.fingerprints[name] = state_fingerprint(self.memo[name])
+        self.touched.add(name)
         return self.memo[name]
+
+    def begin_cell(self) -> None:
+        self.touched = set()
+
+    def verify(self) -> list[str]:
+        """The shared objects this cell used whose contents changed (they are dropped, so the next cell
+        rebuilds them from the cache); empty when everything is intact."""
+        changed = []
+        for name in sorted(self.touched):
+            if name in self.memo and state_fingerprint(self.memo[name]) != self.fingerprints[name]:
+                changed.append(f"{type(self.memo[name]).__name__} {name}")
+                self.memo.pop(name)
+                self.fingerprints.pop(name)
+        return changed
+
+
+def state_fingerprint(obj: Any) -> str:
+    """A hash of every tensor (data, labels, features, module weights and buffers) and plain value
+    reachable from ``obj``'s attributes, without following the run environment or the cache."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    seen: set[int] = set()
+    alive: list[Any] = []  # keeps visited objects alive, so that an id is never reused within one walk
+
+    def visit(value: Any, path: str) -> None:
+        if isinstance(value, (RunEnv, ArtifactCache)) or id(value) in seen or callable(value) and not isinstance(value, torch.nn.Module):
+            return
+        seen.add(id(value))
+        alive.append(value)
+        if isinstance(value, torch.Tensor):
+            digest.update(f"{path}:{tuple(value.shape)}:{value.dtype}".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        elif isinstance(value, torch.nn.Module):
+            for k, v in value.state_dict(keep_vars=False).items():
+                visit(v, f"{path}.{k}")
+        elif isinstance(value, Mapping):
+            for k in sorted(value, key=str):
+                visit(value[k], f"{path}[{k}]")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                visit(v, f"{path}[{i}]")
+        elif hasattr(value, "__dict__"):  # private attributes (``_heads``) are memo caches that may grow
+            for k, v in sorted(vars(value).items()):
+                if not k.startswith("_"):
+                    visit(v, f"{path}.{k}")
+        elif isinstance(value, (str, int, float, bool, type(None))):
+            digest.update(f"{path}={value!r}".encode())
+
+    visit(obj, "")
+    return digest.hexdigest()
+
+
+def plugin_call(env: RunEnv, function: str, kind: str, entry: Any, request: Mapping[str, Any], *, rng_seed: int,
+                bridge: Any = None) -> Any:
+    """Run ``function`` of :mod:`benchmark.plugin_host` for the attack or defense ``entry`` in its own plugin
+    process (:mod:`benchmark.workers`), with ``request`` (plain data: what the threat model grants)."""
+    from benchmark.plugins import catalogue
+    from benchmark.workers import call_plugin
+
+    info = catalogue().get(kind, entry.id)
+    full = {"module": info.module, "kind": kind, "id": entry.id, "settings": dict(entry.settings),
+            "device": str(env.device), "rng_seed": int(rng_seed), **request}
+    return call_plugin(function, full, timeout=env.plugin_seconds, bridge=bridge)
+
+
+def extractor_spec(encoder: Mapping[str, Any], extractor: FeatureExtractor, in_chans: int) -> dict[str, Any]:
+    """A feature extractor as plain data (its recipe and tensors), for a plugin process to rebuild."""
+    return {"recipe": dict(encoder), "in_chans": int(in_chans), "tensors": extractor_tensors(extractor)}
+
+
+def plain_tensor(value: Any, what: str) -> torch.Tensor:
+    """A contiguous copy of a plain ``torch.Tensor`` (what a plugin sent back), or a clear error."""
+    if type(value) is not torch.Tensor:
+        raise TypeError(f"{what}: expected a tensor, got {type(value).__name__}")
+    return value.detach().clone().contiguous()
 
 
 @dataclass
@@ -95,21 +181,16 @@ def extractor_tensors(extractor: FeatureExtractor) -> TensorDict:
         "mean": extractor.mean.flatten(), "std": extractor.std.flatten()}
 
 
-def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tensor, *,
-                         hooks: SSLTrainingHooks | None = None,
-                         after: Callable[[FeatureExtractor], FeatureExtractor] | None = None) -> FeatureExtractor:
-    """The encoder pre-trained on ``images`` for ``key`` (cached); ``after`` post-processes it (a post-hoc
-    defense) before it is stored. Its feature standardisation is fitted on ``images``."""
+def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tensor) -> FeatureExtractor:
+    """The (undefended) encoder pre-trained on ``images`` for ``key`` (cached). Its feature
+    standardisation is fitted on ``images``."""
     recipe = recipe_of(key["encoder"])
     in_chans = images.shape[1]
 
     def build() -> TensorDict:
         desc = f"pre-train {recipe.method}/{recipe.backbone} seed {key['seed']}"
-        model = train_ssl(recipe, images, seed=int(key["seed"]), device=env.device, hooks=hooks, desc=desc)
-        extractor = make_extractor(model.backbone, images, env.device)
-        if after is not None:
-            extractor = after(extractor)
-        return extractor_tensors(extractor)
+        model = train_ssl(recipe, images, seed=int(key["seed"]), device=env.device, desc=desc)
+        return extractor_tensors(make_extractor(model.backbone, images, env.device))
 
     return extractor_from_tensors(recipe, in_chans, env.cache.get_or_build("encoder", key, build), env.device)
 

@@ -34,16 +34,9 @@ from typing import Any
 
 import torch
 
-from benchmark.api import (
-    ATTACKS,
-    DEFENSES,
-    DefenseContext,
-    DownstreamAttackContext,
-    DownstreamPoison,
-    FeatureExtractorView,
-    HeadSpec,
-)
-from benchmark.probe import SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
+from benchmark.api import DownstreamPoison, FeatureExtractorView
+from benchmark.plugins import catalogue, resolved_config
+from benchmark.probe import LinearHead, SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
 from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
 from benchmark.tracks import register_track
 from benchmark.tracks.common import (
@@ -53,8 +46,10 @@ from benchmark.tracks.common import (
     cached_scalar,
     encoder_key,
     extractor_from_tensors,
-    extractor_tensors,
+    extractor_spec,
     load_split,
+    plain_tensor,
+    plugin_call,
     pretrained_extractor,
     probe_accuracy,
     random_init_extractor,
@@ -62,7 +57,8 @@ from benchmark.tracks.common import (
     resolve_l2,
 )
 from benchmark.utils import config_hash, derive_seed
-from benchmark.validation import ThreatModelViolation, craft_checked, validate_downstream
+from benchmark.validation import ThreatModelViolation, poison_from_answer, validate_downstream
+from benchmark.workers import CacheBridge
 
 
 class DownstreamSetting:
@@ -116,13 +112,14 @@ class DownstreamSetting:
 
 
 class DefendedSetting:
-    """A defense applied to a :class:`DownstreamSetting`: what every cell of that defense shares."""
+    """A defense applied to a :class:`DownstreamSetting`: what every cell of that defense shares. Every
+    call into the defense runs in its own plugin process and gets copies of the victim's training data
+    (never which points are poisoned, never test labels)."""
 
     def __init__(self, setting: DownstreamSetting, entry: Any) -> None:
         self.setting, self.entry, env = setting, entry, setting.env
-        cls = DEFENSES.get(entry.id)
-        self.defense = cls(cls.Config(**entry.settings))
-        self.stage = cls.stage
+        self.stage = catalogue().get("defense", entry.id).stage
+        self.transform_test = resolved_config("defense", entry.id, entry.settings).transform_test
         self.seed = derive_seed(setting.seed, "defense", entry.id, entry.settings)
         self.key = {**setting.feature_key, "defense": {"id": entry.id, "settings": entry.settings}, "seed": setting.seed}
         self.extractor = setting.extractor
@@ -130,10 +127,10 @@ class DefendedSetting:
         self.train_features, self.test_features = setting.train_features, setting.test_features
         start = time.perf_counter()
         if self.stage == "data":
-            self.train_images = self.defense.transform_images(setting.train.images, self.ctx("train"))
+            self.train_images = self.transform(setting.train.images, "train")
             self.train_features = cached_features(env, {**self.key, "split": "train"}, self.extractor, self.train_images)
-            if getattr(self.defense, "transform_test", False):
-                self.test_images = self.defense.transform_images(setting.test.images, self.ctx("test"))
+            if self.transform_test:
+                self.test_images = self.transform(setting.test.images, "test")
                 self.test_features = cached_features(env, {**self.key, "split": "test"}, self.extractor, self.test_images)
         elif self.stage == "posthoc":
             self.extractor = self.repaired_extractor()
@@ -141,18 +138,29 @@ class DefendedSetting:
             self.test_features = cached_features(env, {**self.key, "split": "test"}, self.extractor, setting.test.images)
         self.setup_seconds = time.perf_counter() - start
 
-    def ctx(self, purpose: str) -> DefenseContext:
+    def call(self, function: str, purpose: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``function`` of the defense in its plugin process, with a context seeded for ``purpose``."""
         seed = derive_seed(self.seed, purpose)
-        return DefenseContext(track="downstream", num_classes=self.setting.num_classes, seed=seed,
-                              generator=torch.Generator().manual_seed(seed), device=self.setting.env.device)
+        context = {"track": "downstream", "num_classes": self.setting.num_classes, "seed": seed}
+        return plugin_call(self.setting.env, function, "defense", self.entry, {**request, "defense_context": context},
+                           rng_seed=seed)
+
+    def transform(self, images: torch.Tensor, purpose: str) -> torch.Tensor:
+        """The data-stage defense's transform of ``images`` (checked: same shape, finite)."""
+        out = plain_tensor(self.call("transform_images", purpose, {"images": images})["images"], "transformed images").float()
+        if out.shape != images.shape or not torch.isfinite(out).all():
+            raise ValueError(f"{self.entry.id}.transform_images returned shape {tuple(out.shape)} (expected "
+                             f"{tuple(images.shape)}) or non-finite values")
+        return out
 
     def repaired_extractor(self) -> Any:
         s = self.setting
         recipe = recipe_of(s.encoder_spec)
 
         def build() -> dict[str, torch.Tensor]:
-            return extractor_tensors(self.defense.repair_encoder(s.extractor, s.train.images, s.train.labels,
-                                                                 self.ctx("repair")))
+            answer = self.call("repair_encoder", "repair", {"extractor": extractor_spec(s.encoder_spec, s.extractor, s.channels),
+                                                           "images": s.train.images, "labels": s.train.labels})
+            return {k: plain_tensor(v, f"repaired encoder tensor {k}") for k, v in answer["tensors"].items()}
 
         tensors = s.env.cache.get_or_build("encoder", {**s.encoder_key, "variant": self.key}, build)
         return extractor_from_tensors(recipe, s.channels, tensors, s.env.device)
@@ -160,19 +168,31 @@ class DefendedSetting:
     def view(self) -> FeatureExtractorView:
         return FeatureExtractorView(self.extractor, self.extractor.feature_dim, self.setting.env.device)
 
-    def accuracy(self, images: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def fit_head(self, images: torch.Tensor, labels: torch.Tensor, purpose: str) -> tuple[LinearHead, dict[str, float]]:
+        """The training-stage defense's head (checked: shapes, finite) and its privacy accounting."""
+        s = self.setting
+        answer = self.call("fit_head", purpose, {"extractor": extractor_spec(s.encoder_spec, self.extractor, s.channels),
+                                                  "images": images, "labels": labels, "num_classes": s.num_classes, "l2": s.l2})
+        weight, bias = plain_tensor(answer["weight"], "head weight").float(), plain_tensor(answer["bias"], "head bias").float()
+        if weight.shape != (s.num_classes, self.extractor.feature_dim) or bias.shape != (s.num_classes,) \
+                or not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ValueError(f"{self.entry.id}.fit_head returned a head of shape {tuple(weight.shape)}/{tuple(bias.shape)} "
+                             f"(expected ({s.num_classes}, {self.extractor.feature_dim})/({s.num_classes},)) or non-finite values")
+        privacy = {str(k): float(v) for k, v in (answer.get("privacy") or {}).items()}
+        return LinearHead(weight.to(s.env.device), bias.to(s.env.device)), privacy
+
+    def accuracy(self, images: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor,
+                 purpose: str) -> dict[str, float]:
         """Test accuracy of the defended victim trained on (images, features, labels), with the defense's
         scalars (privacy ε for DP-SGD)."""
         s = self.setting
+        out: dict[str, float] = {}
         if self.stage == "training":
-            head = self.defense.fit_head(self.view(), images, labels, HeadSpec(s.num_classes, s.l2), self.ctx("victim"))
-            acc = head_accuracy(head, self.test_features, s.test.labels.to(self.test_features.device))
+            head, privacy = self.fit_head(images, labels, purpose)
+            out["accuracy"] = head_accuracy(head, self.test_features, s.test.labels.to(self.test_features.device))
+            out |= privacy
         else:
-            acc = s.head_accuracy(images, features, labels, extractor=self.extractor, test_features=self.test_features)
-        out = {"accuracy": acc}
-        privacy = getattr(self.defense, "privacy", None)
-        if callable(privacy):
-            out.update({k: float(v) for k, v in privacy().items() if v is not None})
+            out["accuracy"] = s.head_accuracy(images, features, labels, extractor=self.extractor, test_features=self.test_features)
         return out
 
     def clean(self) -> dict[str, float]:
@@ -182,7 +202,7 @@ class DefendedSetting:
 
         def build() -> dict[str, torch.Tensor]:
             start = time.perf_counter()
-            out = self.accuracy(self.train_images, self.train_features, s.train.labels)
+            out = self.accuracy(self.train_images, self.train_features, s.train.labels, "victim")
             out["seconds"] = time.perf_counter() - start + self.setup_seconds
             return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
 
@@ -193,13 +213,12 @@ class DefendedSetting:
         s = self.setting
         poison_images = poison.images.cpu()
         if self.stage == "data":
-            ctx = self.ctx(f"poison-{cell_seed}")
-            poison_images = self.defense.transform_images(poison_images, ctx)
+            poison_images = self.transform(poison_images, f"poison-{cell_seed}")
         poison_feats = self.view().features(poison_images)
         feats = torch.cat([self.train_features, poison_feats])
         images = torch.cat([self.train_images, poison_images])
         labels = torch.cat([s.train.labels, poison.labels.cpu()])
-        return self.accuracy(images, feats, labels)
+        return self.accuracy(images, feats, labels, "victim")
 
 
 def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poison: Any | None) -> tuple[dict[str, float], str | None]:
@@ -224,32 +243,32 @@ def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poiso
     return metrics, None
 
 
-def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[Any, float]:
-    """Run the cell's attack under the harness: a read-only view in, a validated poison out."""
+def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPoison, float]:
+    """Run the cell's attack in its plugin process on copies of what the threat model grants (the frozen
+    extractor's weights, the clean training set and its features, the budget, ε, the head's L2 weight);
+    a validated poison out."""
     spec, env = cell.spec, setting.env
     entry = cell.attack
-    cls = ATTACKS.get(entry.id)
-    attack = cls(cls.Config(**entry.settings))
+    space = catalogue().get("attack", entry.id).space
     budget = int(spec["budget"] * len(setting.train))
     seed = derive_seed(setting.seed, entry.name, spec["budget"], spec["input_epsilon"])
-    encoder_hash = config_hash(setting.encoder_key)
+    scope = {"encoder": config_hash(setting.encoder_key), "downstream": spec["scenario"]["downstream"]}
+    context = {"extractor": extractor_spec(setting.encoder_spec, setting.extractor, setting.channels),
+               "train_images": setting.train.images, "train_labels": setting.train.labels,
+               "train_features": setting.train_features, "num_classes": setting.num_classes, "budget": budget,
+               "input_epsilon": spec["input_epsilon"], "l2": setting.l2}
+    answer = plugin_call(env, "craft", "attack", entry, {"track": "downstream", "context": context}, rng_seed=seed,
+                         bridge=CacheBridge(env.cache, f"attack-{entry.id}", scope))
+    poison = poison_from_answer(answer, DownstreamPoison)
+    validate(setting, poison, space, budget, spec["input_epsilon"])
+    return poison, float(answer.get("seconds", 0.0))
 
-    def cached(kind: str, config: Mapping[str, Any], build: Any) -> dict[str, torch.Tensor]:
-        return env.cache.get_or_build(f"attack-{kind}", {"encoder": encoder_hash, "downstream": spec["scenario"]["downstream"], **config}, build)
 
-    ctx = DownstreamAttackContext(
-        extractor=setting.view(), train_images=setting.train.images, train_labels=setting.train.labels,
-        train_features=setting.train_features, num_classes=setting.num_classes, budget=budget,
-        input_epsilon=spec["input_epsilon"], head=HeadSpec(setting.num_classes, setting.l2),
-        generator=torch.Generator().manual_seed(seed), device=env.device, cached=cached)
-    def validate(poison: DownstreamPoison) -> None:
-        validate_downstream(poison, space=cls.space, budget=budget, image_shape=tuple(setting.train.images.shape[1:]),
-                            feature_dim=setting.extractor.feature_dim, num_classes=setting.num_classes,
-                            train_images=setting.train.images, input_epsilon=spec["input_epsilon"])
-
-    poison, seconds = craft_checked(lambda: attack.craft_downstream(ctx), validate, what="clean training data",
-                                    given=(setting.train.images, setting.train.labels, setting.train_features))
-    return poison, seconds
+def validate(setting: DownstreamSetting, poison: DownstreamPoison, space: str | None, budget: int,
+             input_epsilon: float | None) -> None:
+    validate_downstream(poison, space=space or "input", budget=budget, image_shape=tuple(setting.train.images.shape[1:]),
+                        feature_dim=setting.extractor.feature_dim, num_classes=setting.num_classes,
+                        train_images=setting.train.images, input_epsilon=input_epsilon)
 
 
 POISON_FIELDS = ("labels", "images", "features", "base_indices")
@@ -272,7 +291,10 @@ def shared_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPoi
     tensors = setting.env.cache.get_or_build("poison-downstream", key, build)
     fields = {name: tensors.get(name) for name in POISON_FIELDS}
     diagnostics = {k.removeprefix("diagnostic."): float(v) for k, v in tensors.items() if k.startswith("diagnostic.")}
-    return DownstreamPoison(**fields, diagnostics=diagnostics), float(tensors["attack_seconds"])
+    poison = DownstreamPoison(**fields, diagnostics=diagnostics)
+    budget = int(spec["budget"] * len(setting.train))  # what the victim consumes is what was validated
+    validate(setting, poison, catalogue().get("attack", cell.attack.id).space, budget, spec["input_epsilon"])
+    return poison, float(tensors["attack_seconds"])
 
 
 @register_track("downstream")
@@ -297,12 +319,12 @@ def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
             return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
         n_poison = len(poison.labels)
         details["attack_diagnostics"] = dict(poison.diagnostics)
-        details["attack_space"] = ATTACKS.get(cell.attack.id).space
+        details["attack_space"] = catalogue().get("attack", cell.attack.id).space
     if defended:
         extra, reason = defended_metrics(setting, cell, clean, poison)
         if reason:
             return CellOutcome(metrics={}, details=details, status="error", message=reason)
-        details["defense_stage"] = DEFENSES.get(cell.defense.id).stage
+        details["defense_stage"] = catalogue().get("defense", cell.defense.id).stage
         metrics = {"clean_accuracy": clean, "random_init_accuracy": random_init, "encoder_gain": clean - random_init,
                    "n_poison": float(n_poison), "attack_seconds": attack_seconds, **extra}
         return CellOutcome(metrics=metrics, details=details)

@@ -16,28 +16,26 @@ encoder (the clean key plus ``variant = {poison, defense}``), features, and scal
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmark.api import ATTACKS, AvailabilityPoison, PretrainAttackContext
+from benchmark.api import AvailabilityPoison
 from benchmark.suite import NO_ATTACK, Cell
 from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import (
     PretrainSetting,
-    defense_context,
     defense_entry,
     diagnostic_tensors,
     diagnostics_of,
-    make_defense,
     supervised_accuracy,
     supervised_key,
     victim_encoder,
 )
-from benchmark.tracks.common import CellOutcome, RunEnv, cached_scalar, data_key
+from benchmark.tracks.common import CellOutcome, RunEnv, cached_scalar, data_key, plugin_call
 from benchmark.utils import derive_seed
-from benchmark.validation import ThreatModelViolation, craft_checked, validate_availability
+from benchmark.validation import ThreatModelViolation, poison_from_answer, validate_availability
+from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-availability"
 
@@ -49,43 +47,40 @@ def poison_key(setting: PretrainSetting, cell: Cell) -> dict[str, Any]:
             "budget": spec["budget"], "epsilon": spec["epsilon"]}
 
 
-def attack_context(setting: PretrainSetting, cell: Cell, key: dict[str, Any]) -> PretrainAttackContext:
-    spec, env = cell.spec, setting.env
-    name = env.cache.key(POISON_KIND, key)
+def attack_request(setting: PretrainSetting, cell: Cell) -> tuple[dict[str, Any], int]:
+    """What the availability attacker is granted (plain data): the clean unlabeled pre-training images and
+    their labels (class-wise poisons), ε, the fraction p and budget, the victim's SSL recipe."""
+    spec = cell.spec
     budget = math.floor(spec["budget"] * len(setting.pre) + 1e-9)
     seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, spec["budget"], spec["epsilon"])
-    cache_scope = {k: key[k] for k in ("encoder", "pretrain", "data", "seed", "budget", "epsilon")}
-
-    def cached(kind: str, config: Any, build: Any) -> dict[str, torch.Tensor]:
-        return env.cache.get_or_build(f"attack-{kind}", {**cache_scope, **config}, build)
-
-    return PretrainAttackContext(
-        images=setting.pre.images, labels=setting.pre.labels, num_classes=setting.pre.num_classes,
-        epsilon=float(spec["epsilon"]), poison_fraction=float(spec["budget"]), budget=budget, ssl=setting.recipe,
-        generator=torch.Generator().manual_seed(seed), device=env.device,
-        checkpoint_dir=Path(env.cache.root) / "checkpoints" / name, cached=cached)
+    context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
+               "epsilon": float(spec["epsilon"]), "poison_fraction": float(spec["budget"]), "budget": budget,
+               "recipe": setting.encoder_spec}
+    return context, seed
 
 
 def craft(setting: PretrainSetting, cell: Cell) -> tuple[AvailabilityPoison, str, float]:
     """The validated poison of this cell (cached), its cache key and its generation time."""
     env, key = setting.env, poison_key(setting, cell)
-    ctx = attack_context(setting, cell, key)
+    context, seed = attack_request(setting, cell)
+    name = env.cache.key(POISON_KIND, key)
 
     def validate(poison: AvailabilityPoison) -> None:
-        validate_availability(poison, budget=ctx.budget, images=setting.pre.images, epsilon=ctx.epsilon)
+        validate_availability(poison, budget=context["budget"], images=setting.pre.images, epsilon=context["epsilon"])
 
     def build() -> dict[str, torch.Tensor]:  # an invalid poison raises: nothing is cached
-        cls = ATTACKS.get(cell.attack.id)
-        attack = cls(cls.Config(**cell.attack.settings))
-        poison, seconds = craft_checked(lambda: attack.craft_availability(ctx), validate, what="clean pre-training data",
-                                        given=(setting.pre.images, setting.pre.labels))
-        return {"images": poison.images.detach().cpu().float(), "indices": poison.indices.cpu(),
-                "seconds": torch.tensor(seconds), **diagnostic_tensors(poison.diagnostics)}
+        scope = {k: key[k] for k in ("encoder", "pretrain", "data", "seed", "budget", "epsilon")}
+        answer = plugin_call(env, "craft", "attack", cell.attack, {"track": cell.track, "context": context}, rng_seed=seed,
+                             bridge=CacheBridge(env.cache, f"attack-{cell.attack.id}", scope, checkpoint_key=name))
+        poison = poison_from_answer(answer, AvailabilityPoison)
+        validate(poison)
+        return {"images": poison.images.float(), "indices": poison.indices,
+                "seconds": torch.tensor(float(answer.get("seconds", 0.0))), **diagnostic_tensors(poison.diagnostics)}
 
     tensors = env.cache.get_or_build(POISON_KIND, key, build)
     poison = AvailabilityPoison(images=tensors["images"], indices=tensors["indices"], diagnostics=diagnostics_of(tensors))
     validate(poison)
-    return poison, env.cache.key(POISON_KIND, key), float(tensors["seconds"])
+    return poison, name, float(tensors["seconds"])
 
 
 def victim_accuracies(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float | None]:
@@ -96,13 +91,11 @@ def victim_accuracies(setting: PretrainSetting, cell: Cell, images: torch.Tensor
 
 
 def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float]:
-    env, defense = setting.env, make_defense(cell)
-    dctx = defense_context(cell, setting.num_classes, env.device) if defense else None
-    entry = defense_entry(cell)
+    env, entry = setting.env, defense_entry(cell)
     clean = cached_scalar(env, "supervised-accuracy", supervised_key(setting, None, None),
-                          lambda: supervised_accuracy(setting, setting.pre.images, None, None))
+                          lambda: supervised_accuracy(setting, setting.pre.images, None))
     poisoned = cached_scalar(env, "supervised-accuracy", supervised_key(setting, poison, entry),
-                             lambda: supervised_accuracy(setting, images, defense, dctx))
+                             lambda: supervised_accuracy(setting, images, cell))
     return {"supervised_clean_accuracy": clean, "supervised_poisoned_accuracy": poisoned,
             "supervised_accuracy_drop": clean - poisoned}
 

@@ -1,0 +1,229 @@
+"""Plugin isolation: attack and defense code never runs in the process that scores victims.
+
+Every call into plugin code (crafting a poison, a defense's transform, a defended victim's training, even
+reading a plugin's ``Config``) runs in a child process forked from a *pristine server*: a process that has
+imported torch and the engine but no plugin module and has computed nothing (Python's ``forkserver`` start
+method, with the engine modules preloaded). A call costs a fork (tens of milliseconds), not an interpreter
+start, and each call starts from the same pristine state: a plugin that patches the engine, mutates the
+data it was handed, changes the global RNG or leaves threads behind affects only its own call.
+
+The child receives copies of what its track's threat model grants (``benchmark.plugin_host`` builds the
+context from them), imports only the plugin's own module, and sends back plain data. Both directions use
+:func:`encode` / :func:`decode`: ``torch.save`` bytes read with ``torch.load(weights_only=True)``, which
+accepts tensors, numbers, strings and containers and nothing else: no pickled objects, no code, no
+tensor subclasses. The scoring process validates what comes back and uses exactly that.
+
+Limits: a per-call time limit (the child is killed; :class:`PluginTimeout`); any ``BaseException`` raised
+by plugin code (``SystemExit`` and ``KeyboardInterrupt`` included) is reported as :class:`PluginError`; a
+child that dies without answering is a :class:`PluginError` too. A Ctrl-C of the user interrupts the
+scoring process, which kills the child and stops the run (no record is written for the interrupted cell).
+The child ignores SIGINT, so only the user's interrupt of the scoring process stops the run.
+
+What this is not: an operating-system sandbox. The child can still open files by name; a submission that
+deliberately reads the test set from disk is caught by review and by ``verify`` re-computation, not here.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PRELOAD = ("torch", "numpy", "kornia", "timm", "opacus", "benchmark.api", "benchmark.pretrain", "benchmark.probe",
+           "benchmark.tracks.common", "benchmark.plugin_host")
+"""Modules the pristine server imports once (engine and libraries only; never a plugin module)."""
+
+
+class PluginError(Exception):
+    """Plugin code raised (any ``BaseException``) or its process died; ``details`` holds the traceback."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class PluginTimeout(Exception):
+    """A plugin call ran past its time limit; the child was killed."""
+
+
+# --------------------------------------------------------------------------------------------- codec
+def encode(obj: Any) -> bytes:
+    """Plain data (tensors, numbers, strings, None, lists, tuples, dicts) as bytes."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Any:
+    """The inverse of :func:`encode`, with ``weights_only=True``: nothing but plain data can come back."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------- the pool
+_CONTEXT: Any = None
+_LOCK = threading.Lock()
+
+
+def _context() -> Any:
+    """The forkserver context with the engine preloaded (started on first use, once per process)."""
+    global _CONTEXT
+    with _LOCK:
+        if _CONTEXT is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(list(PRELOAD))
+            _CONTEXT = ctx
+        return _CONTEXT
+
+
+@dataclass
+class CallStats:
+    """How many plugin calls this process made and the seconds they cost beyond the plugin's own work."""
+
+    calls: int = 0
+    seconds: float = 0.0
+    plugin_seconds: float = 0.0
+
+    @property
+    def overhead_seconds(self) -> float:
+        return self.seconds - self.plugin_seconds
+
+
+STATS = CallStats()
+
+
+class Bridge:
+    """What a child may ask the scoring process for while it runs: artifacts in its own cache namespace
+    and its own checkpoints. Override :meth:`get` / :meth:`put` / :meth:`load_checkpoint` /
+    :meth:`save_checkpoint`; the default grants nothing."""
+
+    def get(self, kind: str, config: Any) -> dict[str, torch.Tensor] | None:
+        return None
+
+    def put(self, kind: str, config: Any, tensors: dict[str, torch.Tensor]) -> None:
+        return None
+
+    def load_checkpoint(self, name: str) -> bytes | None:
+        return None
+
+    def save_checkpoint(self, name: str, data: bytes) -> None:
+        return None
+
+
+def call_plugin(function: str, request: Mapping[str, Any], *, timeout: float | None, bridge: Bridge | None = None) -> Any:
+    """Run ``benchmark.plugin_host.<function>(request)`` in a fresh child of the pristine server and return
+    its decoded answer. Raises :class:`PluginTimeout` or :class:`PluginError`."""
+    start = time.perf_counter()
+    ctx = _context()
+    parent, child = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=_child_entry, args=(child, function, encode(dict(request))), daemon=True)
+    process.start()
+    child.close()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        answer, plugin_seconds = _serve(parent, process, bridge or Bridge(), deadline, timeout)
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        parent.close()
+        STATS.calls += 1
+        STATS.seconds += time.perf_counter() - start
+    STATS.plugin_seconds += plugin_seconds
+    return answer
+
+
+def _serve(conn: Any, process: Any, bridge: Bridge, deadline: float | None, timeout: float | None) -> tuple[Any, float]:
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not conn.poll(remaining):
+            raise PluginTimeout(f"plugin call exceeded its time limit of {timeout:g} s")
+        try:
+            message = decode(conn.recv_bytes())
+        except (EOFError, OSError):
+            process.join(5)
+            raise PluginError(f"the plugin process ended without an answer (exit code {process.exitcode})") from None
+        except Exception as exc:  # not plain data: weights_only refused it
+            raise PluginError(f"the plugin process sent something that is not plain data: {exc}") from None
+        op = message.get("op") if isinstance(message, dict) else None
+        if op == "result":
+            return message.get("value"), float(message.get("seconds", 0.0))
+        if op == "error":
+            raise PluginError(str(message.get("message")), str(message.get("traceback", "")))
+        if op == "cache_get":
+            conn.send_bytes(encode({"tensors": bridge.get(str(message.get("kind")), message.get("config"))}))
+        elif op == "cache_put":
+            tensors = message.get("tensors")
+            if isinstance(tensors, dict) and all(isinstance(k, str) and type(v) is torch.Tensor for k, v in tensors.items()):
+                bridge.put(str(message.get("kind")), message.get("config"), tensors)
+            conn.send_bytes(encode({"ok": True}))
+        elif op == "checkpoint_load":
+            conn.send_bytes(encode({"data": bridge.load_checkpoint(str(message.get("name")))}))
+        elif op == "checkpoint_save":
+            data = message.get("data")
+            if isinstance(data, bytes):
+                decode(data)  # only plain data is ever stored
+                bridge.save_checkpoint(str(message.get("name")), data)
+            conn.send_bytes(encode({"ok": True}))
+        else:
+            raise PluginError(f"the plugin process sent an unknown message {op!r}")
+
+
+def _child_entry(conn: Any, function: str, request: bytes) -> None:  # runs in the child
+    from benchmark.plugin_host import serve_call
+
+    serve_call(conn, function, request)
+    conn.close()
+    os._exit(0)  # skip interpreter teardown (and any atexit hook a plugin registered)
+
+
+# --------------------------------------------------------------------------------------------- cache bridge
+class CacheBridge(Bridge):
+    """A bridge to the artifact cache, confined to one namespace (``attack-<id>-<kind>`` under a fixed
+    scope) and to checkpoints under one key: a plugin can reach only artifacts of its own kind."""
+
+    def __init__(self, cache: Any, namespace: str, scope: Mapping[str, Any], checkpoint_key: str | None = None) -> None:
+        self.cache, self.namespace, self.scope, self.checkpoint_key = cache, namespace, dict(scope), checkpoint_key
+
+    def _kind(self, kind: str) -> str:
+        return f"{self.namespace}-{kind}"
+
+    def _config(self, config: Any) -> dict[str, Any]:
+        return {"scope": self.scope, "config": config}
+
+    def get(self, kind: str, config: Any) -> dict[str, torch.Tensor] | None:
+        kind = self._kind(kind)
+        return self.cache.load(kind, self._config(config)) if self.cache.has(kind, self._config(config)) else None
+
+    def put(self, kind: str, config: Any, tensors: dict[str, torch.Tensor]) -> None:
+        self.cache.save(self._kind(kind), self._config(config), tensors)
+
+    def _checkpoint(self, name: str) -> Path | None:
+        if self.checkpoint_key is None:
+            return None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:100] or "checkpoint"
+        return Path(self.cache.root) / "checkpoints" / self.checkpoint_key / f"{safe}.pt"
+
+    def load_checkpoint(self, name: str) -> bytes | None:
+        path = self._checkpoint(name)
+        return path.read_bytes() if path is not None and path.exists() else None
+
+    def save_checkpoint(self, name: str, data: bytes) -> None:
+        from benchmark.utils import atomic_write_bytes
+
+        path = self._checkpoint(name)
+        if path is not None:
+            atomic_write_bytes(path, data)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
