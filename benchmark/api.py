@@ -95,6 +95,11 @@ def value_problems(value: Any, annotation: Any, where: str) -> list[str]:
     if origin is Literal:
         return [] if value in args else [f"{where}: {value!r} must be one of {', '.join(map(repr, args))}"]
     if origin in (typing.Union, types.UnionType):
+        real = [arm for arm in args if arm is not type(None)]
+        if value is None and len(real) < len(args):
+            return []
+        if len(real) == 1:  # Optional[X]: X's own, detailed problems
+            return value_problems(value, real[0], where)
         arms = [value_problems(value, arm, where) for arm in args]
         if any(not arm for arm in arms):
             return []

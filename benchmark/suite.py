@@ -12,13 +12,14 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from benchmark.api import TRACKS, MethodConfig, check_range, config_problems
+from benchmark.api import TRACKS, MethodConfig, check_range, config_problems, value_problems
 from benchmark.utils import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -511,14 +512,23 @@ def _encoder_problems(enc: dict[str, Any], override: dict[str, Any], where: str)
     for key in sorted(set(override) & {"method", "backbone", "method_settings"}):
         problems.append(f"{where}.{key}: set under encoders, not in a track's recipe")
     override = {k: v for k, v in override.items() if k not in ("method", "backbone", "method_settings")}
-    seen: set[str] = set()
+    seen: set[str] = set()  # a shared value's problem is reported once, under the mapping that sets it
+    hints = typing.get_type_hints(SSLRecipe)
+    for source, values in (("recipe" if where == "encoders" else "", recipe if where == "encoders" else {}), ("", override)):
+        for key, value in values.items():
+            if key in hints:
+                for p in value_problems(value, hints[key], f"{where}.{source + '.' if source else ''}{key}"):
+                    problems.append(p)
+                    seen.add(p.split(f".{key}", 1)[-1] + key)
     for method in methods:
         for backbone in backbones:
             settings = {**recipe, **(method_recipes.get(method) or {}), **override, "method": method, "backbone": backbone,
                         "method_settings": per_method.get(method) or {}}
             for p in config_problems(SSLRecipe, settings, f"{where}[{method}/{backbone}]"):
-                if p not in seen:
-                    seen.add(p)
+                tail = p.split("].", 1)[-1]
+                short = tail.split(":", 1)[1] + tail.split(":", 1)[0].split(".")[-1] if ":" in tail else tail
+                if p not in seen and short not in seen:
+                    seen.update((p, short))
                     problems.append(p)
     return problems
 

@@ -38,8 +38,9 @@ TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
         ("supervised_accuracy_drop", "cross-evaluation: accuracy drop of a supervised victim trained on the poisoned labeled set", True),
     ],
     "pretrain-targeted": [
-        ("attack_success_rate", "attack success rate on the target inputs (%)", True),
-        ("attack_success_rate_augmented", "attack success rate on augmented target inputs (%)", True),
+        ("asr_gain", "attack-success-rate gain over no attack on the same targets (points; targets the clean victim already puts in the target class are excluded)", True),
+        ("attack_success_rate", "attack success rate on the target inputs (%; the no-attack rate on them is 0 by construction)", True),
+        ("asr_gain_augmented", "attack-success-rate gain on augmented target inputs (points)", True),
         ("clean_accuracy_change", "clean-accuracy change against the clean encoder (points)", False),
     ],
 }
@@ -236,7 +237,8 @@ DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
     "downstream": [("accuracy_drop", "accuracy drop against the undefended clean head (points)")],
     "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points), probe=clean"),
                               ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), probe=poisoned")],
-    "pretrain-targeted": [("attack_success_rate", "attack success rate (%)"), ("clean_accuracy", "clean accuracy (%)")],
+    "pretrain-targeted": [("asr_gain", "attack-success-rate gain over no attack (points)"),
+                          ("attack_success_rate", "attack success rate (%)"), ("clean_accuracy", "clean accuracy (%)")],
 }
 
 

@@ -3,48 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 import torch
 
-from benchmark.api import ATTACKS, DownstreamAttack, DownstreamPoison, MethodConfig, register_attack
 from benchmark.runner import run_suite
 from benchmark.suite import expand_cells, load_suite
 from leaderboard.render import render_leaderboard
 from leaderboard.schema import record_problems
-
-
-@dataclass(frozen=True, kw_only=True)
-class _NoConfig(MethodConfig):
-    pass
-
-
-class _OverBudget(DownstreamAttack):
-    """Returns one point more than allowed (a cheating attack)."""
-
-    id = "test_over_budget"
-    Config = _NoConfig
-
-    def craft_downstream(self, ctx):  # noqa: ANN001, ANN201
-        n = ctx.budget + 1
-        return DownstreamPoison(images=ctx.train_images[:n].clone(), labels=ctx.train_labels[:n].clone())
-
-
-class _Mutator(DownstreamAttack):
-    """Poisons the clean training data in place instead of returning new points."""
-
-    id = "test_mutator"
-    Config = _NoConfig
-
-    def craft_downstream(self, ctx):  # noqa: ANN001, ANN201
-        ctx.train_images[:5] = 0.0
-        return DownstreamPoison(images=ctx.train_images[:1].clone(), labels=ctx.train_labels[:1].clone())
-
-
-for _cls in (_OverBudget, _Mutator):
-    if _cls.id not in ATTACKS:
-        register_attack(_cls)
 
 
 def _records(results_dir) -> list[dict]:
@@ -121,7 +87,7 @@ def test_leaderboard_is_deterministic_and_names_tier(finished_run) -> None:
     assert "Tier `custom`: suite `tiny`" in text and "label_flip" in text and "(n=1)" in text
 
 
-@pytest.mark.parametrize(("attack", "needle"), [("test_over_budget", "exceed the budget"), ("test_mutator", "mutated")])
+@pytest.mark.parametrize(("attack", "needle"), [("hostile_rng", "exceed the budget"), ("hostile_mutator", "mutated")])
 def test_cheating_attack_marks_cell_invalid(tiny_suite_dict, write_suite, finished_run, attack, needle) -> None:
     _, root, _ = finished_run
     raw = tiny_suite_dict

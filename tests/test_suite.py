@@ -82,3 +82,81 @@ def test_suite_can_extend_another(tmp_path) -> None:
     assert quick.raw["encoders"]["recipe"]["epochs"] == 200 and full.raw["encoders"]["recipe"]["epochs"] == 1000
     assert quick.raw["encoders"]["recipe"]["batch_size"] == full.raw["encoders"]["recipe"]["batch_size"]
     assert quick.tier == "full" and quick.name == "full200"
+
+
+# ------------------------------------------------------------------------------------------- malformed variants
+SHIPPED = ("smoke", "cpu", "full", "full200")
+BAD_VARIANTS: list[tuple[str, str, str]] = [  # (--set override, what the report must say)
+    ("encoders.recipe.epochs=1.5", "encoders", "1.5 is not an integer"),
+    ("encoders.recipe.epochs=ten", "encoders", "'ten' is not an integer"),
+    ("encoders.recipe.lr=ten", "encoders", "'ten' is not a number"),
+    ("encoders.recipe.batch_size=-4", "encoders", "batch_size"),
+    ("encoders.method_settings.simclr.proj_hidden=1.5", "proj_hidden", "1.5 is not an integer"),
+    ("encoders.method_settings.simclr.proj_hidden=-1", "proj_hidden", "outside"),
+    ("encoders.method_settings.simclr.temprature=0.5", "temprature", "did you mean 'temperature'"),
+    ("encoders.recipe.augment.crop_scale_min=2", "crop_scale_min", "outside"),
+    ("description={a: 1}", "description", "expected str"),
+    ("tier=gpu", "tier", "must be one of"),
+    ("seeds=[-1]", "seeds", "negative"),
+    ("seeds=zero", "seeds", "expected a list"),
+    ("data.image_size=4", "image_size", "≥ 8"),
+    ("data.imagesize=16", "imagesize", "did you mean 'image_size'"),
+    ("limits.plugin_seconds=-1", "plugin_seconds", "outside"),
+    ("tracks.downstream.budgets=[1.5]", "budgets", "not a fraction"),
+    ("tracks.downstream.victim.knd=sgd", "knd", "did you mean 'kind'"),
+    ("tracks.downstream.victim.kind=svm", "kind", "must be one of"),
+    ("tracks.downstream.victim.l2=-1", "l2", "outside"),
+    ("tracks.downstream.victim.sgd.epochs=0", "sgd.epochs", "outside"),
+    ("tracks.downstream.input_epsilons=[2]", "input_epsilons", "(0, 1]"),
+    ("tracks.downstream.attacks=[{id: gc, settings: {steps: 1.5}}]", "steps", "not an integer"),
+    ("tracks.downstream.attacks=[{id: gcc}]", "gcc", "did you mean 'gc'"),
+    ("tracks.downstream.attacks=[{id: gc, setings: {}}]", "setings", "did you mean 'settings'"),
+    ("tracks.downstream.defenses=[{id: dp_sgd, settings: {epochs: ten}}]", "epochs", "not an integer"),
+    ("tracks.downstream.defenses=[{id: dp_sgd, settings: {noise_multiplier: -1}}]", "noise_multiplier", "≥ 0"),
+    ("tracks.downstrem.budgets=[0.1]", "downstrem", "did you mean 'downstream'"),
+    ("tracks.pretrain-targeted.victim.asr_augmentations=-1", "asr_augmentations", "outside"),
+    ("tracks.pretrain-availability.epsilon=ten", "epsilon", "not a number"),
+    ("tracks.pretrain-availability.recipe.method=byol", "recipe.method", "set under encoders"),
+    ("tracks.pretrain-availability.data.root=/x", "data", "unknown key 'root'"),
+]
+
+
+@pytest.mark.parametrize("suite", SHIPPED)
+@pytest.mark.parametrize("override,where,fragment", BAD_VARIANTS, ids=[v[0].split("=")[0] for v in BAD_VARIANTS])
+def test_malformed_variants_of_the_shipped_suites_are_rejected(suite: str, override: str, where: str, fragment: str) -> None:
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite, [override])
+    assert any(where in p and fragment in p for p in err.value.problems), err.value.problems
+
+
+def test_every_problem_of_every_depth_is_reported_at_once() -> None:
+    overrides = [o for o, _, _ in BAD_VARIANTS[:6]] + ["tracks.downstream.victim.knd=sgd", "limits.plugin_seconds=-1"]
+    with pytest.raises(SuiteError) as err:
+        load_suite("smoke", overrides)
+    assert len(err.value.problems) >= 5, err.value.problems
+
+
+def test_yaml_exponent_numbers_are_numbers(tmp_path) -> None:
+    from benchmark.suite import parse_yaml
+
+    assert parse_yaml("a: 1e-06\nb: 5e3\nc: 1.0e-6\nd: 10\n") == {"a": 1e-06, "b": 5000.0, "c": 1e-06, "d": 10}
+    suite = load_suite("smoke", ["encoders.recipe.weight_decay=1e-06"])
+    assert suite.raw["encoders"]["recipe"]["weight_decay"] == 1e-06
+
+
+def test_a_suite_file_that_is_not_utf8_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SuiteError, match="not UTF-8"):
+        load_suite(str(path))
+
+
+def test_a_results_dir_that_is_a_file_fails_before_compute(tmp_path) -> None:
+    from benchmark.__main__ import main
+
+    target = tmp_path / "results"
+    target.write_text("not a folder")
+    code = main(["run", "--suite", "smoke", "--results-dir", str(target), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-leaderboard"])
+    assert code == 2
+    assert not (tmp_path / "cache").exists()
