@@ -100,8 +100,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return 130
+    from benchmark.workers import STATS
+
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
     print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
+    print(f"plugin isolation: {STATS.calls} plugin calls, {STATS.seconds:.1f} s in all, "
+          f"{STATS.overhead_seconds:.1f} s of it process and transfer overhead")
     if args.no_leaderboard:
         pass
     elif args.results_dir.resolve() != DEFAULT_RESULTS.resolve():  # never overwrite the board with other results

@@ -8,9 +8,10 @@ Hyper-parameters are a keyword-only frozen dataclass nested as ``Config`` in the
 paper's defaults as field defaults. ``Config.problems()`` returns every range problem at once (Opacus
 style), so a suite file is validated before any compute starts.
 
-What an attack receives is a *context*: a read-only view of what its threat model allows (the frozen
-encoder where the track is white-box, the clean training data of its track, its budget, a seeded
-generator). Never test data. What it returns is validated by the harness (:mod:`benchmark.validation`).
+What an attack receives is a *context* built, in its own plugin process (:mod:`benchmark.workers`), from
+copies of what its threat model allows (the frozen encoder where the track is white-box, the clean
+training data of its track, its budget, a seeded generator). Never test data, cache paths or engine
+objects. What it returns is validated by the harness (:mod:`benchmark.validation`).
 """
 
 from __future__ import annotations

@@ -197,6 +197,7 @@ def craft(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
             craft_fn, expected = attack.craft_targeted, TargetedPoison
     before = _fingerprint(given)
     start = time.perf_counter()
+    _reseed(request)
     poison = craft_fn(ctx)
     seconds = time.perf_counter() - start
     violations = [] if _fingerprint(given) == before else ["the attack mutated the training data it was given"]
@@ -216,6 +217,12 @@ def _number(value: Any) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------- defenses
+def _reseed(request: Mapping[str, Any]) -> None:
+    """Seed the global generators right before plugin code runs, so what a plugin draws from them does not
+    depend on what the harness built before the call."""
+    seed_everything(int(request["rng_seed"]))
+
+
 def _defense_context(request: Mapping[str, Any]) -> DefenseContext:
     d = request["defense_context"]
     return DefenseContext(track=d["track"], num_classes=int(d["num_classes"]), seed=int(d["seed"]),
@@ -224,7 +231,9 @@ def _defense_context(request: Mapping[str, Any]) -> DefenseContext:
 
 def transform_images(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     defense = _plugin(request)
-    images = defense.transform_images(request["images"], _defense_context(request))
+    dctx = _defense_context(request)
+    _reseed(request)
+    images = defense.transform_images(request["images"], dctx)
     return {"images": _plain(images)}
 
 
@@ -232,8 +241,9 @@ def fit_head(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     defense, device = _plugin(request), torch.device(request["device"])
     extractor = _extractor(request["extractor"], device)
     view = FeatureExtractorView(extractor, extractor.feature_dim, device)
-    head = defense.fit_head(view, request["images"], request["labels"],
-                            HeadSpec(int(request["num_classes"]), float(request["l2"])), _defense_context(request))
+    dctx = _defense_context(request)
+    _reseed(request)
+    head = defense.fit_head(view, request["images"], request["labels"], HeadSpec(int(request["num_classes"]), float(request["l2"])), dctx)
     return {"weight": _plain(head.weight), "bias": _plain(head.bias), "privacy": _privacy(defense)}
 
 
@@ -244,8 +254,9 @@ def _privacy(defense: Defense) -> dict[str, float]:
 def repair_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     defense, device = _plugin(request), torch.device(request["device"])
     extractor = _extractor(request["extractor"], device)
-    repaired = _checked_extractor(defense, defense.repair_encoder(extractor, request["images"], request["labels"],
-                                                                  _defense_context(request)))
+    dctx = _defense_context(request)
+    _reseed(request)
+    repaired = _checked_extractor(defense, defense.repair_encoder(extractor, request["images"], request["labels"], dctx))
     return {"tensors": _plain(extractor_tensors(repaired))}
 
 
@@ -275,6 +286,7 @@ def pretrain_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, 
                       desc=str(request.get("desc", "pre-train")))
     extractor = make_extractor(model.backbone, images, device)
     if defense.stage == "posthoc":
+        _reseed(request)
         extractor = _checked_extractor(defense, defense.repair_encoder(extractor, request["train_images"],
                                                                        request["train_labels"], dctx))
     return {"tensors": _plain(extractor_tensors(extractor))}

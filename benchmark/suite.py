@@ -23,7 +23,6 @@ from benchmark.api import TRACKS, MethodConfig, check_range, config_problems, va
 from benchmark.utils import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
-TIERS = ("smoke", "cpu", "full", "custom")
 NO_ATTACK = "none"
 NO_DEFENSE = "none"
 
@@ -317,11 +316,10 @@ PLUGIN_SECONDS = {"smoke": 600.0, "cpu": 3600.0, "full": 7 * 86400.0, "custom": 
 """Default per-call time limit by tier: the longest legitimate call is a defended victim's pre-training."""
 
 
-def _fractions(values: list[float], name: str, *, allow_zero: bool = False) -> list[str]:
+def _fractions(values: list[float], name: str) -> list[str]:
     if not values:
         return [f"{name}: expected a non-empty list of numbers"]
-    low = 0 if allow_zero else 0
-    return [f"{name}: {v!r} is not a fraction in (0, 1]" for v in values if not (low < v <= 1)]
+    return [f"{name}: {v!r} is not a fraction in (0, 1]" for v in values if not 0 < v <= 1]
 
 
 @dataclass(frozen=True, kw_only=True)

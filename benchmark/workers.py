@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,9 +221,3 @@ class CacheBridge(Bridge):
         path = self._checkpoint(name)
         if path is not None:
             atomic_write_bytes(path, data)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start

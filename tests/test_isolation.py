@@ -187,3 +187,32 @@ def test_ctrl_c_stops_the_run_kills_the_plugin_and_resumes(tmp_path: Path) -> No
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
     names = sorted(p.name for p in (tmp_path / "results").rglob("*.json"))
     assert len(names) == 1 and "__none__" in names[0]
+
+
+def test_a_plugin_call_equals_the_same_call_in_process_under_the_same_seed() -> None:
+    """The plugin process reseeds the global generators right before plugin code runs: what a defense
+    returns depends on its inputs and the call's seed only (not on what the harness built before)."""
+    from benchmark.api import DefenseContext
+    from benchmark.data import load_dataset
+    from benchmark.plugins import load_plugins
+    from benchmark.pretrain import SSLRecipe, make_extractor
+    from benchmark.suite import MethodEntry
+    from benchmark.tracks.common import RunEnv, extractor_spec, extractor_tensors, plugin_call
+    from benchmark.utils import seed_everything
+
+    encoder = {"method": "simclr", "backbone": "cnn_micro", "epochs": 1, "method_settings": {"proj_hidden": 64, "proj_dim": 32}}
+    data = load_dataset("mnist5k", "train", image_size=16, subset=300, subset_seed=0)
+    torch.manual_seed(0)
+    extractor = make_extractor(SSLRecipe(**encoder).build_model(1).backbone, data.images, torch.device("cpu"))
+    settings = {"clean_size": 200, "epochs": 1}
+    answer = plugin_call(RunEnv(cache=None, device=torch.device("cpu")), "repair_encoder", "defense",
+                         MethodEntry("finetune", "finetune", settings),
+                         {"extractor": extractor_spec(encoder, extractor, 1), "images": data.images, "labels": data.labels,
+                          "defense_context": {"track": "downstream", "num_classes": 10, "seed": 7}}, rng_seed=7)
+    _, defenses = load_plugins()
+    cls = defenses.get("finetune")
+    seed_everything(7)
+    repaired = cls(cls.Config(**settings)).repair_encoder(
+        extractor, data.images, data.labels, DefenseContext("downstream", 10, 7, torch.Generator().manual_seed(7), torch.device("cpu")))
+    for name, tensor in extractor_tensors(repaired).items():
+        assert torch.equal(tensor, answer["tensors"][name]), name
