@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUITE ?= smoke
 STAMP := $(VENV)/.installed
+SCRATCH ?= .poisonbench-scratch
 
-.PHONY: install run plan test test-all bench leaderboard plots clean
+.PHONY: install run plan test test-all bench leaderboard plots verify clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-run: $(STAMP)  ## run the default (smoke) suite and render leaderboard/README.md
-	$(PY) -m benchmark run --suite $(SUITE)
+run: $(STAMP)  ## compute the default (smoke) suite into a scratch folder, render its board, compare with the committed numbers
+	$(PY) -m benchmark run --suite $(SUITE) --results-dir $(SCRATCH)/results --board $(SCRATCH)/README.md --compare leaderboard/results
 
 plan: $(STAMP)
 	$(PY) -m benchmark plan --suite $(SUITE)
@@ -37,5 +38,8 @@ leaderboard: $(STAMP)
 plots: $(STAMP)  ## figures from the committed results under leaderboard/plots/
 	$(PY) -m benchmark plot
 
+verify: $(STAMP)  ## re-compute 20 committed cells of the suite from an empty cache and compare
+	$(PY) -m benchmark verify --suite $(SUITE) --sample 20
+
 clean:
-	rm -rf .poisonbench-cache .pytest_cache .benchmarks
+	rm -rf .poisonbench-cache $(SCRATCH) .pytest_cache .benchmarks

@@ -3,7 +3,8 @@
     python -m benchmark run [--suite smoke|cpu|full|PATH] [--results-dir DIR] [--set key=value ...]
     python -m benchmark plan [--suite ...]            # the cells and the artifacts they share; no compute
     python -m benchmark list [attacks|defenses|datasets|encoders|suites]
-    python -m benchmark leaderboard [--check]         # render leaderboard/README.md from the result JSON
+    python -m benchmark verify [--suite ...] [--sample N] [--only attack=ID]   # re-compute committed cells
+    python -m benchmark leaderboard [--check]         # render leaderboard/README.md; --check: fresh and current
     python -m benchmark plot                          # figures under leaderboard/plots/
 
 Heavy modules (torch) are imported only by the commands that compute, so ``leaderboard --check`` is fast.
@@ -24,7 +25,8 @@ DEFAULT_CACHE = Path(os.environ.get("POISONBENCH_CACHE", ".poisonbench-cache"))
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="PoisonBench: poisoning attacks and defenses on SSL encoders")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in (("run", "compute every unfinished cell of a suite"), ("plan", "list a suite's cells without computing")):
+    for name, help_ in (("run", "compute every unfinished cell of a suite"), ("plan", "list a suite's cells without computing"),
+                        ("verify", "re-compute a sample of committed cells from an empty cache and compare every metric")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--suite", default="smoke", help="built-in suite name or a YAML path (default: smoke)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -34,12 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
         p.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]",
                        help="extra plugin modules to load beside attacks/ and defenses/ (an out-of-tree submission)")
+    for name in ("run", "verify"):
+        sub.choices[name].add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
+        sub.choices[name].add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                                       help="only the cells matching (repeatable): attack=ID, defense=ID, track=, scenario=, method=, seed=")
+    verify = sub.choices["verify"]
+    verify.add_argument("--sample", type=int, default=None, metavar="N", help="verify N randomly chosen cells (seeded)")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    verify.add_argument("--tolerance", type=float, default=None,
+                        help="largest allowed |difference| of a metric (default: 0 on a CPU, 0.01 on a GPU)")
     run = sub.choices["run"]
-    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
     run.add_argument("--no-leaderboard", action="store_true", help="do not re-render leaderboard/README.md")
+    run.add_argument("--board", type=Path, default=None, metavar="FILE", help="render the board of --results-dir to FILE")
     run.add_argument("--tracks", default=None, metavar="TRACK[,TRACK]",
                      help="compute only the cells of these tracks (default: every track of the suite)")
+    run.add_argument("--stale", action="store_true",
+                     help="also recompute cells whose record no longer matches the code (edited sources, dirty tree)")
+    run.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                     help="afterwards, compare every record of this suite with the committed ones under DIR")
     lst = sub.add_parser("list", help="list registered attacks, defenses, datasets, encoders or suites")
     lst.add_argument("what", nargs="?", default="all", choices=("all", "attacks", "defenses", "datasets", "encoders", "suites"))
     board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON")
@@ -96,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracks = args.tracks.split(",") if args.tracks else None
     try:
         summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
-                            executor=args.executor, tracks=tracks)
+                            executor=args.executor, tracks=tracks, only=args.only, stale=args.stale)
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return 130
@@ -106,15 +121,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
     print(f"plugin isolation: {STATS.calls} plugin calls, {STATS.seconds:.1f} s in all, "
           f"{STATS.overhead_seconds:.1f} s of it process and transfer overhead")
-    if args.no_leaderboard:
-        pass
-    elif args.results_dir.resolve() != DEFAULT_RESULTS.resolve():  # never overwrite the board with other results
-        print(f"render these results with: python -m benchmark leaderboard --results-dir {args.results_dir} --output FILE")
-    else:
+    if args.board is not None or (not args.no_leaderboard and args.results_dir.resolve() == DEFAULT_RESULTS.resolve()):
         from leaderboard.render import write_leaderboard
 
-        print(f"leaderboard written to {write_leaderboard(args.results_dir, Path('leaderboard/README.md'))}")
-    return 1 if summary.by_status.get("error") else 0
+        print(f"leaderboard written to {write_leaderboard(args.results_dir, args.board or Path('leaderboard/README.md'))}")
+    elif not args.no_leaderboard:  # never overwrite the board with other results
+        print(f"render these results with: python -m benchmark leaderboard --results-dir {args.results_dir} --output FILE")
+    code = 1 if summary.by_status.get("error") else 0
+    if args.compare is not None:
+        code = _compare(args, suite, summary) or code
+    return code
+
+
+def _compare(args: argparse.Namespace, suite, summary) -> int:  # noqa: ANN001
+    from benchmark.utils import resolve_device
+    from benchmark.verify import GPU_TOLERANCE, compare_dirs, comparison_table, failed
+
+    tolerance = 0.0 if resolve_device(args.device).type == "cpu" else GPU_TOLERANCE
+    rows = compare_dirs(args.results_dir, args.compare, suite.name, summary.computed + summary.skipped, tolerance)
+    counts = {s: sum(r.status == s for r in rows) for s in ("identical", "within tolerance", "differs", "no committed record")}
+    print(f"compared with {args.compare}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if failed(rows):
+        print(comparison_table(failed(rows)))
+        return 1
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from benchmark.verify import comparison_table, failed, verify_suite
+
+    suite = _load(args)
+    rows, tolerance = verify_suite(suite, committed_dir=args.results_dir, sample=args.sample, seed=args.seed,
+                                   only=args.only, device=args.device, tolerance=args.tolerance)
+    print(comparison_table(rows))
+    bad = failed(rows)
+    print(f"verify {suite.name}: {len(rows) - len(bad)} of {len(rows)} cells reproduce the committed metrics "
+          f"(tolerance {tolerance:g}); {len(bad)} differ")
+    return 1 if bad else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -153,14 +196,20 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.render import render_leaderboard, write_leaderboard
 
     if args.check:
+        from leaderboard.render import stale_report
+
         text, problems = render_leaderboard(args.results_dir)
         current = args.output.read_text() if args.output.exists() else ""
         for p in problems:
             print(f"invalid result: {p}", file=sys.stderr)
+        stale = stale_report(args.results_dir)
+        if stale:
+            print(stale, file=sys.stderr)
         if text != current or problems:
             print(f"{args.output} is stale: run `python -m benchmark leaderboard`", file=sys.stderr)
+        if text != current or problems or stale:
             return 1
-        print(f"{args.output} is up to date")
+        print(f"{args.output} is up to date, and every result matches the code in this tree")
         return 0
     print(f"leaderboard written to {write_leaderboard(args.results_dir, args.output)}")
     return 0
@@ -187,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.suite import SuiteError
 
     try:
-        return {"run": cmd_run, "plan": cmd_plan, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "verify": cmd_verify}[args.command](args)
     except (SuiteError, UnknownNameError, DatasetNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

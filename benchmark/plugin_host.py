@@ -96,6 +96,8 @@ def serve_call(conn: Any, function: str, request_bytes: bytes) -> None:
     start = time.perf_counter()
     try:
         request = decode(request_bytes)
+        if request.get("threads"):  # the scoring process's setting: same reduction order, same numbers
+            torch.set_num_threads(int(request["threads"]))
         seed_everything(int(request.get("rng_seed", 0)))
         value = FUNCTIONS[function](request, Channel(conn))
         payload = {"op": "result", "value": value, "seconds": time.perf_counter() - start}

@@ -7,7 +7,6 @@ are in :mod:`leaderboard.schema`, which the board validates without importing to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.utils import atomic_write_json
-from leaderboard.schema import FINAL_STATUSES, SCHEMA_VERSION
+from leaderboard.schema import SCHEMA_VERSION
 
 PACKAGES = ("torch", "torchvision", "timm", "kornia", "opacus", "numpy", "scikit-learn", "mlxtend")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,11 +25,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def result_path(results_dir: Path, suite_name: str, cell_id: str) -> Path:
     return Path(results_dir) / suite_name / f"{cell_id}.json"
 
-def is_final(path: Path) -> bool:
+def read_record(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text()).get("status") in FINAL_STATUSES
+        record = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
-        return False
+        return None
+    return record if isinstance(record, dict) else None
+
 
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
@@ -53,14 +54,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-@lru_cache(maxsize=256)
-def file_hash(path: str) -> str | None:
-    """sha256 (16 hex digits) of a source file, so a result names the code; read once per process."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError:
-        return None
 
 def device_info(device: Any) -> dict[str, Any]:
     return dict(_device_info(str(device)))

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.suite import Cell, Suite, SuiteError, expand_cells
+from leaderboard.schema import FINAL_STATUSES
 from benchmark.tracks import load_tracks
-from benchmark.utils import config_hash, progress
+from benchmark.utils import config_hash, progress_bar
 
 
 @dataclass
@@ -29,12 +30,43 @@ class RunSummary:
     seconds: float = 0.0
 
 
-def pending_cells(cells: list[Cell], suite: Suite, results_dir: Path) -> tuple[list[Cell], list[Cell]]:
-    from benchmark.results import is_final, result_path
+def pending_cells(cells: list[Cell], suite: Suite, results_dir: Path, *, stale: bool = False) -> tuple[list[Cell], list[Cell]]:
+    """(cells to compute, cells with a final record). With ``stale``, a final record whose source hashes no
+    longer match the tree (:func:`benchmark.provenance.staleness`) is computed again."""
+    from benchmark.provenance import staleness
+    from benchmark.results import read_record, result_path
 
-    done = [c for c in cells if is_final(result_path(results_dir, suite.name, c.id))]
+    done = []
+    for cell in cells:
+        record = read_record(result_path(results_dir, suite.name, cell.id))
+        if record is not None and record.get("status") in FINAL_STATUSES and not (stale and staleness(record)):
+            done.append(cell)
     done_ids = {c.id for c in done}
     return [c for c in cells if c.id not in done_ids], done
+
+
+def select_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
+    """The cells matching every ``KEY=VALUE`` filter (``attack``, ``defense``: an id or a suite name;
+    ``track``, ``scenario``, ``method``, ``seed``), e.g. ``attack=my_attack``."""
+    def value(cell: Cell, key: str) -> set[str]:
+        s = cell.spec
+        return {"attack": {s["attack"]["id"], s["attack"]["name"]}, "defense": {s["defense"]["id"], s["defense"]["name"]},
+                "track": {cell.track}, "scenario": {s["scenario"]["name"]}, "method": {s["encoder"]["method"]},
+                "seed": {str(s["seed"])}}[key]
+
+    filters = []
+    for item in only:
+        key, sep, wanted = item.partition("=")
+        if not sep or key not in ONLY_KEYS:
+            raise SuiteError("--only", [f"--only {item!r}: expected KEY=VALUE with KEY one of {', '.join(ONLY_KEYS)}"])
+        filters.append((key, wanted))
+    chosen = [c for c in cells if all(wanted in value(c, key) for key, wanted in filters)]
+    if not chosen:
+        raise SuiteError("--only", [f"--only {' '.join(only)} matches no cell of this suite"])
+    return chosen
+
+
+ONLY_KEYS = ("attack", "defense", "track", "scenario", "method", "seed")
 
 
 def check_data_available(cells: list[Cell]) -> None:
@@ -60,7 +92,8 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     shared with other cells is checked against its fingerprint (:meth:`RunEnv.verify`): a change makes the
     cell ``invalid`` and the changed objects are rebuilt for the next cell."""
     from benchmark.plugins import catalogue, resolved_config
-    from benchmark.results import code_version, device_info, file_hash, package_versions
+    from benchmark.provenance import dependencies, recorded_hash, recorded_hashes, relative
+    from benchmark.results import code_version, device_info, package_versions
     from benchmark.utils import seed_everything
     from benchmark.workers import PluginError, PluginTimeout
 
@@ -82,13 +115,16 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     if changed:
         status, metrics = "invalid", {}
         message = f"shared state changed during this cell ({', '.join(changed)}); it is rebuilt for the next cell"
-    sources, configs = {}, {}
-    plugins = catalogue()
+    sources: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    plugins, plugin_sources = catalogue(), []
     for kind, entry in (("attack", cell.attack), ("defense", cell.defense)):
         if entry.id in plugins.of(kind):
             info = plugins.get(kind, entry.id)
-            sources[kind] = {"module": info.module, "sha256": file_hash(info.source)}
+            sources[kind] = {"module": info.module, "sha256": recorded_hash(relative(info.source))}
+            plugin_sources.append(info.source)
             configs[f"{kind}_config"] = resolved_config(kind, entry.id, entry.settings).config
+    sources["files"] = recorded_hashes(dependencies(cell.track, plugin_sources))
     return {
         "cell_id": cell.id, "suite": cell.spec["suite"], "tier": cell.spec["tier"], "track": cell.track,
         "status": status, "message": message, "cell": cell.spec, "metrics": metrics, "details": details,
@@ -98,7 +134,10 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
 
 
 def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str = "auto",
-              executor: str = "local", tracks: list[str] | None = None) -> RunSummary:
+              executor: str = "local", tracks: list[str] | None = None, only: list[str] | None = None,
+              stale: bool = False) -> RunSummary:
+    """Compute every unfinished cell of ``suite`` (only those matching ``only``; with ``stale``, also those
+    whose record no longer matches the code) and write one record per cell."""
     from benchmark.cache import ArtifactCache
     from benchmark.results import result_path, write_record
     from benchmark.tracks.common import RunEnv
@@ -112,7 +151,9 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
         if unknown:
             raise SuiteError(suite.source, [f"--tracks: {', '.join(unknown)} not in this suite; it has {', '.join(sorted({c.track for c in cells}))}"])
         cells = [c for c in cells if c.track in tracks]
-    todo, done = pending_cells(cells, suite, results_dir)
+    if only:
+        cells = select_cells(cells, only)
+    todo, done = pending_cells(cells, suite, results_dir, stale=stale)
     check_data_available(todo)
     load_tracks()  # before compute: a broken track module fails the run at once
     summary = RunSummary(skipped=[c.id for c in done])
@@ -122,13 +163,24 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
         records = _run_with_ray(todo, cache_dir, device, suite.plugin_seconds)
     else:
         env = RunEnv(cache=cache, device=resolve_device(device), plugin_seconds=suite.plugin_seconds)
-        records = (run_cell(cell, env) for cell in progress(todo, desc=f"suite {suite.name}", total=len(todo), leave=True))
+        records = _run_locally(todo, env, f"suite {suite.name}")
     for record in records:
         write_record(result_path(results_dir, suite.name, record["cell_id"]), record)
         summary.computed.append(record["cell_id"])
         summary.by_status[record["status"]] = summary.by_status.get(record["status"], 0) + 1
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _run_locally(cells: list[Cell], env: Any, desc: str) -> Any:
+    """Run ``cells`` in this process; the progress bar names the cell being computed (the pre-training
+    bars below it name the stage)."""
+    bar = progress_bar(cells, desc=desc, total=len(cells), leave=True)
+    for cell in bar:
+        s = cell.spec
+        bar.set_postfix_str(f"{cell.track} {s['encoder']['method']} {s['scenario']['name']} {s['attack']['name']} × "
+                            f"{s['defense']['name']} b{s['budget']:g} s{s['seed']}", refresh=True)
+        yield run_cell(cell, env)
 
 
 def _check_output_dirs(results_dir: Path, cache_dir: Path) -> None:

@@ -70,9 +70,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, leave: bool = False) -> Iterator[T]:
-    """A tqdm progress bar, silenced by POISONBENCH_PROGRESS=0 (tests, CI logs)."""
+def progress_bar(iterable: Iterable[T], *, desc: str, total: int | None = None, leave: bool = False) -> Any:
+    """A tqdm progress bar (iterate it; ``set_postfix_str`` names the current item), silenced by
+    POISONBENCH_PROGRESS=0 (tests, CI logs)."""
     from tqdm.auto import tqdm
 
     disable = os.environ.get("POISONBENCH_PROGRESS", "1") == "0"
-    return iter(tqdm(iterable, desc=desc, total=total, leave=leave, disable=disable, dynamic_ncols=True))
+    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=disable, dynamic_ncols=True)
+
+
+def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, leave: bool = False) -> Iterator[T]:
+    """An iterator over ``iterable`` with a progress bar (see :func:`progress_bar`)."""
+    return iter(progress_bar(iterable, desc=desc, total=total, leave=leave))

@@ -284,3 +284,28 @@ def write_leaderboard(results_dir: Path, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     return output
+
+
+def stale_report(results_dir: Path) -> str:
+    """Every committed record that no longer describes the code in this tree, grouped by suite with the
+    files that changed and the command that recomputes exactly those cells; empty when all are current."""
+    from benchmark.provenance import staleness
+
+    by_suite: dict[str, list[tuple[str, list[str]]]] = {}
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # reported by the schema check
+        if isinstance(record, dict) and record_problems(record) == []:
+            reasons = staleness(record)
+            if reasons:
+                by_suite.setdefault(record["suite"], []).append((record["cell_id"], reasons))
+    lines = []
+    for suite, stale in sorted(by_suite.items()):
+        causes = sorted({r for _, reasons in stale for r in reasons})
+        lines.append(f"{len(stale)} result(s) of suite {suite} no longer match the code: {'; '.join(causes[:12])}"
+                     + (f" (+{len(causes) - 12} more)" if len(causes) > 12 else ""))
+        lines += [f"  stale: {cell_id}" for cell_id, _ in stale[:20]] + ([f"  … and {len(stale) - 20} more"] if len(stale) > 20 else [])
+        lines.append(f"  recompute exactly these: python -m benchmark run --suite {suite} --stale, then python -m benchmark leaderboard")
+    return "\n".join(lines)

@@ -103,7 +103,7 @@ def plugin_call(env: RunEnv, function: str, kind: str, entry: Any, request: Mapp
 
     info = catalogue().get(kind, entry.id)
     full = {"module": info.module, "kind": kind, "id": entry.id, "settings": dict(entry.settings),
-            "device": str(env.device), "rng_seed": int(rng_seed), **request}
+            "device": str(env.device), "rng_seed": int(rng_seed), "threads": torch.get_num_threads(), **request}
     return call_plugin(function, full, timeout=env.plugin_seconds, bridge=bridge)
 
 

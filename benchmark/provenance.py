@@ -1,0 +1,97 @@
+"""Which source files a result depends on, and whether a committed result still describes the code.
+
+Every record lists, under ``provenance.sources.files``, the sha256 (16 hex digits) of each file on its
+compute path: the engine modules every track uses, its own track's modules, its attack's and defense's
+modules and their packages' private helpers (``attacks/_*.py``). :func:`staleness` says what no longer
+matches the working tree (an edited or removed file, or a record computed from a dirty tree); the board's
+``--check`` fails on any, and ``run --stale`` recomputes exactly those cells. No torch here: the board
+check stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+ENGINE_FILES = (
+    "benchmark/api.py", "benchmark/augment.py", "benchmark/backbones.py", "benchmark/cache.py", "benchmark/data.py",
+    "benchmark/plugin_host.py", "benchmark/pretrain.py", "benchmark/probe.py", "benchmark/runner.py",
+    "benchmark/utils.py", "benchmark/validation.py", "benchmark/workers.py", "benchmark/ssl/__init__.py",
+    "benchmark/ssl/simclr.py", "benchmark/ssl/mocov2.py", "benchmark/ssl/byol.py", "benchmark/tracks/__init__.py",
+    "benchmark/tracks/common.py",
+)
+"""The engine modules on every cell's compute path (the CLI, the suite schema, the board and the plots are
+not: the resolved cell config is in the cell id, and rendering does not change a number)."""
+
+TRACK_FILES: dict[str, tuple[str, ...]] = {
+    "downstream": ("benchmark/tracks/downstream.py",),
+    "pretrain-availability": ("benchmark/tracks/_pretrain.py", "benchmark/tracks/pretrain_availability.py"),
+    "pretrain-targeted": ("benchmark/tracks/_pretrain.py", "benchmark/tracks/pretrain_targeted.py"),
+}
+
+
+def relative(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (records stay valid across clones)."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def plugin_files(source: str) -> list[str]:
+    """A plugin module and the private helpers of its package (``_*.py`` beside it)."""
+    path = Path(source).resolve()
+    helpers = sorted(p for p in path.parent.glob("_*.py") if p.name != "__init__.py")
+    return [relative(path)] + [relative(p) for p in helpers]
+
+
+def dependencies(track: str, plugin_sources: Iterable[str]) -> list[str]:
+    """Every file a cell of ``track`` with these plugin source files depends on (sorted, unique)."""
+    files = set(ENGINE_FILES) | set(TRACK_FILES.get(track, ()))
+    for source in plugin_sources:
+        files.update(plugin_files(source))
+    return sorted(files)
+
+
+@lru_cache(maxsize=1024)
+def _hash(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def file_hash(path: str) -> str | None:
+    """sha256 (16 hex digits) of a repository-relative or absolute path; None when it does not exist."""
+    full = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+    try:
+        stat = full.stat()
+    except OSError:
+        return None
+    return _hash(str(full), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=1024)
+def recorded_hash(path: str) -> str | None:
+    """The hash of ``path`` as this process first read it (the code it imported), for a record."""
+    return file_hash(path)
+
+
+def recorded_hashes(files: Iterable[str]) -> dict[str, str | None]:
+    return {f: recorded_hash(f) for f in files}
+
+
+def staleness(record: Mapping[str, Any]) -> list[str]:
+    """Why ``record`` no longer describes the code in this tree (empty when it does)."""
+    provenance = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
+    files = (provenance.get("sources") or {}).get("files") if isinstance(provenance.get("sources"), Mapping) else None
+    if not isinstance(files, Mapping) or not files:
+        return ["it names no source hashes (computed before provenance checks)"]
+    reasons = [f"{path} changed" if file_hash(path) is not None else f"{path} is gone"
+               for path, digest in sorted(files.items()) if file_hash(path) != digest]
+    if (provenance.get("code") or {}).get("dirty"):
+        reasons.append("it was computed from a working tree with uncommitted changes")
+    return reasons

@@ -1,0 +1,101 @@
+"""Numbers that stay true: records name the hashes of every file on their compute path; an edit makes
+``leaderboard --check`` fail naming the stale cells, and ``run --stale`` recomputes exactly those."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from benchmark.provenance import ENGINE_FILES, dependencies, staleness
+from leaderboard.render import stale_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLUGIN = '''"""Test, "An attack that gets edited", 2026: label flips (for the staleness test)."""
+from dataclasses import dataclass
+
+import torch
+
+from benchmark.api import DownstreamAttack, DownstreamPoison, MethodConfig, register_attack
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditMeConfig(MethodConfig):
+    pass
+
+
+@register_attack
+class EditMe(DownstreamAttack):
+    id = "edit_me"
+    Config = EditMeConfig
+    citation = "a test"
+
+    def craft_downstream(self, ctx):
+        base = torch.randperm(len(ctx.train_labels), generator=ctx.generator)[: ctx.budget]
+        return DownstreamPoison(images=ctx.train_images[base].clone(), labels=(ctx.train_labels[base] + 1) % ctx.num_classes,
+                                base_indices=base)
+'''
+
+
+def test_dependencies_name_the_engine_the_track_and_the_plugins() -> None:
+    files = dependencies("downstream", [str(ROOT / "attacks" / "gc.py"), str(ROOT / "defenses" / "dp_sgd.py")])
+    assert set(ENGINE_FILES) <= set(files)
+    assert {"benchmark/tracks/downstream.py", "attacks/gc.py", "attacks/_common.py", "defenses/dp_sgd.py"} <= set(files)
+    assert "benchmark/tracks/pretrain_targeted.py" not in files
+    assert all((ROOT / f).exists() for f in files)
+
+
+def test_a_record_without_hashes_or_from_a_dirty_tree_is_stale() -> None:
+    assert staleness({"provenance": {"sources": {}}})
+    files = {"attacks/gc.py": "0" * 16}
+    assert any("attacks/gc.py changed" in r for r in staleness({"provenance": {"sources": {"files": files}}}))
+
+
+def _run(args: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "POISONBENCH_PROGRESS": "0", "POISONBENCH_PLUGINS": ""}
+    subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+
+
+def _records(results: Path) -> list[dict]:
+    records = []
+    for path in sorted(results.rglob("*.json")):
+        record = json.loads(path.read_text())
+        record["provenance"]["code"]["dirty"] = False  # this check is about the edited file, not the checkout
+        path.write_text(json.dumps(record))
+        records.append(record)
+    return records
+
+
+def test_editing_an_attack_makes_its_records_stale_and_run_stale_recomputes_them(tmp_path: Path) -> None:
+    from tests.conftest import TINY_SUITE
+
+    package = tmp_path / "edited_plugins"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    module = package / "edit_me.py"
+    module.write_text(PLUGIN)
+    raw = {**TINY_SUITE, "scenarios": TINY_SUITE["scenarios"][:1]}
+    raw["tracks"] = {"downstream": {**TINY_SUITE["tracks"]["downstream"], "attacks": ["none", "edit_me"]}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(raw))
+    args = ["run", "--suite", str(tmp_path / "suite.yaml"), "--results-dir", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-leaderboard", "--plugins", "edited_plugins.edit_me"]
+    _run(args, tmp_path)
+    first = _records(tmp_path / "results")
+    assert len(first) == 2 and stale_report(tmp_path / "results") == ""
+
+    module.write_text(PLUGIN + "\n# an edit\n")
+    report = stale_report(tmp_path / "results")
+    assert "1 result(s) of suite tiny" in report and "edit_me.py changed" in report and "__edit_me__" in report
+    assert "--stale" in report
+
+    _run([*args, "--stale"], tmp_path)
+    second = _records(tmp_path / "results")
+    assert stale_report(tmp_path / "results") == ""
+    walls = {r["cell_id"]: r["provenance"]["wall_seconds"] for r in first}
+    recomputed = [r["cell_id"] for r in second if r["provenance"]["wall_seconds"] != walls[r["cell_id"]]]
+    assert len(recomputed) == 1 and "__edit_me__" in recomputed[0]  # the `none` cell was not touched
