@@ -10,6 +10,7 @@ in ``attacks/`` and ``defenses/`` is picked up with no list to edit, and each mu
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -118,29 +119,60 @@ def tensors_of(poison: Any) -> dict[str, Any]:
     return {k: getattr(poison, k) for k in poison.__dataclass_fields__ if k != "diagnostics"}
 
 
-@pytest.mark.parametrize(("attack_id", "track"), ATTACK_TRACKS)
-def test_attack_is_deterministic_valid_and_leaves_its_inputs_alone(attack_id: str, track: str, tmp_path: Path) -> None:
-    cls, settings = ATTACK_CLASSES[attack_id], smoke_settings("attack", attack_id, track)
+def check_attack_contract(cls: Any, settings: dict[str, Any], track: str, tmp_path: Path) -> None:
+    """Deterministic under a seed, valid for its track's validator, inputs untouched (AssertionError or
+    ThreatModelViolation otherwise)."""
     ctx = attack_context(track, tmp_path, seed=3)
     given = (ctx.train_images, ctx.train_labels, ctx.train_features) if track == "downstream" else (ctx.images, ctx.labels)
     before = fingerprint(*given)
     first = craft(cls, settings, track, ctx)
-    assert fingerprint(*given) == before, f"{attack_id} mutated its inputs"
+    assert fingerprint(*given) == before, f"{cls.id} mutated its inputs"
     second = craft(cls, settings, track, attack_context(track, tmp_path, seed=3))
     for name, value in tensors_of(first).items():
         other = tensors_of(second)[name]
-        assert (torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other), f"{attack_id}.{name} is not deterministic"
+        assert (torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other), f"{cls.id}.{name} is not deterministic"
     if track == "downstream":
+        assert isinstance(first, DownstreamPoison)
         validate_downstream(first, space=cls.space, budget=ctx.budget, image_shape=tuple(ctx.train_images.shape[1:]),
                             feature_dim=ctx.extractor.feature_dim, num_classes=10, train_images=ctx.train_images,
                             input_epsilon=None)
-        assert isinstance(first, DownstreamPoison)
     elif track == "pretrain-availability":
         assert isinstance(first, AvailabilityPoison)
         validate_availability(first, budget=ctx.budget, images=ctx.images, epsilon=ctx.epsilon)
     else:
         assert isinstance(first, TargetedPoison)
         validate_targeted(first, budget=ctx.budget, image_shape=tuple(ctx.images.shape[1:]), num_classes=10)
+
+
+@pytest.mark.parametrize(("attack_id", "track"), ATTACK_TRACKS)
+def test_attack_is_deterministic_valid_and_leaves_its_inputs_alone(attack_id: str, track: str, tmp_path: Path) -> None:
+    check_attack_contract(ATTACK_CLASSES[attack_id], smoke_settings("attack", attack_id, track), track, tmp_path)
+
+
+@pytest.mark.parametrize("breakage", ["unseeded", "mutates", "over budget"])
+def test_a_broken_attack_fails_the_contract(breakage: str, tmp_path: Path) -> None:
+    """The contract catches what a broken submission does (the same checks every module gets)."""
+    from benchmark.api import MethodConfig
+    from benchmark.validation import ThreatModelViolation
+
+    class Broken(ATTACK_CLASSES["label_flip"]):  # type: ignore[misc, valid-type]
+        id = "broken"
+
+        def craft_downstream(self, ctx: Any) -> DownstreamPoison:
+            poison = super().craft_downstream(ctx)
+            if breakage == "unseeded":  # draws from the operating system, not from ctx.generator
+                fresh = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+                labels = torch.randint(0, 10, poison.labels.shape, generator=fresh)
+                return DownstreamPoison(images=poison.images, labels=labels, base_indices=poison.base_indices)
+            if breakage == "mutates":
+                ctx.train_labels[:3] = (ctx.train_labels[:3] + 1) % 10
+                return poison
+            n = ctx.budget + 1
+            return DownstreamPoison(images=ctx.train_images[:n].clone(), labels=ctx.train_labels[:n].clone())
+
+    assert issubclass(Broken.Config, MethodConfig)
+    with pytest.raises((AssertionError, ThreatModelViolation)):
+        check_attack_contract(Broken, {}, "downstream", tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ defenses
