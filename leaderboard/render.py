@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -192,21 +193,45 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
         lines += ["No results yet: run `python -m benchmark run`.", ""]
         return "\n".join(lines), problems
     df = _rows(records)
+    body: list[str] = []
     for tier in [t for t in TIER_ORDER if t in set(df["tier"])]:
         for suite in sorted(set(df[df["tier"] == tier]["suite"])):
             sdf = df[(df["tier"] == tier) & (df["suite"] == suite)]
-            lines += [f"## Tier `{tier}`: suite `{suite}`", "", f"*{TIER_NOTES[tier]}.*", ""]
+            body += [f"## Tier `{tier}`: suite `{suite}`", "", f"*{TIER_NOTES[tier]}.*", ""]
             for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
                 section = _track_section(sdf[sdf["track"] == track], track)
                 if tier in SMALL_SCALE_NOTES.get(track, {}):  # right under the track's heading
                     section[2:2] = [f"*{SMALL_SCALE_NOTES[track][tier]}*", ""]
-                lines += section
+                body += section
     bad = df[df["status"] != "ok"]
     if len(bad):
-        lines += ["## Cells not on the board", "", "Cells whose attack broke the threat model (`invalid`) or that failed (`error`).", ""]
-        body = [[r.tier, r.track, r.cell_id, r.status, r.message[:160]] for r in bad.sort_values(["tier", "track", "cell_id"]).itertuples()]
-        lines += [tabulate(body, headers=["tier", "track", "cell", "status", "message"], tablefmt="github", disable_numparse=True), ""]
+        body += ["## Cells not on the board", "",
+                 "Cells whose attack broke the threat model (`invalid`), ran past the time limit (`timeout`) or failed (`error`).", ""]
+        rows = [[r.tier, r.track, r.cell_id, r.status, r.message[:160]] for r in bad.sort_values(["tier", "track", "cell_id"]).itertuples()]
+        body += [tabulate(rows, headers=["tier", "track", "cell", "status", "message"], tablefmt="github", disable_numparse=True), ""]
+    lines += headlines(df) + contents(body) + body
     return "\n".join(lines).rstrip() + "\n", problems
+
+
+def _anchor(heading: str, seen: dict[str, int]) -> str:
+    """GitHub's anchor for a heading (lower case, punctuation dropped, spaces to '-', '-N' for repeats)."""
+    text = re.sub(r"[^\w\- ]", "", heading.lstrip("#").strip().lower()).replace(" ", "-")
+    n = seen.get(text, 0)
+    seen[text] = n + 1
+    return text if n == 0 else f"{text}-{n}"
+
+
+def contents(body: list[str]) -> list[str]:
+    """A linked table of contents of the tier (##) and track (###) headings of ``body``."""
+    lines, seen = ["## Contents", ""], {"headlines": 1, "contents": 1}
+    for line in body:
+        if line.startswith("#### "):
+            _anchor(line, seen)
+        elif line.startswith(("## ", "### ")):
+            indent = "  " if line.startswith("### ") else ""
+            title = line.lstrip("#").strip()
+            lines.append(f"{indent}- [{title}](#{_anchor(line, seen)})")
+    return lines + [""]
 
 
 def _track_section(df: pd.DataFrame, track: str) -> list[str]:
@@ -309,3 +334,121 @@ def stale_report(results_dir: Path) -> str:
         lines += [f"  stale: {cell_id}" for cell_id, _ in stale[:20]] + ([f"  … and {len(stale) - 20} more"] if len(stale) > 20 else [])
         lines.append(f"  recompute exactly these: python -m benchmark run --suite {suite} --stale, then python -m benchmark leaderboard")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ headlines
+HEADLINE_METRICS: dict[str, tuple[str, str]] = {
+    # track → (metric the strongest attack is chosen by, its description)
+    "downstream": ("accuracy_drop", "test-accuracy drop of the linear head (points)"),
+    "pretrain-availability": ("accuracy_drop_poisoned_probe", "accuracy drop with the probe trained on the poisoned images (points)"),
+    "pretrain-targeted": ("asr_gain", "attack-success-rate gain over no attack on the same targets (points)"),
+}
+BUDGET_MEANING = {
+    "downstream": "budget = poisoned points added, as a fraction of the clean training set (ε_d)",
+    "pretrain-availability": "budget = fraction of pre-training images perturbed (p), each within ℓ∞ ε",
+    "pretrain-targeted": "budget = injected images, as a fraction of the pre-training set",
+}
+
+
+def _columns(df: pd.DataFrame) -> list[str]:
+    return ["encoder", "scenario", "budget", "constraint"]
+
+
+def _per_column(df: pd.DataFrame, col: str) -> dict[tuple, tuple[float, float]]:
+    """(encoder, scenario, budget, constraint) → (seed mean, seed std) of ``col`` in points."""
+    out = {}
+    for key, g in df.groupby(_columns(df), sort=True):
+        _, mean, std = _fmt(g[col], 100.0)
+        if not math.isnan(mean):
+            out[key] = (mean, std)
+    return out
+
+
+def _pooled(stats: dict[tuple, tuple[float, float]]) -> tuple[float, float]:
+    return _pool([m for m, _ in stats.values()], [s for _, s in stats.values()])
+
+
+def _pm(mean: float, spread: float) -> str:
+    return "" if math.isnan(mean) else f"{mean:.1f}" + ("" if math.isnan(spread) else f" ± {spread:.1f}")
+
+
+def _metric_column(df: pd.DataFrame, metric: str) -> str | None:
+    col = f"m:{metric}"
+    return col if col in df and not df[col].isna().all() else None
+
+
+def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], str | None]:
+    """Rows (attack, mean ± spread, columns won) sorted by mean, and the strongest input-space attack."""
+    metric, _ = HEADLINE_METRICS[track]
+    col = _metric_column(df, metric) or _metric_column(df, "accuracy_drop" if track != "pretrain-targeted" else "attack_success_rate")
+    undefended = df[(df["defense"] == "none") & (df["attack"] != "none")]
+    if col is None or undefended.empty:
+        return [], None
+    per_attack = {a: _per_column(g, col) for a, g in undefended.groupby("attack")}
+    columns = sorted({k for stats in per_attack.values() for k in stats})
+    wins = {a: 0 for a in per_attack}
+    for key in columns:
+        present = {a: stats[key][0] for a, stats in per_attack.items() if key in stats}
+        if present:
+            wins[max(present, key=lambda a: (present[a], a))] += 1
+    feature = set(undefended[undefended["space"] == "feature"]["attack"])
+    ranked = sorted(per_attack, key=lambda a: -_pooled(per_attack[a])[0])
+    rows = [[a + (" *(feature-space upper bound)*" if a in feature else ""), _pm(*_pooled(per_attack[a])),
+             f"{wins[a]} of {len(columns)}"] for a in ranked]
+    strongest = next((a for a in ranked if a not in feature), None)
+    return rows, strongest
+
+
+def _defense_rows(df: pd.DataFrame, track: str, attack: str) -> list[list[str]]:
+    """Each defense against ``attack``: accuracy restored (undefended drop − defended drop, same columns),
+    its clean cost (no attack) and, where reported, the privacy ε."""
+    metric, _ = HEADLINE_METRICS[track]
+    col = _metric_column(df, metric) if track != "pretrain-targeted" else _metric_column(df, "asr_gain")
+    col = col or _metric_column(df, "accuracy_drop" if track != "pretrain-targeted" else "attack_success_rate")
+    if col is None:
+        return []
+    base = _per_column(df[(df["attack"] == attack) & (df["defense"] == "none")], col)
+    rows = []
+    for defense in sorted(d for d in set(df["defense"]) if d != "none"):
+        defended = _per_column(df[(df["attack"] == attack) & (df["defense"] == defense)], col)
+        shared = sorted(set(base) & set(defended))
+        if not shared:
+            continue
+        restored = _pool([base[k][0] - defended[k][0] for k in shared],
+                         [math.sqrt(_nz(base[k][1]) ** 2 + _nz(defended[k][1]) ** 2) if not (math.isnan(base[k][1]) and math.isnan(defended[k][1])) else math.nan for k in shared])
+        cost_df = df[(df["attack"] == "none") & (df["defense"] == defense)]
+        cost = _pooled(_per_column(cost_df, "m:defense_cost")) if "m:defense_cost" in cost_df else (math.nan, math.nan)
+        eps = cost_df["m:privacy_epsilon"].dropna() if "m:privacy_epsilon" in cost_df else pd.Series(dtype=float)
+        rows.append([defense, _pm(*restored), _pm(*cost), f"{eps.mean():.2f}" if len(eps) else "–", len(shared), restored[0]])
+    rows.sort(key=lambda r: (-r[-1] if not math.isnan(r[-1]) else math.inf, r[0]))
+    return [r[:-1] for r in rows]
+
+
+def headlines(df: pd.DataFrame) -> list[str]:
+    """The first screen: per tier and track, the strongest attacks and what each defense gives back."""
+    lines = ["## Headlines", "",
+             "Per tier and track: the strongest attacks (mean over every encoder × scenario × budget × constraint "
+             "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is the "
+             "strongest), then each defense against the strongest input-space attack: **restored** = undefended drop − "
+             "defended drop on the same columns, **cost** = clean accuracy lost with the defense and no attack. "
+             "Numbers are points; the tier's scale note says what they can and cannot show.", ""]
+    ok = df[df["status"] == "ok"]
+    for tier in [t for t in TIER_ORDER if t in set(ok["tier"])]:
+        for suite in sorted(set(ok[ok["tier"] == tier]["suite"])):
+            sdf = ok[(ok["tier"] == tier) & (ok["suite"] == suite)]
+            seeds = sdf["seed"].nunique()
+            lines += [f"### {tier} tier (suite `{suite}`, {seeds} seed{'s' if seeds > 1 else ''})", ""]
+            for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
+                tdf = sdf[sdf["track"] == track]
+                attacks, strongest = _strongest_attacks(tdf, track)
+                if not attacks:
+                    continue
+                _, what = HEADLINE_METRICS[track]
+                lines += [f"**{track}** — {what}; {BUDGET_MEANING[track]}:", "",
+                          tabulate(attacks[:6], headers=["attack", "mean ± spread", "won"], tablefmt="github", disable_numparse=True), ""]
+                defenses = _defense_rows(tdf, track, strongest) if strongest else []
+                if defenses:
+                    lines += [f"Defenses against `{strongest}` (the strongest input-space attack here):", "",
+                              tabulate(defenses, headers=["defense", "restored", "cost", "privacy ε", "columns"],
+                                       tablefmt="github", disable_numparse=True), ""]
+    return lines
