@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON")
     board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     board.add_argument("--output", type=Path, default=Path("leaderboard/README.md"))
-    board.add_argument("--check", action="store_true", help="exit 1 if the rendered board differs from --output")
+    board.add_argument("--site", type=Path, default=Path("leaderboard/index.html"), help="the HTML page of the same board")
+    board.add_argument("--check", action="store_true",
+                       help="exit 1 if README.md, the page or a figure differs from what the results give, or a result is stale")
     plot = sub.add_parser("plot", help="draw figures (drop vs budget, per-SSL-method bars, defense cost) from result JSON")
     plot.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     plot.add_argument("--output-dir", type=Path, default=Path("leaderboard/plots"))
@@ -121,10 +123,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
     print(f"plugin isolation: {STATS.calls} plugin calls, {STATS.seconds:.1f} s in all, "
           f"{STATS.overhead_seconds:.1f} s of it process and transfer overhead")
-    if args.board is not None or (not args.no_leaderboard and args.results_dir.resolve() == DEFAULT_RESULTS.resolve()):
+    if args.board is not None:
         from leaderboard.render import write_leaderboard
 
-        print(f"leaderboard written to {write_leaderboard(args.results_dir, args.board or Path('leaderboard/README.md'))}")
+        print(f"board written to {write_leaderboard(args.results_dir, args.board)}")
+    elif not args.no_leaderboard and args.results_dir.resolve() == DEFAULT_RESULTS.resolve():
+        readme = Path("leaderboard/README.md")
+        print(f"leaderboard written to {write_board(args.results_dir, readme, readme.parent / 'index.html')}")
     elif not args.no_leaderboard:  # never overwrite the board with other results
         print(f"render these results with: python -m benchmark leaderboard --results-dir {args.results_dir} --output FILE")
     code = 1 if summary.by_status.get("error") else 0
@@ -193,26 +198,50 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboard.render import render_leaderboard, write_leaderboard
+    from leaderboard.render import render_leaderboard, stale_report
+    from leaderboard.site import render_site
 
-    if args.check:
-        from leaderboard.render import stale_report
-
-        text, problems = render_leaderboard(args.results_dir)
-        current = args.output.read_text() if args.output.exists() else ""
-        for p in problems:
-            print(f"invalid result: {p}", file=sys.stderr)
-        stale = stale_report(args.results_dir)
-        if stale:
-            print(stale, file=sys.stderr)
-        if text != current or problems:
-            print(f"{args.output} is stale: run `python -m benchmark leaderboard`", file=sys.stderr)
-        if text != current or problems or stale:
-            return 1
-        print(f"{args.output} is up to date, and every result matches the code in this tree")
+    plots_dir = args.output.parent / "plots"
+    if not args.check:
+        print(f"leaderboard written to {write_board(args.results_dir, args.output, args.site)}")
         return 0
-    print(f"leaderboard written to {write_leaderboard(args.results_dir, args.output)}")
+    text, problems = render_leaderboard(args.results_dir)
+    for p in problems:
+        print(f"invalid result: {p}", file=sys.stderr)
+    outdated = [path for path, fresh in ((args.output, text), (args.site, render_site(args.results_dir, plots_dir)))
+                if (path.read_text() if path.exists() else "") != fresh]
+    outdated += _outdated_plots(args.results_dir, plots_dir)
+    for path in outdated:
+        print(f"{path} is out of date: run `python -m benchmark leaderboard` (figures: `python -m benchmark plot`)",
+              file=sys.stderr)
+    stale = stale_report(args.results_dir)
+    if stale:
+        print(stale, file=sys.stderr)
+    if outdated or problems or stale:
+        return 1
+    print(f"{args.output}, {args.site} and the figures are up to date, and every result matches the code in this tree")
     return 0
+
+
+def write_board(results_dir: Path, readme: Path, site: Path) -> Path:
+    """README.md and the HTML page from the same result files."""
+    from leaderboard.render import write_leaderboard
+    from leaderboard.site import write_site
+
+    write_site(results_dir, readme.parent / "plots", site)
+    return write_leaderboard(results_dir, readme)
+
+
+def _outdated_plots(results_dir: Path, plots_dir: Path) -> list[Path]:
+    """Committed figures whose regenerated bytes differ (or that are missing or no longer made)."""
+    import tempfile
+
+    from leaderboard.plots import write_plots
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = {p.name: p.read_bytes() for p in write_plots(results_dir, Path(scratch))}
+    committed = {p.name: p.read_bytes() for p in plots_dir.glob("*.png") if not p.name.startswith("screenshot")}
+    return [plots_dir / name for name in sorted(set(fresh) | set(committed)) if fresh.get(name) != committed.get(name)]
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

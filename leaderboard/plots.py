@@ -2,17 +2,19 @@
 
 One PNG per (tier, suite) and figure kind, written to ``leaderboard/plots/`` by default:
 
-* ``<tier>-<suite>-downstream.png``: accuracy drop against the poison budget ε_d, one line per attack,
-  per scenario (no defense, no input constraint).
+* ``<tier>-<suite>-downstream.png``: accuracy drop against the poison budget ε_d, one line per input-space
+  attack, per scenario (no defense, no input constraint; feature-space upper bounds are left out so they do
+  not squash the axis: their numbers are on the board).
 * ``<tier>-<suite>-pretrain-availability.png``: accuracy drop per attack and SSL method, probe=clean
   (the published protocol) and probe=poisoned side by side (no defense).
+* ``<tier>-<suite>-pretrain-targeted.png``: attack-success-rate gain over no attack per attack and SSL method.
 * ``<tier>-<suite>-defenses.png``: per track, what each defense restores against the track's strongest
-  attack that every defense was run against (undefended minus defended drop; probe=poisoned for
-  pretrain-availability), against what it costs on clean data.
+  input-space attack (undefended minus defended drop; probe=poisoned for pretrain-availability) against what
+  it costs on clean data: the numbers of the board's headline tables.
 
-Each point is the mean over seeds of the per-seed mean over encoders (and budgets where they are pooled);
-error bars are the sample std over seeds, so a single-seed tier shows no bars. Titles name the tier: a
-smoke figure is never the published protocol.
+The statistic is the board's, stated once: the mean over the pooled (encoder, scenario, budget, constraint)
+columns of the per-column seed means, error bars = the pooled seed std; a single-seed tier has none and its
+titles say so. Titles name the tier: a smoke figure is never the published protocol.
 """
 
 from __future__ import annotations
@@ -25,46 +27,46 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from leaderboard.render import _rows, load_records  # noqa: E402
-
-PERCENT = 100.0
+from leaderboard.render import _rows, _strongest_attacks, defense_effects, load_records, pooled_by  # noqa: E402
 
 
-def _seed_stats(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
-    """Mean over everything but ``by`` + seed, then mean and sample std over seeds."""
-    col = f"m:{metric}"
-    per_seed = df.groupby(by + ["seed"], sort=True)[col].mean().reset_index()
-    if not by:
-        return pd.DataFrame([{"mean": per_seed[col].mean() * PERCENT, "std": per_seed[col].std() * PERCENT,
-                              "count": len(per_seed)}]).fillna({"std": 0.0}) if len(per_seed) else pd.DataFrame()
-    out = per_seed.groupby(by, sort=True)[col].agg(["mean", "std", "count"]).reset_index()
-    out[["mean", "std"]] *= PERCENT
-    return out.fillna({"std": 0.0})
+
+def _bars(ax: plt.Axes, stats: pd.DataFrame, groups: list[str], series: list[str], group_key: str, series_key: str) -> None:
+    width = 0.8 / max(1, len(series))
+    for j, name in enumerate(series):
+        g = stats[stats[series_key] == name].set_index(group_key).reindex(groups)
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, g["mean"], width, yerr=g["spread"].fillna(0.0), capsize=2, label=name)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(groups)), groups, rotation=20)
 
 
-def _title(fig: plt.Figure, tier: str, suite: str, what: str) -> None:
+def _title(fig: plt.Figure, df: pd.DataFrame, tier: str, suite: str, what: str) -> None:
     scale = "published protocol" if tier == "full" else f"{tier} tier, not the published protocol"
-    fig.suptitle(f"{what}: suite `{suite}` ({scale}); mean ± std over seeds", fontsize=10)
+    seeds = df["seed"].nunique()
+    stat = f"± pooled seed std, {seeds} seeds" if seeds > 1 else "1 seed: no spread"
+    fig.suptitle(f"{what}: suite `{suite}` ({scale}; {stat})", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
 
 
 def downstream_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
     sub = df[(df["track"] == "downstream") & (df["defense"] == "none") & (df["constraint"] == "unconstrained")
-             & (df["attack"] != "none")]
+             & (df["attack"] != "none") & (df["space"] != "feature")]
     if sub.empty or "m:accuracy_drop" not in sub:
         return None
     scenarios = sorted(set(sub["scenario"]))
     colour = {a: f"C{i % 10}" for i, a in enumerate(sorted(set(sub["attack"])))}
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4.2), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
-        stats = _seed_stats(sub[sub["scenario"] == scenario], ["attack", "budget"], "accuracy_drop")
+        stats = pooled_by(sub[sub["scenario"] == scenario], ["attack", "budget"], "accuracy_drop")
         for attack, g in stats.groupby("attack", sort=True):
-            ax.errorbar(g["budget"], g["mean"], yerr=g["std"], marker="o", capsize=3, color=colour[attack],
+            ax.errorbar(g["budget"], g["mean"], yerr=g["spread"].fillna(0.0), marker="o", capsize=3, color=colour[attack],
                         label=attack)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set(title=scenario, xlabel="poison budget ε_d (fraction of the training set)",
                ylabel="test-accuracy drop (points)")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    _title(fig, tier, suite, "Downstream attacks")
+    _title(fig, sub, tier, suite, "Downstream input-space attacks (feature-space upper bounds: see the board)")
     return fig
 
 
@@ -74,73 +76,63 @@ def availability_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure |
     metrics = [(m, t) for m, t in metrics if f"m:{m}" in sub and sub[f"m:{m}"].notna().any()]
     if sub.empty or not metrics:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False, sharey=True)
-    encoders = sorted(set(sub["encoder"]))
-    attacks = sorted(set(sub["attack"]))
-    width = 0.8 / len(encoders)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False, sharey=True)
+    encoders, attacks = sorted(set(sub["encoder"])), sorted(set(sub["attack"]))
     for ax, (metric, title) in zip(axes[0], metrics):
-        stats = _seed_stats(sub, ["attack", "encoder"], metric)
-        for j, encoder in enumerate(encoders):
-            g = stats[stats["encoder"] == encoder].set_index("attack").reindex(attacks)
-            xs = [i + (j - (len(encoders) - 1) / 2) * width for i in range(len(attacks))]
-            ax.bar(xs, g["mean"], width, yerr=g["std"], capsize=2, label=encoder)
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set_xticks(range(len(attacks)), attacks, rotation=20)
+        _bars(ax, pooled_by(sub, ["attack", "encoder"], metric), attacks, encoders, "attack", "encoder")
         ax.set(title=title, ylabel="linear-probe accuracy drop (points)")
     axes[0][0].legend(fontsize=7)
-    _title(fig, tier, suite, "Pre-training availability attacks")
+    _title(fig, sub, tier, suite, "Pre-training availability attacks")
+    return fig
+
+
+def targeted_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
+    sub = df[(df["track"] == "pretrain-targeted") & (df["defense"] == "none") & (df["attack"] != "none")]
+    if sub.empty or "m:asr_gain" not in sub or sub["m:asr_gain"].isna().all():
+        return None
+    encoders, attacks = sorted(set(sub["encoder"])), sorted(set(sub["attack"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    _bars(axes[0][0], pooled_by(sub, ["attack", "encoder"], "asr_gain"), attacks, encoders, "attack", "encoder")
+    axes[0][0].set(title="target inputs", ylabel="ASR gain over no attack (points)")
+    _bars(axes[0][1], pooled_by(sub, ["attack", "encoder"], "asr_gain_augmented"), attacks, encoders, "attack", "encoder")
+    axes[0][1].set(title="augmented views of the targets", ylabel="ASR gain over no attack (points)")
+    axes[0][0].legend(fontsize=7)
+    _title(fig, sub, tier, suite, "Pre-training targeted attacks")
     return fig
 
 
 def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
-    """Restored (undefended − defended drop vs the strongest attack) against clean cost, per track."""
-    rows = []
-    # pretrain-availability: the probe=poisoned column, the one where an attack separates at CPU scale
-    for track, metric in (("downstream", "accuracy_drop"), ("pretrain-availability", "accuracy_drop_poisoned_probe")):
-        sub = df[(df["track"] == track) & (df["constraint"] == "unconstrained")]
-        if sub.empty or len(set(sub["defense"])) < 2 or "m:defense_cost" not in sub:
+    """Restored against clean cost per defense, against each track's strongest input-space attack."""
+    panels = []
+    for track in ("downstream", "pretrain-availability"):
+        sub = df[df["track"] == track]
+        if sub.empty or len(set(sub["defense"])) < 2:
             continue
-        # the strongest attack among those every defense of the track was run against (a feature-space
-        # poison, for example, cannot go through an input-space defense)
-        pairs = sub.groupby("attack")["defense"].nunique()
-        defended = [a for a in pairs.index if a != "none" and pairs[a] == sub["defense"].nunique()]
-        undefended = sub[(sub["defense"] == "none") & sub["attack"].isin(defended)]
-        if undefended.empty:
-            continue
-        strongest = undefended.groupby("attack")[f"m:{metric}"].mean().idxmax()
-        attacked = sub[sub["attack"] == strongest]
-        base = _seed_stats(attacked[attacked["defense"] == "none"], [], metric)
-        for defense in sorted(set(sub["defense"]) - {"none"}):
-            drop = _seed_stats(attacked[attacked["defense"] == defense], [], metric)
-            cost = _seed_stats(sub[(sub["defense"] == defense) & (sub["attack"] == "none")], [], "defense_cost")
-            if drop.empty or cost.empty:
-                continue
-            rows.append({"track": track, "metric": metric, "attack": strongest, "defense": defense,
-                         "restored": float(base["mean"].iloc[0] - drop["mean"].iloc[0]),
-                         "restored_std": float(drop["std"].iloc[0]),
-                         "cost": float(cost["mean"].iloc[0]), "cost_std": float(cost["std"].iloc[0])})
-    if not rows:
+        _, strongest = _strongest_attacks(sub, track)
+        effects = defense_effects(sub, track, strongest) if strongest else []
+        if effects:
+            panels.append((track, strongest, effects))
+    if not panels:
         return None
-    table = pd.DataFrame(rows)
-    tracks = list(dict.fromkeys(table["track"]))
-    colour = {d: f"C{i}" for i, d in enumerate(sorted(set(table["defense"])))}  # same colour in every panel
-    fig, axes = plt.subplots(1, len(tracks), figsize=(5.5 * len(tracks), 4), squeeze=False)
-    for ax, track in zip(axes[0], tracks):
-        t = table[table["track"] == track]
-        for r in t.itertuples():
-            ax.errorbar(r.cost, r.restored, xerr=r.cost_std, yerr=r.restored_std, marker="o", capsize=3,
-                        color=colour[r.defense], label=r.defense)
+    colour = {d: f"C{i}" for i, d in enumerate(sorted({e["defense"] for _, _, es in panels for e in es}))}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
+    for ax, (track, attack, effects) in zip(axes[0], panels):
+        for e in effects:
+            ax.errorbar(e["cost"], e["restored"], xerr=0.0 if e["cost_spread"] != e["cost_spread"] else e["cost_spread"],
+                        yerr=0.0 if e["restored_spread"] != e["restored_spread"] else e["restored_spread"],
+                        marker="o", capsize=3, color=colour[e["defense"]], label=e["defense"])
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.axvline(0.0, color="grey", lw=0.8)
-        probe = " (probe=poisoned)" if t["metric"].iloc[0].endswith("poisoned_probe") else ""
-        ax.set(title=f"{track}: against `{t['attack'].iloc[0]}`", xlabel="clean accuracy lost (points)",
-               ylabel=f"accuracy restored under attack{probe} (points)")
+        probe = " (probe=poisoned)" if track == "pretrain-availability" else ""
+        ax.set(title=f"{track}: against `{attack}`", xlabel="clean accuracy lost (points)",
+               ylabel=f"accuracy restored{probe} (points)")
         ax.legend(fontsize=7)
-    _title(fig, tier, suite, "Defenses: restored vs cost")
+    _title(fig, df, tier, suite, "Defenses: restored vs cost")
     return fig
 
 
-FIGURES = {"downstream": downstream_figure, "pretrain-availability": availability_figure, "defenses": defenses_figure}
+FIGURES = {"downstream": downstream_figure, "pretrain-availability": availability_figure,
+           "pretrain-targeted": targeted_figure, "defenses": defenses_figure}
 
 
 def write_plots(results_dir: Path, output_dir: Path) -> list[Path]:

@@ -399,56 +399,92 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     return rows, strongest
 
 
-def _defense_rows(df: pd.DataFrame, track: str, attack: str) -> list[list[str]]:
-    """Each defense against ``attack``: accuracy restored (undefended drop − defended drop, same columns),
-    its clean cost (no attack) and, where reported, the privacy ε."""
+def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str, Any]]:
+    """Each defense against ``attack`` (numbers in points): ``restored`` = undefended − defended drop on the
+    columns both have (± the pooled spread of the difference), ``cost`` = clean accuracy lost with the defense
+    and no attack, the privacy ε where reported; sorted by what it restores. The board and the plots use it."""
     metric, _ = HEADLINE_METRICS[track]
-    col = _metric_column(df, metric) if track != "pretrain-targeted" else _metric_column(df, "asr_gain")
-    col = col or _metric_column(df, "accuracy_drop" if track != "pretrain-targeted" else "attack_success_rate")
+    col = _metric_column(df, metric) or _metric_column(df, "accuracy_drop" if track != "pretrain-targeted" else "attack_success_rate")
     if col is None:
         return []
     base = _per_column(df[(df["attack"] == attack) & (df["defense"] == "none")], col)
-    rows = []
+    effects = []
     for defense in sorted(d for d in set(df["defense"]) if d != "none"):
         defended = _per_column(df[(df["attack"] == attack) & (df["defense"] == defense)], col)
         shared = sorted(set(base) & set(defended))
         if not shared:
             continue
-        restored = _pool([base[k][0] - defended[k][0] for k in shared],
-                         [math.sqrt(_nz(base[k][1]) ** 2 + _nz(defended[k][1]) ** 2) if not (math.isnan(base[k][1]) and math.isnan(defended[k][1])) else math.nan for k in shared])
-        cost_df = df[(df["attack"] == "none") & (df["defense"] == defense)]
-        cost = _pooled(_per_column(cost_df, "m:defense_cost")) if "m:defense_cost" in cost_df else (math.nan, math.nan)
-        eps = cost_df["m:privacy_epsilon"].dropna() if "m:privacy_epsilon" in cost_df else pd.Series(dtype=float)
-        rows.append([defense, _pm(*restored), _pm(*cost), f"{eps.mean():.2f}" if len(eps) else "–", len(shared), restored[0]])
-    rows.sort(key=lambda r: (-r[-1] if not math.isnan(r[-1]) else math.inf, r[0]))
-    return [r[:-1] for r in rows]
+        spreads = [math.nan if math.isnan(base[k][1]) and math.isnan(defended[k][1])
+                   else math.sqrt(_nz(base[k][1]) ** 2 + _nz(defended[k][1]) ** 2) for k in shared]
+        restored = _pool([base[k][0] - defended[k][0] for k in shared], spreads)
+        clean = df[(df["attack"] == "none") & (df["defense"] == defense)]
+        cost = _pooled(_per_column(clean, "m:defense_cost")) if "m:defense_cost" in clean else (math.nan, math.nan)
+        eps = clean["m:privacy_epsilon"].dropna() if "m:privacy_epsilon" in clean else pd.Series(dtype=float)
+        effects.append({"defense": defense, "restored": restored[0], "restored_spread": restored[1], "cost": cost[0],
+                        "cost_spread": cost[1], "privacy_epsilon": float(eps.mean()) if len(eps) else math.nan,
+                        "columns": len(shared)})
+    return sorted(effects, key=lambda e: (-e["restored"] if not math.isnan(e["restored"]) else math.inf, e["defense"]))
 
 
-def headlines(df: pd.DataFrame) -> list[str]:
-    """The first screen: per tier and track, the strongest attacks and what each defense gives back."""
-    lines = ["## Headlines", "",
-             "Per tier and track: the strongest attacks (mean over every encoder × scenario × budget × constraint "
-             "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is the "
-             "strongest), then each defense against the strongest input-space attack: **restored** = undefended drop − "
-             "defended drop on the same columns, **cost** = clean accuracy lost with the defense and no attack. "
-             "Numbers are points; the tier's scale note says what they can and cannot show.", ""]
+def _defense_rows(df: pd.DataFrame, track: str, attack: str) -> list[list[Any]]:
+    return [[e["defense"], _pm(e["restored"], e["restored_spread"]), _pm(e["cost"], e["cost_spread"]),
+             "–" if math.isnan(e["privacy_epsilon"]) else f"{e['privacy_epsilon']:.2f}", e["columns"]]
+            for e in defense_effects(df, track, attack)]
+
+
+def pooled_by(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """For each group of ``by``: the mean over its remaining (encoder, scenario, budget, constraint) columns
+    of the per-column seed means, and the pooled seed std: the board's statistic, for the plots."""
+    col = f"m:{metric}"
+    rows = []
+    if col in df:
+        for key, g in df.groupby(by, sort=True):
+            mean, spread = _pooled(_per_column(g, col))
+            if not math.isnan(mean):
+                rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "mean": mean, "spread": spread})
+    return pd.DataFrame(rows, columns=[*by, "mean", "spread"])
+
+
+HEADLINE_INTRO = ("Per tier and track: the strongest attacks (mean over every encoder × scenario × budget × constraint "
+                  "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is the "
+                  "strongest), then each defense against the strongest input-space attack: **restored** = undefended drop − "
+                  "defended drop on the same columns, **cost** = clean accuracy lost with the defense and no attack. "
+                  "Numbers are points; *paper protocol* is yes only for the `full` tier.")
+
+
+def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
+    """The headline section as blocks: ("h3", text), ("p", text), ("table", (headers, rows)); rendered to
+    markdown for README.md and to HTML for the page, from the same numbers."""
+    blocks: list[tuple[str, Any]] = []
     ok = df[df["status"] == "ok"]
     for tier in [t for t in TIER_ORDER if t in set(ok["tier"])]:
         for suite in sorted(set(ok[ok["tier"] == tier]["suite"])):
             sdf = ok[(ok["tier"] == tier) & (ok["suite"] == suite)]
             seeds = sdf["seed"].nunique()
-            lines += [f"### {tier} tier (suite `{suite}`, {seeds} seed{'s' if seeds > 1 else ''})", ""]
+            protocol = "yes" if tier == "full" else "no"
+            blocks.append(("h3", f"{tier} tier (suite `{suite}`, {seeds} seed{'s' if seeds > 1 else ''}; paper protocol: {protocol})"))
             for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
                 tdf = sdf[sdf["track"] == track]
                 attacks, strongest = _strongest_attacks(tdf, track)
                 if not attacks:
                     continue
                 _, what = HEADLINE_METRICS[track]
-                lines += [f"**{track}** — {what}; {BUDGET_MEANING[track]}:", "",
-                          tabulate(attacks[:6], headers=["attack", "mean ± spread", "won"], tablefmt="github", disable_numparse=True), ""]
+                blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
+                           ("table", (["attack", "mean ± spread", "won"], attacks[:6]))]
                 defenses = _defense_rows(tdf, track, strongest) if strongest else []
                 if defenses:
-                    lines += [f"Defenses against `{strongest}` (the strongest input-space attack here):", "",
-                              tabulate(defenses, headers=["defense", "restored", "cost", "privacy ε", "columns"],
-                                       tablefmt="github", disable_numparse=True), ""]
+                    blocks += [("p", f"Defenses against `{strongest}` (the strongest input-space attack here):"),
+                               ("table", (["defense", "restored", "cost", "privacy ε", "columns"], defenses))]
+    return blocks
+
+
+def headlines(df: pd.DataFrame) -> list[str]:
+    """The first screen of README.md: per tier and track, the strongest attacks and what each defense gives
+    back (see :func:`headline_blocks`)."""
+    lines = ["## Headlines", "", HEADLINE_INTRO, ""]
+    for kind, payload in headline_blocks(df):
+        if kind == "table":
+            lines += [tabulate(payload[1], headers=payload[0], tablefmt="github", disable_numparse=True), ""]
+        else:
+            lines += [f"### {payload}" if kind == "h3" else payload, ""]
     return lines
