@@ -72,12 +72,23 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "message": r["message"], "encoder": f"{c['encoder']['method']}/{c['encoder']['backbone']}",
             "scenario": f"{c['scenario']['name']} ({c['scenario']['pretrain']}→{c['scenario']['downstream']})",
             "attack": c["attack"]["name"], "defense": c["defense"]["name"], "budget": c["budget"],
-            "constraint": "unconstrained" if c.get("input_epsilon") is None else f"ℓ∞ ≤ {c['input_epsilon']:.4g}",
+            "constraint": "unconstrained" if c.get("input_epsilon") is None else f"ℓ∞ ≤ {epsilon_label(c['input_epsilon'])}",
             "seed": c["seed"], "space": r["details"].get("attack_space", "input"),
+            "attack_id": c["attack"]["id"], "defense_id": c["defense"]["id"],
+            "attack_settings": json.dumps(c["attack"].get("settings") or {}, sort_keys=True),
+            "defense_settings": json.dumps(c["defense"].get("settings") or {}, sort_keys=True),
+            "attack_module": ((r["provenance"].get("sources") or {}).get("attack") or {}).get("module"),
+            "defense_module": ((r["provenance"].get("sources") or {}).get("defense") or {}).get("module"),
         }
         row.update({f"m:{k}": v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def epsilon_label(eps: float) -> str:
+    """ε as the papers write it: 8/255 rather than 0.03137."""
+    steps = eps * 255
+    return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-6 else f"{eps:.4g}"
 
 
 def _fmt(values: pd.Series, scale: float) -> tuple[str, float, float]:
@@ -209,6 +220,7 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
                  "Cells whose attack broke the threat model (`invalid`), ran past the time limit (`timeout`) or failed (`error`).", ""]
         rows = [[r.tier, r.track, r.cell_id, r.status, r.message[:160]] for r in bad.sort_values(["tier", "track", "cell_id"]).itertuples()]
         body += [tabulate(rows, headers=["tier", "track", "cell", "status", "message"], tablefmt="github", disable_numparse=True), ""]
+    body += published_section(df) + methods_section(df)
     lines += headlines(df) + contents(body) + body
     return "\n".join(lines).rstrip() + "\n", problems
 
@@ -263,7 +275,8 @@ DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
     "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points), probe=clean"),
                               ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), probe=poisoned")],
     "pretrain-targeted": [("asr_gain", "attack-success-rate gain over no attack (points)"),
-                          ("attack_success_rate", "attack success rate (%)"), ("clean_accuracy", "clean accuracy (%)")],
+                          ("attack_success_rate", "attack success rate (%)"),
+                          ("poisoned_accuracy", "clean-test accuracy of the poisoned victim (%)")],
 }
 
 
@@ -393,7 +406,8 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
             wins[max(present, key=lambda a: (present[a], a))] += 1
     feature = set(undefended[undefended["space"] == "feature"]["attack"])
     ranked = sorted(per_attack, key=lambda a: -_pooled(per_attack[a])[0])
-    rows = [[a + (" *(feature-space upper bound)*" if a in feature else ""), _pm(*_pooled(per_attack[a])),
+    modules = _modules(undefended, "attack")
+    rows = [[_linked(a, modules) + (" *(feature-space upper bound)*" if a in feature else ""), _pm(*_pooled(per_attack[a])),
              f"{wins[a]} of {len(columns)}"] for a in ranked]
     strongest = next((a for a in ranked if a not in feature), None)
     return rows, strongest
@@ -427,7 +441,8 @@ def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str,
 
 
 def _defense_rows(df: pd.DataFrame, track: str, attack: str) -> list[list[Any]]:
-    return [[e["defense"], _pm(e["restored"], e["restored_spread"]), _pm(e["cost"], e["cost_spread"]),
+    modules = _modules(df, "defense")
+    return [[_linked(e["defense"], modules), _pm(e["restored"], e["restored_spread"]), _pm(e["cost"], e["cost_spread"]),
              "–" if math.isnan(e["privacy_epsilon"]) else f"{e['privacy_epsilon']:.2f}", e["columns"]]
             for e in defense_effects(df, track, attack)]
 
@@ -488,3 +503,78 @@ def headlines(df: pd.DataFrame) -> list[str]:
         else:
             lines += [f"### {payload}" if kind == "h3" else payload, ""]
     return lines
+
+
+
+# ------------------------------------------------------------------------------------------ methods, papers
+def _modules(df: pd.DataFrame, kind: str) -> dict[str, str]:
+    """Suite name → the plugin module that computed it (``attacks.gc``)."""
+    col = f"{kind}_module"
+    return {} if col not in df else {n: m for n, m in zip(df[kind], df[col]) if isinstance(m, str)}
+
+
+def _module_path(module: str) -> str:
+    return module.replace(".", "/") + ".py"
+
+
+def _linked(name: str, modules: dict[str, str]) -> str:
+    """``name`` linked to its module's source (relative to ``leaderboard/``)."""
+    return f"[{name}](../{_module_path(modules[name])})" if name in modules else name
+
+
+def citation_of(module: str) -> str:
+    """The first paragraph of a plugin module's docstring (its paper), read without importing it."""
+    import ast
+
+    path = Path(__file__).resolve().parent.parent / _module_path(module)
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    except (OSError, SyntaxError):
+        return ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def methods_section(df: pd.DataFrame) -> list[str]:
+    """Every attack and defense on the board: its suite name, registry id and settings, module and paper."""
+    rows = []
+    for kind in ("attack", "defense"):
+        entries = df[[kind, f"{kind}_id", f"{kind}_settings", f"{kind}_module"]].drop_duplicates()
+        for name, plugin_id, settings, module in sorted(entries.itertuples(index=False, name=None), key=lambda e: (e[0], e[2])):
+            if plugin_id == "none":
+                continue
+            link = f"[`{_module_path(module)}`](../{_module_path(module)})" if isinstance(module, str) else ""
+            rows.append([kind, name, plugin_id, settings if settings != "{}" else "defaults", link,
+                         citation_of(module) if isinstance(module, str) else ""])
+    if not rows:
+        return []
+    return ["## Methods", "", "Each attack and defense on the board: the name a suite gives it, its registry id and the "
+            "settings that suite sets (the rest are the module's defaults), its module and its paper.", "",
+            tabulate(rows, headers=["kind", "name", "id", "settings", "module", "paper"], tablefmt="github",
+                     disable_numparse=True), ""]
+
+
+def published_section(df: pd.DataFrame) -> list[str]:
+    """Published numbers (leaderboard/published.yaml) beside ours from the ``full`` tier, the only tier that
+    follows a paper's protocol."""
+    import yaml
+
+    path = Path(__file__).resolve().parent / "published.yaml"
+    anchors = yaml.safe_load(path.read_text()) if path.exists() else []
+    full = df[(df["tier"] == "full") & (df["status"] == "ok") & (df["defense"] == "none")]
+    rows = []
+    for anchor in anchors or []:
+        for v in anchor["values"]:
+            col = f"m:{anchor['metric']}"
+            match = full[(full["track"] == anchor["track"]) & (full["attack"] == v["attack"])
+                         & full["encoder"].str.startswith(v["method"] + "/")
+                         & full["scenario"].str.contains(anchor["scenario"], regex=False)] if len(full) else full
+            ours = _fmt(match[col], 100.0)[0] if col in match and len(match) else "— (no full-tier result yet)"
+            rows.append([anchor["track"], v["method"], v["attack"], anchor["metric"], f"{v['value']:.1f}", ours,
+                         anchor["protocol"], anchor["source"]])
+    if not rows:
+        return []
+    return ["## Published numbers", "", "Verified published numbers (%) beside the `full` tier's (the paper protocol). "
+            "The `smoke` and `cpu` tiers use other data and models (*paper protocol: no*): their numbers are not "
+            "comparable to these.", "",
+            tabulate(rows, headers=["track", "method", "attack", "metric", "published", "ours (full tier)", "protocol", "source"],
+                     tablefmt="github", disable_numparse=True), ""]
