@@ -259,14 +259,19 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
             for metric, title in DEFENSE_MATRIX_METRICS.get(track, []):
                 matrix = _defense_matrix(cdf, metric)
                 if matrix:
-                    lines += [f"#### scenario {scenario}, {constraint}: attacks × defenses, {title}; mean over encoders and budgets ± pooled seed std", "", matrix, ""]
+                    short = scenario.split(" ")[0]
+                    lines += [f"#### {short} · {constraint} · attacks × defenses · `{metric}`", "",
+                              f"*Scenario {scenario}, {constraint}: {title}; mean over encoders and budgets ± pooled seed std.*",
+                              "", matrix, ""]
             for defense in sorted(set(cdf["defense"]), key=lambda d: (d != "none", d)):
                 ddf = cdf[cdf["defense"] == defense]
                 for metric, title, higher in TRACK_TABLES[track]:
                     table = _metric_table(ddf, metric, higher)
                     if table:
-                        where = f"scenario {scenario}, {constraint}, defense `{defense}`"
-                        lines += [f"#### {where}: {title}", "", table, ""]
+                        short = scenario.split(" ")[0]
+                        lines += [f"#### {short} · {constraint} · defense `{defense}` · `{metric}`", "",
+                                  f"*Scenario {scenario}, {constraint}, defense `{defense}`: {title}; "
+                                  "mean ± sample std over seeds (n) per column.*", "", table, ""]
     return lines
 
 
