@@ -220,7 +220,7 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
                  "Cells whose attack broke the threat model (`invalid`), ran past the time limit (`timeout`) or failed (`error`).", ""]
         rows = [[r.tier, r.track, r.cell_id, r.status, r.message[:160]] for r in bad.sort_values(["tier", "track", "cell_id"]).itertuples()]
         body += [tabulate(rows, headers=["tier", "track", "cell", "status", "message"], tablefmt="github", disable_numparse=True), ""]
-    body += published_section(df) + methods_section(df)
+    body += published_section(df) + methods_section(df) + figures_section(Path(results_dir).parent / "plots")
     lines += headlines(df) + contents(body) + body
     return "\n".join(lines).rstrip() + "\n", problems
 
@@ -583,3 +583,14 @@ def published_section(df: pd.DataFrame) -> list[str]:
             "comparable to these.", "",
             tabulate(rows, headers=["track", "method", "attack", "metric", "published", "ours (full tier)", "protocol", "source"],
                      tablefmt="github", disable_numparse=True), ""]
+
+
+def figures_section(plots_dir: Path) -> list[str]:
+    """Links to every figure beside the board (``python -m benchmark plot``; ``examples`` for the poisoned
+    images; ``leaderboard --screenshot`` for the page)."""
+    figures = sorted(plots_dir.glob("*.png")) if plots_dir.is_dir() else []
+    if not figures:
+        return []
+    return ["## Figures", "", "The same numbers as figures (`python -m benchmark plot`), clean vs poisoned images per "
+            "attack (`python -m benchmark examples`) and the HTML page of this board ([index.html](index.html)):", ""] + [
+            f"- [{p.stem}](plots/{p.name})" for p in figures] + [""]

@@ -166,6 +166,12 @@ def render_site(results_dir: Path, plots_dir: Path) -> str:
         for png in sorted(Path(plots_dir).glob(f"{tier}-*.png")):
             out.append(f'<img src="plots/{html.escape(png.name)}" alt="{html.escape(png.stem)}">')
         out.append("</section>")
+    examples = sorted(Path(plots_dir).glob("examples-*.png"))
+    if examples:
+        out.append('<section id="examples"><h3>Poisoned examples</h3><p class="note">Clean vs poisoned images per attack '
+                   "(<code>python -m benchmark examples</code>).</p>")
+        out += [f'<img src="plots/{html.escape(p.name)}" alt="{html.escape(p.stem)}">' for p in examples]
+        out.append("</section>")
     out.append("</section>")
     out += _cells_html(df, records)
     return "\n".join(out + ["</body></html>"]) + "\n"
@@ -174,4 +180,24 @@ def render_site(results_dir: Path, plots_dir: Path) -> str:
 def write_site(results_dir: Path, plots_dir: Path, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_site(results_dir, plots_dir))
+    return output
+
+
+def screenshot(page: Path, output: Path, *, width: int = 1400, height: int = 1600) -> Path:
+    """A PNG of ``page`` in headless Chromium (Selenium; Debian's chromium and chromium-driver)."""
+    import shutil
+
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+    try:
+        driver.get(Path(page).resolve().as_uri())
+        output.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(output))
+    finally:
+        driver.quit()
     return output

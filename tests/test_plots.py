@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+
+import pytest
 import sys
 from pathlib import Path
 
@@ -40,3 +42,14 @@ def test_plot_command_needs_no_torch_and_fails_without_results(tmp_path: Path) -
             f"{str(tmp_path / 'empty')!r}, '--output-dir', {str(tmp_path / 'out')!r}]; runpy.run_module('benchmark', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "no results to plot" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_the_examples_figure_shows_every_input_space_attack(tmp_path: Path) -> None:
+    """`python -m benchmark examples`: every input-space attack of the smoke suite crafts through the harness
+    and gets a row of clean | poisoned pairs (1-2 minutes)."""
+    from benchmark.examples import write_examples
+    from benchmark.suite import load_suite
+
+    out = write_examples(load_suite("smoke"), tmp_path / "examples.png", n=200)
+    assert out.stat().st_size > 50_000
