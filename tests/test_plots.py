@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-
-import pytest
 import sys
 from pathlib import Path
+
+import pytest
 
 from leaderboard.plots import write_plots
 
