@@ -469,7 +469,8 @@ HEADLINE_INTRO = ("Per tier and track: the strongest attacks (mean over every en
                   "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is the "
                   "strongest), then each defense against the strongest input-space attack: **restored** = undefended drop − "
                   "defended drop on the same columns, **cost** = clean accuracy lost with the defense and no attack. "
-                  "Numbers are points; *paper protocol* is yes only for the `full` tier.")
+                  "Numbers are points; *paper protocol* is yes only for the `full` tier: the published numbers are in "
+                  "[Published numbers](#published-numbers), beside the `full` tier's; the smaller tiers are not comparable to them.")
 
 
 def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
