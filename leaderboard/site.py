@@ -183,17 +183,25 @@ def write_site(results_dir: Path, plots_dir: Path, output: Path) -> Path:
     return output
 
 
-def screenshot(page: Path, output: Path, *, width: int = 1400, height: int = 1600) -> Path:
-    """A PNG of ``page`` in headless Chromium (Selenium; Debian's chromium and chromium-driver)."""
+def chrome_driver(*, width: int = 1400, height: int = 1000) -> Any:
+    """Headless Chromium through Selenium, with Debian's ``chromium`` and ``chromedriver`` (no download),
+    the browser console kept for reading (``driver.get_log("browser")``)."""
     import shutil
 
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},{height}",
+                "--allow-file-access-from-files"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+
+
+def screenshot(page: Path, output: Path) -> Path:
+    """A PNG of ``page`` in headless Chromium."""
+    driver = chrome_driver(height=1600)
     try:
         driver.get(Path(page).resolve().as_uri())
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -31,14 +31,10 @@ def test_the_page_is_deterministic_and_links_every_cell(tmp_path: Path) -> None:
 def browser():  # noqa: ANN201
     if not (CHROMIUM and DRIVER):
         pytest.skip("headless Chromium test skipped: no chromium/chromedriver on this machine (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="headless Chromium test skipped: selenium is not installed")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                "--allow-file-access-from-files"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+    pytest.importorskip("selenium.webdriver", reason="headless Chromium test skipped: selenium is not installed")
+    from leaderboard.site import chrome_driver
+
+    driver = chrome_driver()
     yield driver
     driver.quit()
 
