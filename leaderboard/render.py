@@ -220,7 +220,7 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
                  "Cells whose attack broke the threat model (`invalid`), ran past the time limit (`timeout`) or failed (`error`).", ""]
         rows = [[r.tier, r.track, r.cell_id, r.status, r.message[:160]] for r in bad.sort_values(["tier", "track", "cell_id"]).itertuples()]
         body += [tabulate(rows, headers=["tier", "track", "cell", "status", "message"], tablefmt="github", disable_numparse=True), ""]
-    body += published_section(df) + methods_section(df) + figures_section(Path(results_dir).parent / "plots")
+    body += published_section(df) + methods_section(df[df["status"] == "ok"]) + figures_section(Path(results_dir).parent / "plots")
     lines += headlines(df) + contents(body) + body
     return "\n".join(lines).rstrip() + "\n", problems
 
