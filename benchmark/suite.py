@@ -510,25 +510,38 @@ def _encoder_problems(enc: dict[str, Any], override: dict[str, Any], where: str)
     for key in sorted(set(override) & {"method", "backbone", "method_settings"}):
         problems.append(f"{where}.{key}: set under encoders, not in a track's recipe")
     override = {k: v for k, v in override.items() if k not in ("method", "backbone", "method_settings")}
-    seen: set[str] = set()  # a shared value's problem is reported once, under the mapping that sets it
-    hints = typing.get_type_hints(SSLRecipe)
-    for source, values in (("recipe" if where == "encoders" else "", recipe if where == "encoders" else {}), ("", override)):
-        for key, value in values.items():
-            if key in hints:
-                for p in value_problems(value, hints[key], f"{where}.{source + '.' if source else ''}{key}"):
-                    problems.append(p)
-                    seen.add(p.split(f".{key}", 1)[-1] + key)
+    # a shared value's type problem is reported once, under the mapping that sets it, and left out of the
+    # per-(method, backbone) checks; a range problem common to every combination is reported once too
+    shared_problems, shared = _typed_part(recipe, f"{where}.recipe") if where == "encoders" else ([], recipe)
+    override_problems, override = _typed_part(override, where)
+    problems += shared_problems + override_problems
+    reported: set[str] = set()
     for method in methods:
         for backbone in backbones:
-            settings = {**recipe, **(method_recipes.get(method) or {}), **override, "method": method, "backbone": backbone,
-                        "method_settings": per_method.get(method) or {}}
+            settings = {**shared, **(method_recipes.get(method) or {}), **override,
+                        "method": method, "backbone": backbone, "method_settings": per_method.get(method) or {}}
             for p in config_problems(SSLRecipe, settings, f"{where}[{method}/{backbone}]"):
-                tail = p.split("].", 1)[-1]
-                short = tail.split(":", 1)[1] + tail.split(":", 1)[0].split(".")[-1] if ":" in tail else tail
-                if p not in seen and short not in seen:
-                    seen.update((p, short))
+                tail = p.split("]", 1)[-1]
+                if tail not in reported:
+                    reported.add(tail)
                     problems.append(p)
     return problems
+
+
+def _typed_part(values: dict[str, Any], label: str) -> tuple[list[str], dict[str, Any]]:
+    """The type problems of a shared part of a recipe (``label.key: …``) and the part without the
+    ill-typed keys (so the per-combination checks do not repeat them)."""
+    from benchmark.pretrain import SSLRecipe
+
+    hints = typing.get_type_hints(SSLRecipe)
+    problems: list[str] = []
+    typed: dict[str, Any] = {}
+    for key, value in values.items():
+        wrong = value_problems(value, hints[key], f"{label}.{key}") if key in hints else []
+        problems += wrong
+        if not wrong:
+            typed[key] = value
+    return problems, typed
 
 
 def _validate_scenarios(scen: Any, problems: list[str], datasets: list[str]) -> set[str]:
