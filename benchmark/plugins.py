@@ -36,24 +36,25 @@ def import_submodules(package: str, path: Iterable[str]) -> None:
             importlib.import_module(f"{package}.{info.name}")
 
 
-def plugin_modules() -> tuple[str, ...]:
-    """Every plugin module name, found without importing any of them."""
+def plugin_modules(*, include_extra: bool = True) -> tuple[str, ...]:
+    """Every plugin module name, found without importing any of them (``include_extra=False``: only the
+    shipped ``attacks`` and ``defenses`` packages, not ``POISONBENCH_PLUGINS``)."""
     names: list[str] = []
     for package in PLUGIN_PACKAGES:
         spec = importlib.util.find_spec(package)
         locations = list(spec.submodule_search_locations or []) if spec else []
         names += [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(locations), key=lambda m: m.name)
                   if not m.name.startswith("_")]
-    extra = [m.strip() for m in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") if m.strip()]
+    extra = [m.strip() for m in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") if m.strip()] if include_extra else []
     return tuple(names + [m for m in extra if m not in names])
 
 
-def load_plugins() -> tuple[Registry[Any], Registry[Any]]:
+def load_plugins(*, include_extra: bool = True) -> tuple[Registry[Any], Registry[Any]]:
     """Import every plugin module into this process and return the populated registries (plugin
     processes, tests and tools only: the scoring process uses :func:`catalogue`)."""
     from benchmark.api import ATTACKS, DEFENSES
 
-    for module in plugin_modules():
+    for module in plugin_modules(include_extra=include_extra):
         importlib.import_module(module)
     return ATTACKS, DEFENSES
 

@@ -29,7 +29,7 @@ from benchmark.api import (
     TargetedPoison,
 )
 from benchmark.data import load_dataset
-from benchmark.plugins import PLUGIN_PACKAGES, import_submodules
+from benchmark.plugins import PLUGIN_PACKAGES, load_plugins
 from benchmark.pretrain import FeatureExtractor, SSLRecipe, make_extractor
 from benchmark.suite import SUITES_DIR, parse_yaml
 from benchmark.utils import seed_everything
@@ -37,17 +37,10 @@ from benchmark.validation import fingerprint, validate_availability, validate_do
 
 
 def _registered() -> tuple[dict[str, Any], dict[str, Any]]:
-    import importlib
-    import importlib.util
-
-    from benchmark.api import ATTACKS, DEFENSES
-
-    for package in PLUGIN_PACKAGES:
-        spec = importlib.util.find_spec(package)
-        import_submodules(package, list(spec.submodule_search_locations))
-    own = lambda cls: cls.__module__.split(".")[0] in PLUGIN_PACKAGES  # noqa: E731 - the shipped packages only
-    return ({n: ATTACKS.get(n) for n in ATTACKS.names() if own(ATTACKS.get(n))},
-            {n: DEFENSES.get(n) for n in DEFENSES.names() if own(DEFENSES.get(n))})
+    attacks, defenses = load_plugins(include_extra=False)
+    own = lambda cls: cls.__module__.split(".")[0] in PLUGIN_PACKAGES  # noqa: E731 - not the test fixtures
+    return ({n: attacks.get(n) for n in attacks.names() if own(attacks.get(n))},
+            {n: defenses.get(n) for n in defenses.names() if own(defenses.get(n))})
 
 
 ATTACK_CLASSES, DEFENSE_CLASSES = _registered()
