@@ -259,6 +259,7 @@ def generate(ctx: PretrainAttackContext, config: CPConfig, indices: torch.Tensor
 class ContrastivePoisoning(PretrainAvailabilityAttack):
     id = "cp"
     Config = CPConfig
+    paper_url = "https://arxiv.org/abs/2202.11202"
     citation = "He, Zha, Katabi, Indiscriminate Poisoning Attacks on Unsupervised Contrastive Learning, ICLR 2023"
 
     def craft_availability(self, ctx: PretrainAttackContext) -> AvailabilityPoison:

@@ -1,17 +1,30 @@
 """Feature-targeted attack with decoder inversion: Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning
 Attacks on Pre-trained Feature Extractors", SaTML 2024 (stages 1-3).
 
-Stage 1: GradPC target head; stage 2: gradient canceling in feature space → poisoned features ζ
-(:mod:`attacks._feature_gc`). Stage 3, decoder inversion: a decoder g: features → images is trained on the
-clean training images with the extractor f frozen (MSE between g(f(x)) and x; a linear layer to a
-(4·width, H/4, W/4) map, two stride-2 transposed convolutions, sigmoid, resized to H×W), held out 10 % to
-measure it; x_p = clamp(g(ζ), 0, 1), projected into the ε ball around the base image under an input
-constraint. The decoder is cached per (encoder, data, decoder config) through ``ctx.cached``; its
+Stage 1: GradPC target head; stage 2: gradient canceling in feature space → poisoned features ζ, kept in
+the clean-feature box by default (:mod:`attacks._feature_gc`). Stage 3, decoder inversion: a decoder
+g: features → images is trained on the clean training images with the extractor f frozen (MSE between
+g(f(x)) and x; a linear layer to a (4·width, H/4, W/4) map, two stride-2 transposed convolutions, a
+per-pixel output bias initialised at the logit of the mean training image, sigmoid; resized to H×W), held
+out 10 % to measure it; x_p = clamp(g(ζ), 0, 1), projected into the ε ball around the base image under an
+input constraint. The decoder is cached per (encoder, data, decoder config) through ``ctx.cached``; its
 initialisation and batch order come from ``decoder_seed`` (not the run generator), so a cache hit and a
 miss give the same decoder and the run's random stream does not depend on the cache.
 
-Diagnostics: ``decoder_mse`` (held-out reconstruction MSE) vs ``constant_mse`` (the mean training image
-as a constant predictor), ``feature_match_error`` = ‖f(x_p) − ζ‖_F / ‖ζ‖_F, plus GradPC/GC diagnostics.
+The per-pixel bias matters: without it the MSE-trained sigmoid decoder collapsed to an all-black output on
+digits (≈ 81 % zero pixels) and stayed worse than predicting the mean image (held-out MSE 0.089 vs 0.043
+at 10, 30 and 100 epochs, smoke SimCLR encoder, 1000 mnist5k images at 16 px). With it: 0.015 at 5 epochs,
+0.011 at 100 (≈ 30 s on one CPU thread). Defaults: 100 epochs, Adam 3e-3, batch 32.
+
+**Gate.** A decoder no better than the mean image makes the inversion meaningless, so after training (or
+on a cache hit) the attack raises :class:`DecoderGateError`, naming both numbers, unless
+``decoder_mse < decoder_gate × constant_mse`` (default 0.75: the decoder must explain at least a quarter
+of the held-out pixel variance around the mean image); the harness reports the cell as an error instead
+of a number. Measured ratios decoder_mse / constant_mse: 0.25–0.31 (mnist5k) and 0.12–0.17 (digits) with
+the smoke SimCLR encoder; 0.51–0.64 with a 1-step encoder on 200 images (the contract tests' tiny cell,
+still 0.51–0.57 at 100 epochs: the features, not the decoder, are the limit there); the old decoder 2.05. Diagnostics: ``decoder_mse`` (held-out reconstruction MSE) vs ``constant_mse``
+(the mean training image as a constant predictor), ``feature_match_error`` = ‖f(x_p) − ζ‖_F / ‖ζ‖_F, plus
+GradPC/GC diagnostics.
 """
 
 from __future__ import annotations
@@ -30,10 +43,11 @@ from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamP
 @dataclass(frozen=True, kw_only=True)
 class FTDecoderConfig(FeatureGCConfig):
     decoder_width: int = 32
-    decoder_epochs: int = 30
-    decoder_lr: float = 1e-3
-    decoder_batch_size: int = 128
+    decoder_epochs: int = 100
+    decoder_lr: float = 3e-3
+    decoder_batch_size: int = 32
     decoder_seed: int = 0
+    decoder_gate: float = 0.75  # the attack fails unless decoder_mse < decoder_gate × constant_mse
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -41,11 +55,17 @@ class FTDecoderConfig(FeatureGCConfig):
         check_range(problems, "decoder_epochs", self.decoder_epochs, 1, 100_000)
         check_range(problems, "decoder_lr", self.decoder_lr, 0.0, 10.0, low_open=True)
         check_range(problems, "decoder_batch_size", self.decoder_batch_size, 1, 1_000_000)
+        check_range(problems, "decoder_gate", self.decoder_gate, 0.0, 1e6, low_open=True)
         return problems
 
 
+class DecoderGateError(RuntimeError):
+    """The decoder reconstructs no better than the gate allows: its inversions would be meaningless."""
+
+
 class Decoder(nn.Module):
-    """features (N, D) → images (N, C, H, W) in [0, 1]."""
+    """features (N, D) → images (N, C, H, W) in [0, 1]; ``bias`` is a per-pixel output logit offset (set to
+    the logit of the mean training image before training)."""
 
     def __init__(self, feature_dim: int, shape: tuple[int, int, int], width: int) -> None:
         super().__init__()
@@ -60,12 +80,13 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(width, c, 3, padding=1),
         )
+        self.bias = nn.Parameter(torch.zeros(shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.up(self.fc(z).view(len(z), 4 * self.width, self.h0, self.w0))
         if tuple(x.shape[-2:]) != self.shape[1:]:
             x = F.interpolate(x, size=self.shape[1:], mode="bilinear", align_corners=False)
-        return torch.sigmoid(x)
+        return torch.sigmoid(x + self.bias)
 
 
 def train_decoder(features: torch.Tensor, images: torch.Tensor, cfg: FTDecoderConfig) -> dict[str, torch.Tensor]:
@@ -77,6 +98,8 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, cfg: FTDecoderCo
     order = torch.randperm(len(images), generator=gen).to(features.device)
     n_val = max(1, len(images) // 10)
     val, tr = order[:n_val], order[n_val:]
+    with torch.no_grad():  # start at (about) the mean image, not at a sigmoid that collapses to black
+        decoder.bias.copy_(torch.logit(images[tr].mean(0).clamp(1e-3, 1 - 1e-3)))
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.decoder_lr)
     for _ in range(cfg.decoder_epochs):
         perm = tr[torch.randperm(len(tr), generator=gen).to(features.device)]
@@ -97,13 +120,15 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, cfg: FTDecoderCo
 class FTDecoder(DownstreamAttack):
     id = "ft_decoder"
     Config = FTDecoderConfig
+    paper_url = "https://arxiv.org/abs/2402.12626"
     citation = ("Lu, Yang, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors, "
                 "SaTML 2024 (FT, decoder inversion)")
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
         cfg: FTDecoderConfig = self.config
+        decoder, stats = self._decoder(ctx)  # first: a decoder that fails its gate ends the cell before GC
+        check_gate(stats["decoder_mse"], stats["constant_mse"], cfg.decoder_gate)
         zeta, labels, base, diagnostics = feature_targeted_poison(cfg, ctx)
-        decoder, stats = self._decoder(ctx)
         diagnostics.update(stats)
         clean = ctx.train_images[base].to(ctx.device).float()
         with torch.no_grad():
@@ -117,7 +142,7 @@ class FTDecoder(DownstreamAttack):
         cfg: FTDecoderConfig = self.config
         images = ctx.train_images.to(ctx.device).float()
         features = ctx.train_features.to(ctx.device).float()
-        key = {"arch": "Decoder-v1", "width": cfg.decoder_width, "epochs": cfg.decoder_epochs, "lr": cfg.decoder_lr,
+        key = {"arch": "Decoder-v2", "width": cfg.decoder_width, "epochs": cfg.decoder_epochs, "lr": cfg.decoder_lr,
                "batch_size": cfg.decoder_batch_size, "seed": cfg.decoder_seed, "feature_dim": int(features.shape[1]),
                "image_shape": list(images.shape), "data_fingerprint": _fingerprint(images, features)}
         blob = ctx.cached("ft_decoder", key, lambda: train_decoder(features, images, cfg))
@@ -126,6 +151,15 @@ class FTDecoder(DownstreamAttack):
         decoder = decoder.to(ctx.device).eval().requires_grad_(False)
         return decoder, {"decoder_mse": float(blob["decoder_mse"].item()),
                          "constant_mse": float(blob["constant_mse"].item())}
+
+
+def check_gate(decoder_mse: float, constant_mse: float, gate: float) -> None:
+    """Raise :class:`DecoderGateError` unless ``decoder_mse < gate × constant_mse``."""
+    if not decoder_mse < gate * constant_mse:
+        raise DecoderGateError(
+            f"ft_decoder: the decoder's held-out MSE {decoder_mse:.4g} is not below decoder_gate {gate:g} × the "
+            f"mean-image MSE {constant_mse:.4g} (= {gate * constant_mse:.4g}); inverting ζ with it would be "
+            "meaningless. Train it longer (decoder_epochs, decoder_lr) or, knowingly, raise decoder_gate.")
 
 
 def _fingerprint(images: torch.Tensor, features: torch.Tensor) -> list[float]:

@@ -24,6 +24,7 @@ class LabelFlipConfig(MethodConfig):
 class LabelFlip(DownstreamAttack):
     id = "label_flip"
     Config = LabelFlipConfig
+    paper_url = "https://arxiv.org/abs/1206.6389"
     citation = "Biggio et al., Poisoning Attacks against Support Vector Machines, ICML 2012 (baseline)"
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:

@@ -3,21 +3,42 @@ Contrastive Learning", USENIX Security 2022.
 
 The attacker wants chosen *target inputs* classified as a *target class* by any downstream classifier
 built on the pre-trained encoder. It injects poisoning images that stitch a target input and a reference
-image of the target class side by side (both halves resized into one image of the dataset's size, the
-layout horizontal or vertical at random), so two random crops of a poisoning image often land one on
+image of the target class side by side, so that two random crops of a poisoning image often land one on
 each part and the contrastive loss pulls the target's features towards the target class.
 
-Target inputs are clean pre-training images of classes other than the target class (seeded); reference
-images are clean pre-training images of the target class. The number of injected images is the budget
-(floor(fraction · N)), spread evenly over the targets.
+Layout. Each part keeps its own size: a poisoning image is a canvas of twice the dataset's width
+(``layout = horizontal``, [target | reference], H × 2W) or height (``vertical``, 2H × W), the order of the
+two parts drawn at random per image. The victim crops each view from the whole canvas and resizes it to
+H × W (its RandomResizedCrop does exactly that, as the paper's data loader does), so a view can be mostly
+one part. Squeezing both parts into one H × W image (this module's earlier layout) leaves ≈ 0.4 % of
+positive pairs with one view mostly target and the other mostly reference at 16 px, crop scale 0.3–1:
+the mechanism almost never occurs. One layout per poison set (the harness takes one canvas shape).
+
+Targets and references. The targeted track hands the attacker a *target pool*: clean labelled inputs of
+the downstream task that are neither pre-training images nor downstream training images (so targets are
+never training points of the probe). Targets are seeded draws from the pool of classes other than the
+target class (and the decoy class); references are seeded draws of the reference class from the pool
+(``n_references`` per target; each poison of a target picks one of them). Without a pool (a context built
+outside the track) both come from the pre-training images. ``n_targets`` targets are attacked at once
+(the paper attacks one at a time; the track averages), at most one per injected image; the budget
+(floor(fraction · N) injected images) is spread evenly over them.
+
+Control. ``reference = decoy`` draws the references from a seeded *decoy* class (≠ the target class)
+while the goal stays the target class: the same number of stitched images of the same targets, but
+nothing pulling them towards the target class. Its target-probability gain should be ≈ 0 or negative
+(the targets move towards the decoy class instead): a baseline row for the default ``target_class``.
+
+Diagnostics: ``single_part_view_fraction``, the fraction of positive pairs (two independent views of a
+poisoning image, under the victim's own crop geometry: its augmentation without colour jitter, seeded,
+``DIAGNOSTIC_PAIRS`` pairs) in which one view is at least 75 % target and the other at least 75 %
+reference; ``reference_class``; the number of targets, poisons and poisons per target; the canvas size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from benchmark.api import (
     MethodConfig,
@@ -26,16 +47,21 @@ from benchmark.api import (
     TargetedPoison,
     register_attack,
 )
+from benchmark.augment import AugmentConfig, build_augmentation
 
-LAYOUTS = ("random", "horizontal", "vertical")
+LAYOUTS = ("horizontal", "vertical")
+REFERENCES = ("target_class", "decoy")
+DIAGNOSTIC_PAIRS = 4000  # positive pairs drawn to measure the single-part view fraction
+MOSTLY = 0.75  # a view is "mostly" one part when that part covers at least this share of it
 
 
 @dataclass(frozen=True, kw_only=True)
 class PoisonedEncoderConfig(MethodConfig):
-    n_targets: int = 10  # target inputs attacked at once (the paper attacks one at a time; ASR averages)
+    n_targets: int = 20  # target inputs attacked at once (the paper attacks one at a time; ASR averages)
     target_class: int | None = None  # None: drawn at random (seeded)
-    n_references: int = 10  # reference images of the target class per target input
-    layout: str = "random"  # stitching direction of each poisoning image
+    n_references: int = 10  # reference images per target input
+    layout: str = "horizontal"  # horizontal: [target | reference] on H × 2W; vertical: 2H × W
+    reference: str = "target_class"  # target_class (the paper) or decoy (control: references of another class)
 
     def problems(self) -> list[str]:
         problems: list[str] = []
@@ -47,60 +73,110 @@ class PoisonedEncoderConfig(MethodConfig):
             problems.append(f"target_class: {self.target_class} must be ≥ 0 or null")
         if self.layout not in LAYOUTS:
             problems.append(f"layout: {self.layout!r} must be one of {', '.join(LAYOUTS)}")
+        if self.reference not in REFERENCES:
+            problems.append(f"reference: {self.reference!r} must be one of {', '.join(REFERENCES)}")
         return problems
 
 
-def stitch(left: torch.Tensor, right: torch.Tensor, *, vertical: bool) -> torch.Tensor:
-    """One image of ``left``'s size holding both images, each resized to half of it (C, H, W)."""
-    _, h, w = left.shape
-    if vertical:
-        top, bottom = h // 2, h - h // 2
-        a = F.interpolate(left[None], size=(top, w), mode="bilinear", align_corners=False, antialias=True)
-        b = F.interpolate(right[None], size=(bottom, w), mode="bilinear", align_corners=False, antialias=True)
-        return torch.cat([a, b], dim=2)[0].clamp(0, 1)
-    first, second = w // 2, w - w // 2
-    a = F.interpolate(left[None], size=(h, first), mode="bilinear", align_corners=False, antialias=True)
-    b = F.interpolate(right[None], size=(h, second), mode="bilinear", align_corners=False, antialias=True)
-    return torch.cat([a, b], dim=3)[0].clamp(0, 1)
+def stitch(first: torch.Tensor, second: torch.Tensor, *, vertical: bool) -> torch.Tensor:
+    """The two (C, H, W) images side by side at their own size: (C, H, 2W), or (C, 2H, W) if ``vertical``."""
+    return torch.cat([first, second], dim=1 if vertical else 2).clamp(0, 1)
 
 
-def choose_targets(labels: torch.Tensor, num_classes: int, n_targets: int, target_class: int | None,
-                   generator: torch.Generator) -> tuple[int, torch.Tensor]:
-    """The target class and the indices of ``n_targets`` target inputs of other classes."""
-    if target_class is None:
-        target_class = int(torch.randint(0, num_classes, (1,), generator=generator))
-    others = torch.nonzero(labels != target_class).flatten()
-    order = others[torch.randperm(len(others), generator=generator)]
-    return target_class, order[:n_targets].sort().values
+def part_indicator(height: int, width: int, *, vertical: bool) -> torch.Tensor:
+    """A two-channel indicator of the canvas [target | reference] built by :func:`stitch` from H × W
+    parts: channel 0 is 1 on the target part, channel 1 on the reference part."""
+    target, reference = torch.ones(1, height, width), torch.zeros(1, height, width)
+    first = stitch(target, reference, vertical=vertical)
+    return torch.cat([first, 1 - first])
+
+
+def single_part_view_fraction(indicator: torch.Tensor, augment: AugmentConfig, *, image_size: int,
+                              pairs: int = DIAGNOSTIC_PAIRS, seed: int = 0, mostly: float = MOSTLY) -> float:
+    """The fraction of positive pairs of ``indicator`` (2, H', W': target and reference masks of a canvas)
+    in which one view is at least ``mostly`` target and the other at least ``mostly`` reference, each view
+    drawn by the victim's augmentation ``augment`` (colour jitter and grayscale off: only the geometry
+    counts) and resized to ``image_size``. Seeded; the global generators are left as they were."""
+    geometry = replace(augment, jitter_strength=0.0, jitter_prob=0.0, grayscale_prob=0.0)
+    pipeline = build_augmentation(geometry, image_size=image_size, channels=2)
+    batch = indicator[None].float().expand(pairs, -1, -1, -1).contiguous()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        share = []
+        for _ in range(2):
+            view = pipeline(batch).sum(dim=(2, 3))  # (pairs, 2): target and reference area of each view
+            share.append(view[:, 0] / view.sum(1).clamp_min(1e-12))
+    a, b = share
+    split = ((a >= mostly) & (b <= 1 - mostly)) | ((a <= 1 - mostly) & (b >= mostly))
+    return float(split.float().mean())
+
+
+def choose_class(num_classes: int, excluded: set[int], generator: torch.Generator) -> int:
+    """A seeded class outside ``excluded``."""
+    allowed = [c for c in range(num_classes) if c not in excluded]
+    if not allowed:
+        raise ValueError(f"no class left outside {sorted(excluded)} among {num_classes} classes")
+    return allowed[int(torch.randint(0, len(allowed), (1,), generator=generator))]
+
+
+def choose_targets(labels: torch.Tensor, excluded: set[int], n_targets: int, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of ``n_targets`` seeded inputs whose class is not in ``excluded``."""
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    for c in excluded:
+        keep &= labels != c
+    others = torch.nonzero(keep).flatten()
+    if len(others) == 0:
+        raise ValueError(f"no target input of a class outside {sorted(excluded)}")
+    return others[torch.randperm(len(others), generator=generator)[:n_targets]].sort().values
 
 
 @register_attack
 class PoisonedEncoder(PretrainTargetedAttack):
     id = "poisoned_encoder"
     Config = PoisonedEncoderConfig
+    paper_url = "https://arxiv.org/abs/2205.06401"
     citation = "Liu, Jia, Gong, PoisonedEncoder: Poisoning the Unlabeled Pre-training Data in Contrastive Learning, USENIX Security 2022"
 
     def craft_targeted(self, ctx: PretrainAttackContext) -> TargetedPoison:
         config: PoisonedEncoderConfig = self.config  # type: ignore[assignment]
         gen = ctx.generator
+        if ctx.target_pool_images is not None and ctx.target_pool_labels is not None:
+            pool_images, pool_labels = ctx.target_pool_images, ctx.target_pool_labels
+        else:  # a context built outside the track: the pre-training images stand in for the pool
+            pool_images, pool_labels = ctx.images, ctx.labels
         target_class = config.target_class
         if target_class is not None and target_class >= ctx.num_classes:
             raise ValueError(f"target_class {target_class} outside [0, {ctx.num_classes - 1}]")
-        target_class, targets = choose_targets(ctx.labels, ctx.num_classes, config.n_targets, target_class, gen)
-        pool = torch.nonzero(ctx.labels == target_class).flatten()
-        # each target input has its own reference set of the target class; its poisons draw from it
-        ref_sets = [pool[torch.randperm(len(pool), generator=gen)[: config.n_references]] for _ in targets]
+        if target_class is None:
+            target_class = choose_class(ctx.num_classes, set(), gen)
+        reference_class = target_class
+        if config.reference == "decoy":
+            reference_class = choose_class(ctx.num_classes, {target_class}, gen)
+        n_targets = min(config.n_targets, max(1, ctx.budget))  # a target without a poison is not attacked
+        targets = choose_targets(pool_labels, {target_class, reference_class}, n_targets, gen)
+        refs_of_class = torch.nonzero(pool_labels == reference_class).flatten()
+        if len(refs_of_class) == 0:
+            raise ValueError(f"no reference image of class {reference_class} in the target pool")
+        # each target input has its own reference set; its poisons draw from it
+        ref_sets = [refs_of_class[torch.randperm(len(refs_of_class), generator=gen)[: config.n_references]]
+                    for _ in targets]
+        vertical = config.layout == "vertical"
         images = []
         for i in range(ctx.budget):
             t, refs = int(targets[i % len(targets)]), ref_sets[i % len(targets)]
             ref = int(refs[int(torch.randint(0, len(refs), (1,), generator=gen))])
-            vertical = (config.layout == "vertical" or
-                        (config.layout == "random" and bool(torch.rand(1, generator=gen) < 0.5)))
             target_first = bool(torch.rand(1, generator=gen) < 0.5)
-            a, b = (ctx.images[t], ctx.images[ref]) if target_first else (ctx.images[ref], ctx.images[t])
+            a, b = (pool_images[t], pool_images[ref]) if target_first else (pool_images[ref], pool_images[t])
             images.append(stitch(a, b, vertical=vertical))
-        shape = (0, *ctx.images.shape[1:])
-        poison = torch.stack(images).float().contiguous() if images else torch.empty(shape)
-        return TargetedPoison(images=poison, target_images=ctx.images[targets].clone(), target_class=target_class,
-                              diagnostics={"n_targets": float(len(targets)), "n_poison": float(len(poison)),
-                                           "poisons_per_target": len(poison) / max(1, len(targets))})
+        c, h, w = pool_images.shape[1:]
+        canvas = (2 * h, w) if vertical else (h, 2 * w)
+        poison = torch.stack(images).float().contiguous() if images else torch.empty((0, c, *canvas))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        fraction = single_part_view_fraction(part_indicator(h, w, vertical=vertical), ctx.ssl.augment_config(),
+                                             image_size=int(ctx.images.shape[-1]), seed=seed)
+        diagnostics = {"n_targets": float(len(targets)), "n_poison": float(len(poison)),
+                       "poisons_per_target": len(poison) / max(1, len(targets)),
+                       "reference_class": float(reference_class), "canvas_height": float(canvas[0]),
+                       "canvas_width": float(canvas[1]), "single_part_view_fraction": fraction}
+        return TargetedPoison(images=poison, target_images=pool_images[targets].clone().float().contiguous(),
+                              target_class=target_class, diagnostics=diagnostics)

@@ -38,6 +38,7 @@ def uniform_like(x: torch.Tensor, low: float, high: float, generator: torch.Gene
 class RandomNoise(DownstreamAttack, PretrainAvailabilityAttack):
     id = "random_noise"
     Config = RandomNoiseConfig
+    paper_url = "https://arxiv.org/abs/2101.04898"
     citation = "Uniform-noise baseline (Huang et al., Unlearnable Examples, ICLR 2021)"
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:

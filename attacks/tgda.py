@@ -21,7 +21,12 @@ per epoch, 16 CG iterations, ε_d = 3 % of the data. Defaults here: 40 epochs (C
 step of 0.01, 20 follower GD steps of 0.1, 16 CG iterations, 20 % validation split.
 Diagnostics: ``leader_loss_start`` / ``leader_loss_end`` = the follower's validation CE (the quantity the
 leader drives UP; the leader's minimised loss is its negative), ``val_ce_refit`` = validation CE of a head
-refitted by L-BFGS on D_tr ∪ D_p.
+refitted by L-BFGS on D_tr ∪ D_p. Whether the schedule was long enough: ``tgda_objective_gain`` =
+leader_loss_end − leader_loss_start (what the game achieved), ``tgda_last_quarter_gain`` = the part of it
+made in the last quarter of the epochs (near 0: the game had levelled off; a large share of the gain:
+still climbing, more epochs would help), ``val_ce_refit_gain`` = val_ce_refit − leader_loss_start (the
+gain a victim refitted to convergence on the poisoned set actually sees; the start is the clean L-BFGS
+head's validation CE).
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ def conjugate_gradient(hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
 class TGDA(DownstreamAttack):
     id = "tgda"
     Config = TGDAConfig
+    paper_url = "https://arxiv.org/abs/2204.09092"
     citation = "Lu, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Neural Networks, TMLR 2022"
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
@@ -209,16 +215,21 @@ class _Game:
 
     def play(self) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad():
-            start = self.val_loss(self.w).item()
+            trajectory = [self.val_loss(self.w).item()]  # the follower's validation CE after each epoch
         for _ in range(self.cfg.epochs):
             self.leader_step()
             self.follower_steps()
+            with torch.no_grad():
+                trajectory.append(self.val_loss(self.w).item())
         with torch.no_grad():
             images = self.poisons()
-            end = self.val_loss(self.w).item()
             poison_f = self.ctx.extractor(images)
         refit = fit_linear_head(torch.cat([self.train_f, poison_f]), self.all_y, self.ctx.num_classes,
                                 l2=self.ctx.head.l2)
         with torch.no_grad():
             refit_ce = F.cross_entropy(refit.logits(self.val_f), self.val_y).item()
-        return images.detach(), {"leader_loss_start": start, "leader_loss_end": end, "val_ce_refit": refit_ce}
+        start, end = trajectory[0], trajectory[-1]
+        three_quarters = trajectory[(3 * self.cfg.epochs) // 4]
+        return images.detach(), {"leader_loss_start": start, "leader_loss_end": end, "val_ce_refit": refit_ce,
+                                 "tgda_objective_gain": end - start, "tgda_last_quarter_gain": end - three_quarters,
+                                 "val_ce_refit_gain": refit_ce - start}

@@ -103,7 +103,11 @@ class _Noise:
 class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
     id = "ue"
     Config = UEConfig
+    paper_url = "https://arxiv.org/abs/2101.04898"
     citation = "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021"
+    expected_null = {"downstream": "weak against a frozen encoder by design (Lu, Yang, Kamath, Yu, SaTML 2024): "
+                                   "error-minimising noise makes its points easy to fit, and a linear head on fixed "
+                                   "features is not kept from learning the clean points by that"}
 
     # ------------------------------------------------------------------------------ downstream
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:

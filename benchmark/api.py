@@ -265,6 +265,10 @@ class PretrainAttackContext:
     device: torch.device
     checkpoints: "CheckpointStore"  # where a long generation may checkpoint and resume (no path: the harness stores)
     cached: Callable[[str, Mapping[str, Any], Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+    # targeted track: clean labeled inputs of the downstream task, disjoint from the pre-training set and
+    # from the downstream training set; every returned target image must be one of them (exact copy)
+    target_pool_images: torch.Tensor | None = None  # (P, C, H, W) in [0, 1]; must not be mutated
+    target_pool_labels: torch.Tensor | None = None  # (P,) int64 labels of the downstream task
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,10 @@ class AvailabilityPoison:
 @dataclass(frozen=True)
 class TargetedPoison:
     """Extra unlabeled images injected into pre-training, with the attacker's goal: every image in
-    ``target_images`` should be classified as ``target_class`` by the downstream classifier."""
+    ``target_images`` (each an exact copy of an image of the context's target pool) should be classified as
+    ``target_class`` by the downstream classifier. ``images`` are (M, C, H', W') with the dataset's
+    channels and each side between the dataset's side and twice it (one shape for the whole set: a
+    stitched canvas; the victim crops each view from the whole image and resizes it)."""
 
     images: torch.Tensor
     target_images: torch.Tensor
@@ -298,6 +305,9 @@ class Attack(ABC):
     id: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     citation: ClassVar[str] = ""
+    paper_url: ClassVar[str] = ""  # where a reader finds the paper (the board links it)
+    # track → why this attack is expected to do nothing there (a null by design; the board says so)
+    expected_null: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -310,7 +320,7 @@ class Attack(ABC):
 class DownstreamAttack(Attack):
     """Adds labeled points to the downstream training set of a frozen encoder's linear head."""
 
-    space: ClassVar[Literal["input", "feature"]] = "input"
+    space: ClassVar[Literal["input", "input-unclipped", "feature"]] = "input"
 
     @abstractmethod
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
@@ -385,6 +395,12 @@ class Defense(ABC):
     tracks: ClassVar[tuple[str, ...]] = TRACKS
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     citation: ClassVar[str] = ""
+    paper_url: ClassVar[str] = ""  # where a reader finds the paper (the board links it)
+    # Training stage: settings that switch the defense's mechanism off and keep its schedule (optimiser,
+    # epochs, batches). The downstream track trains this same-schedule undefended victim beside the defended
+    # one, and a defense's cost and what it restores are measured against it, not against a victim trained
+    # differently. None: the undefended victim is the track's own (data and post-hoc defenses).
+    reference_settings: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

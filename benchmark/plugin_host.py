@@ -130,10 +130,14 @@ def describe(request: Mapping[str, Any], channel: Channel) -> list[dict[str, Any
             cls = registry.get(name)
             if cls.__module__ != module:
                 continue
-            entry = {"kind": kind, "id": name, "module": module, "citation": cls.citation,
+            entry = {"kind": kind, "id": name, "module": module, "citation": cls.citation, "paper_url": cls.paper_url,
                      "source": inspect.getfile(cls), "tracks": list(cls.tracks() if kind == "attack" else cls.tracks),
                      "doc": (inspect.getdoc(cls) or "").split("\n")[0]}
-            entry |= {"space": getattr(cls, "space", None)} if kind == "attack" else {"stage": cls.stage}
+            if kind == "attack":
+                entry |= {"space": getattr(cls, "space", None), "expected_null": dict(cls.expected_null)}
+            else:
+                reference = cls.reference_settings
+                entry |= {"stage": cls.stage, "reference_settings": None if reference is None else dict(reference)}
             out.append(entry)
     return out
 
@@ -191,8 +195,9 @@ def craft(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
         ctx = PretrainAttackContext(
             images=c["images"], labels=c["labels"], num_classes=int(c["num_classes"]), epsilon=float(c["epsilon"]),
             poison_fraction=float(c["poison_fraction"]), budget=int(c["budget"]), ssl=SSLRecipe(**c["recipe"]),
-            generator=generator, device=device, checkpoints=BridgeCheckpoints(channel), cached=channel.cached)
-        given = [c["images"], c["labels"]]
+            generator=generator, device=device, checkpoints=BridgeCheckpoints(channel), cached=channel.cached,
+            target_pool_images=c.get("target_pool_images"), target_pool_labels=c.get("target_pool_labels"))
+        given = [c["images"], c["labels"], *(c[k] for k in ("target_pool_images", "target_pool_labels") if c.get(k) is not None)]
         if track == "pretrain-availability":
             craft_fn, expected = attack.craft_availability, AvailabilityPoison
         else:
@@ -280,12 +285,13 @@ def ssl_hooks(defense: Defense, recipe: SSLRecipe, dctx: DefenseContext) -> SSLT
 
 
 def pretrain_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
-    """SSL pre-training of the victim under a defense (its hooks), then its post-hoc repair on the clean
-    labeled downstream training set. Returns the released extractor's tensors."""
+    """SSL pre-training of the victim under a defense (its hooks, a data-stage defense's per-batch
+    transform applied to the injected ``extra_images`` too), then its post-hoc repair on the clean labeled
+    downstream training set. Returns the released extractor's tensors (standardisation fitted on ``images``)."""
     defense, device = _plugin(request), torch.device(request["device"])
     recipe, dctx, images = SSLRecipe(**request["recipe"]), _defense_context(request), request["images"]
     model = train_ssl(recipe, images, seed=int(request["seed"]), device=device, hooks=ssl_hooks(defense, recipe, dctx),
-                      desc=str(request.get("desc", "pre-train")))
+                      desc=str(request.get("desc", "pre-train")), extra_images=request.get("extra_images"))
     extractor = make_extractor(model.backbone, images, device)
     if defense.stage == "posthoc":
         _reseed(request)

@@ -70,8 +70,11 @@ class PluginInfo:
     citation: str
     source: str  # path of the module file
     doc: str = ""
-    space: str | None = None  # attacks: "input" | "feature"
+    space: str | None = None  # attacks: "input" | "input-unclipped" | "feature"
     stage: str | None = None  # defenses: "data" | "training" | "posthoc"
+    paper_url: str = ""
+    expected_null: dict[str, str] = field(default_factory=dict)  # attacks: track → why it is a null by design
+    reference_settings: dict[str, Any] | None = None  # training-stage defenses: mechanism off, same schedule
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,9 @@ def catalogue() -> Catalogue:
             for item in described:
                 info = PluginInfo(kind=item["kind"], id=item["id"], module=module, tracks=tuple(item["tracks"]),
                                   citation=item["citation"], source=item["source"], doc=item.get("doc", ""),
-                                  space=item.get("space"), stage=item.get("stage"))
+                                  space=item.get("space"), stage=item.get("stage"), paper_url=item.get("paper_url", ""),
+                                  expected_null=dict(item.get("expected_null") or {}),
+                                  reference_settings=item.get("reference_settings"))
                 entries = attacks if info.kind == "attack" else defenses
                 if info.id in entries:
                     problems.append(f"{info.kind} id {info.id!r} is registered twice ({entries[info.id].module}, {module})")

@@ -71,7 +71,9 @@ class SSLRecipe(MethodConfig):
 
 
 LossFn = Callable[[SSLMethod, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``loss_fn(model, clean_batch, view1, view2) -> loss``: replaces the method's loss (a training defense)."""
+"""``loss_fn(model, clean_batch, view1, view2) -> loss``: replaces the method's loss (a training defense).
+``clean_batch`` holds the batch's images of the main pre-training set; with ``extra_images`` (other-shaped
+injected canvases) the views hold more rows than it (see :func:`train_ssl`)."""
 
 
 @dataclass
@@ -99,14 +101,29 @@ def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
 
 def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: torch.device,
               hooks: SSLTrainingHooks | None = None, desc: str = "pre-train",
-              model: SSLMethod | None = None, epochs: int | None = None) -> SSLMethod:
+              model: SSLMethod | None = None, epochs: int | None = None,
+              extra_images: torch.Tensor | None = None) -> SSLMethod:
     """Pre-train ``recipe`` on ``images`` (N, C, H, W in [0, 1]) and return the SSL model (train mode off).
 
     ``model`` continues training an existing model (used by Contrastive Poisoning's alternation).
+    ``extra_images`` (M, C, H', W') are more pre-training images of another shape (injected canvases,
+    e.g. PoisonedEncoder's [target | reference] stitches): every batch samples indices over the union of
+    the N + M images, each group is transformed (``hooks.batch_transform``) and augmented separately
+    (each view a crop of the whole image resized to H × W, as the augmentation does for any input size)
+    and the views are concatenated, clean group first. ``hooks.loss_fn`` then receives the batch's clean
+    images as its ``clean`` argument (the canvases reach it through the views only). Without
+    ``extra_images`` the loop is unchanged.
     """
     hooks = hooks or SSLTrainingHooks()
     seed_everything(seed)
     n, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+    if extra_images is not None:
+        if extra_images.dim() != 4 or extra_images.shape[1] != channels:
+            raise ValueError(f"extra_images: shape {tuple(extra_images.shape)}, expected (m, {channels}, h, w)")
+        if len(extra_images) == 0:
+            extra_images = None
+    m = 0 if extra_images is None else len(extra_images)
+    total_n = n + m
     if model is None:
         model = recipe.build_model(channels)
     model = model.to(device)
@@ -114,26 +131,41 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     augment = build_augmentation(recipe.augment_config(), image_size=size, channels=channels).to(device)
-    optimizer = (hooks.make_optimizer or (lambda m, r, s: make_optimizer(m, r)))(model, recipe, n)
+    optimizer = (hooks.make_optimizer or (lambda m_, r, s: make_optimizer(m_, r)))(model, recipe, total_n)
     data = images.to(device)
-    batch = min(recipe.batch_size, n)
-    steps_per_epoch = max(1, n // batch)
+    extra = None if extra_images is None else extra_images.to(device)
+    batch = min(recipe.batch_size, total_n)
+    steps_per_epoch = max(1, total_n // batch)
     n_epochs = epochs or recipe.epochs
     total = n_epochs * steps_per_epoch
     warmup = recipe.warmup_epochs * steps_per_epoch
     generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        return hooks.batch_transform(x) if hooks.batch_transform is not None else x
+
     model.train()
     step = 0
     for _ in progress(range(n_epochs), desc=desc, total=n_epochs):
-        order = torch.randperm(n, generator=generator).to(device)
+        order = torch.randperm(total_n, generator=generator).to(device)
         for b in range(steps_per_epoch):
-            x = data[order[b * batch : (b + 1) * batch]]
-            if hooks.batch_transform is not None:
-                x = hooks.batch_transform(x)
+            idx = order[b * batch : (b + 1) * batch]
+            if extra is None:
+                x = transform(data[idx])
+                groups = [x]
+            else:
+                clean_idx, extra_idx = idx[idx < n], idx[idx >= n] - n
+                x = transform(data[clean_idx]) if len(clean_idx) else data[clean_idx]
+                groups = [g for g in (x, transform(extra[extra_idx]) if len(extra_idx) else None)
+                          if g is not None and len(g)]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total, warmup, recipe.lr)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                v1, v2 = augment(x), augment(x)
+                if len(groups) == 1:
+                    v1, v2 = augment(groups[0]), augment(groups[0])
+                else:
+                    v1 = torch.cat([augment(g) for g in groups])
+                    v2 = torch.cat([augment(g) for g in groups])
                 if cuda:
                     v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
                 loss = hooks.loss_fn(model, x, v1, v2) if hooks.loss_fn else model.loss(v1, v2)

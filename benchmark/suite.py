@@ -330,11 +330,31 @@ class TrackSpec(MethodConfig):
     budgets: list[float]
     attacks: list[Any]
     defenses: list[Any] = field(default_factory=lambda: [NO_DEFENSE])
+    # the attack names (``none`` included) that the defenses are evaluated against; null: every attack.
+    # A tier's time budget may restrict it; the other combinations are listed as skipped, with this reason.
+    defended_attacks: list[str] | None = None
     victim: VictimSpec | None = None
 
     def problems(self) -> list[str]:
-        return _fractions(self.budgets, "budgets") + ([] if self.attacks else ["attacks: expected a non-empty list"]) + (
+        problems = _fractions(self.budgets, "budgets") + ([] if self.attacks else ["attacks: expected a non-empty list"]) + (
             [] if self.defenses else ["defenses: expected a non-empty list"])
+        names = [_entry_name(a) for a in self.attacks or []]
+        for name in self.defended_attacks or []:
+            if name not in names:
+                close = difflib.get_close_matches(str(name), [n for n in names if n], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"defended_attacks: {name!r} is not an attack of this track{hint}; "
+                                f"valid: {', '.join(n for n in names if n)}")
+        return problems
+
+
+def _entry_name(item: Any) -> str | None:
+    """The display name of a raw attack/defense item (a string id or a mapping with id and name)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return item.get("name") or item.get("id")
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -629,6 +649,10 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     attacks_info = catalogue().attacks
     for cell, attack, defense, eps in candidates:
         reason = _skip_reason(attacks_info, attack, defense, cell.spec["victim"], eps, cell.track)
+        defended_attacks = suite.tracks[cell.track].get("defended_attacks")
+        if reason is None and defense.id != NO_DEFENSE and defended_attacks is not None and attack.name not in defended_attacks:
+            reason = (f"this tier evaluates the {cell.track} defenses against {', '.join(defended_attacks)} only "
+                      f"(tracks.{cell.track}.defended_attacks: its time budget)")
         if reason is None and defense.id != NO_DEFENSE:
             reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
                                   config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])]

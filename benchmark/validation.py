@@ -67,7 +67,15 @@ def poison_from_answer(answer: Any, cls: type[P]) -> P:
     return cls(**values, diagnostics=diagnostics)
 
 
-def _check_images(problems: list[str], images: object, shape: tuple[int, ...], what: str) -> bool:
+INPUT_SPACES = ("input", "input-unclipped")
+"""Downstream attack spaces whose poisons are images: ``input`` (valid images, in [0, 1]) and
+``input-unclipped`` (an attack whose poisons are NOT valid images: pixel values may leave [0, 1]; every other
+image check applies, the ε ball under an input constraint included)."""
+SPACES = (*INPUT_SPACES, "feature")
+
+
+def _check_images(problems: list[str], images: object, shape: tuple[int, ...], what: str, *,
+                  pixel_range: bool = True) -> bool:
     if not isinstance(images, torch.Tensor):
         problems.append(f"{what}: expected a tensor, got {type(images).__name__}")
         return False
@@ -81,7 +89,7 @@ def _check_images(problems: list[str], images: object, shape: tuple[int, ...], w
     if images.numel() and not torch.isfinite(images).all():
         problems.append(f"{what}: contains NaN or infinite values")
         return False
-    if images.numel() and (images.min() < 0 or images.max() > 1):
+    if pixel_range and images.numel() and (images.min() < 0 or images.max() > 1):
         problems.append(f"{what}: pixel values in [{images.min():.4g}, {images.max():.4g}], outside [0, 1]")
         ok = False
     return ok
@@ -108,7 +116,9 @@ def _check_ball(problems: list[str], images: torch.Tensor, base: torch.Tensor, e
 def validate_downstream(poison: object, *, space: str, budget: int, image_shape: tuple[int, int, int],
                         feature_dim: int, num_classes: int, train_images: torch.Tensor,
                         input_epsilon: float | None) -> None:
-    """Raise :class:`ThreatModelViolation` unless ``poison`` obeys the downstream threat model."""
+    """Raise :class:`ThreatModelViolation` unless ``poison`` obeys the downstream threat model of ``space``
+    (:data:`SPACES`): images in [0, 1] for ``input``, images of any finite value for ``input-unclipped``,
+    features for ``feature``."""
     problems: list[str] = []
     if not isinstance(poison, DownstreamPoison):
         raise ThreatModelViolation([f"expected a DownstreamPoison, got {type(poison).__name__}"])
@@ -116,10 +126,13 @@ def validate_downstream(poison: object, *, space: str, budget: int, image_shape:
     _check_labels(problems, poison.labels, None, num_classes)
     if n is not None and n > budget:
         problems.append(f"count: {n} poisoned points exceed the budget of {budget}")
-    if space == "input":
+    if space not in SPACES:
+        raise ThreatModelViolation([f"space: unknown attack space {space!r} (one of {', '.join(SPACES)})"])
+    if space in INPUT_SPACES:
         if poison.features is not None or poison.images is None:
             problems.append("an input-space attack must return images (and no features)")
-        elif _check_images(problems, poison.images, image_shape, "images") and n is not None:
+        elif _check_images(problems, poison.images, image_shape, "images",
+                           pixel_range=space == "input") and n is not None:
             if len(poison.images) != n:
                 problems.append(f"images: {len(poison.images)} images for {n} labels")
             elif input_epsilon is not None:
@@ -169,14 +182,50 @@ def validate_availability(poison: object, *, budget: int, images: torch.Tensor, 
         raise ThreatModelViolation(problems)
 
 
-def validate_targeted(poison: object, *, budget: int, image_shape: tuple[int, int, int], num_classes: int) -> None:
+def _check_canvas(problems: list[str], images: object, shape: tuple[int, int, int], what: str) -> bool:
+    """Injected images of one shape (M, C, H', W'): the dataset's channels, each side between the
+    dataset's side and twice it (a stitched canvas), float32, finite, in [0, 1]."""
+    if not isinstance(images, torch.Tensor):
+        problems.append(f"{what}: expected a tensor, got {type(images).__name__}")
+        return False
+    c, h, w = shape
+    if images.dim() != 4 or images.shape[1] != c or not (h <= images.shape[2] <= 2 * h and w <= images.shape[3] <= 2 * w):
+        problems.append(f"{what}: shape {tuple(images.shape)}, expected (n, {c}, h', w') with {h} ≤ h' ≤ {2 * h} "
+                        f"and {w} ≤ w' ≤ {2 * w}")
+        return False
+    return _check_images(problems, images, tuple(images.shape[1:]), what)
+
+
+def validate_targeted(poison: object, *, budget: int, image_shape: tuple[int, int, int], num_classes: int,
+                      target_pool: torch.Tensor | None = None) -> None:
+    """Raise :class:`ThreatModelViolation` unless ``poison`` obeys the targeted pre-training threat model:
+    at most ``budget`` injected images (canvases of one shape, see :func:`_check_canvas`), target images of
+    the dataset's shape that are each an exact copy of an image of ``target_pool`` (when the track hands
+    the attacker one), and a target class in range."""
     problems: list[str] = []
     if not isinstance(poison, TargetedPoison):
         raise ThreatModelViolation([f"expected a TargetedPoison, got {type(poison).__name__}"])
-    if _check_images(problems, poison.images, image_shape, "images") and len(poison.images) > budget:
+    if _check_canvas(problems, poison.images, image_shape, "images") and len(poison.images) > budget:
         problems.append(f"count: {len(poison.images)} injected images exceed the budget of {budget}")
-    _check_images(problems, poison.target_images, image_shape, "target_images")
+    targets_ok = _check_images(problems, poison.target_images, image_shape, "target_images")
+    if targets_ok and target_pool is not None:
+        missing = pool_indices(poison.target_images, target_pool).lt(0).nonzero().flatten().tolist()
+        if missing:
+            problems.append(f"target_images: {len(missing)} of {len(poison.target_images)} targets (first: #{missing[0]}) "
+                            "are not images of the target pool the track handed over")
     if not 0 <= int(poison.target_class) < num_classes:
         problems.append(f"target_class: {poison.target_class} outside [0, {num_classes - 1}]")
     if problems:
         raise ThreatModelViolation(problems)
+
+
+def pool_indices(images: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """For each image, the index of an exactly equal image of ``pool`` (same shape and bytes), or −1."""
+    def rows(t: torch.Tensor) -> list[bytes]:
+        flat = t.detach().cpu().float().contiguous().reshape(len(t), -1)
+        return [r.numpy().tobytes() for r in flat]
+
+    if tuple(images.shape[1:]) != tuple(pool.shape[1:]):
+        return torch.full((len(images),), -1, dtype=torch.int64)
+    index = {r: i for i, r in reversed(list(enumerate(rows(pool))))}
+    return torch.tensor([index.get(r, -1) for r in rows(images)], dtype=torch.int64)

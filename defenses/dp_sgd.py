@@ -9,6 +9,9 @@ points the victim used, poisons included), with ``self.last_delta``, ``self.last
 ``self.last_sample_rate``; ``self.privacy()`` returns them as a dict. The tracks put ``last_epsilon`` into
 the result as ``privacy_epsilon``.
 
+Its cost is measured against ``reference_settings`` (σ = 0, C = 10⁶: the same Opacus training, Poisson
+batches and epochs, without noise or effective clipping), not against a converged non-private head.
+
 * :meth:`fit_head`: ``PrivacyEngine.make_private`` on an ``nn.Linear`` over the (frozen) features, Poisson
   sampling with expected batch ``batch_size``, SGD; L2 of the victim's :class:`HeadSpec` as weight decay on
   W (data-independent, applied after the noise).
@@ -82,6 +85,9 @@ class DPSGD(Defense):
     tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
     Config = DPSGDConfig
     citation = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (Opacus)"
+    paper_url = "https://arxiv.org/abs/1607.00133"
+    # the same Opacus training (Poisson batches, SGD, epochs) with no noise and no effective clipping
+    reference_settings = {"noise_multiplier": 0.0, "max_grad_norm": 1.0e6}
     config: DPSGDConfig
 
     def __init__(self, config: DPSGDConfig | None = None) -> None:

@@ -66,6 +66,7 @@ class Finetune(Defense):
     tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
     Config = FinetuneConfig
     citation = "Liu, Jia, Gong, PoisonedEncoder, USENIX Security 2022 (fine-tuning defense)"
+    paper_url = "https://arxiv.org/abs/2205.06401"
     config: FinetuneConfig
 
     def clean_subset(self, images: torch.Tensor, labels: torch.Tensor,

@@ -27,9 +27,10 @@ TIER_NOTES = {
     "custom": "a user-defined suite",
 }
 TRACK_ORDER = ("downstream", "pretrain-availability", "pretrain-targeted")
-_NO_PE_EFFECT = ("Measured limitation: at this scale PoisonedEncoder does not move its targets (ASR stays at the "
-                 "no-attack rate for every setting tried; see the README). These rows check the pipeline, not the attack.")
-SMALL_SCALE_NOTES: dict[str, dict[str, str]] = {"pretrain-targeted": {"smoke": _NO_PE_EFFECT, "cpu": _NO_PE_EFFECT}}
+_PE_SCALE = ("At this scale ASR moves little (a few held-out targets, a small encoder): read the target-class "
+             "probability gain over the clean encoder on the same targets beside it, and the decoy-reference control "
+             "(references from another class), which should not raise the target class.")
+SMALL_SCALE_NOTES: dict[str, dict[str, str]] = {"pretrain-targeted": {"smoke": _PE_SCALE, "cpu": _PE_SCALE}}
 TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
     # (metric, title, higher is a stronger attack)
     "downstream": [("accuracy_drop", "test-accuracy drop of the linear head (points; higher = stronger attack)", True)],
@@ -40,6 +41,7 @@ TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
     ],
     "pretrain-targeted": [
         ("asr_gain", "attack-success-rate gain over no attack on the same targets (points; targets the clean victim already puts in the target class are excluded)", True),
+        ("target_probability_gain", "target-class probability gain over the clean encoder on the same targets (points of probability)", True),
         ("attack_success_rate", "attack success rate on the target inputs (%; the no-attack rate on them is 0 by construction)", True),
         ("asr_gain_augmented", "attack-success-rate gain on augmented target inputs (points)", True),
         ("clean_accuracy_change", "clean-accuracy change against the clean encoder (points)", False),
@@ -81,6 +83,8 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "defense_module": ((r["provenance"].get("sources") or {}).get("defense") or {}).get("module"),
         }
         row.update({f"m:{k}": v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
+        diagnostics = r["details"].get("attack_diagnostics") or {}
+        row.update({f"d:{k}": v for k, v in diagnostics.items() if isinstance(v, (int, float))})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -280,6 +284,7 @@ DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
     "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points), probe=clean"),
                               ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), probe=poisoned")],
     "pretrain-targeted": [("asr_gain", "attack-success-rate gain over no attack (points)"),
+                          ("target_probability_gain", "target-class probability gain over the clean encoder (points)"),
                           ("attack_success_rate", "attack success rate (%)"),
                           ("poisoned_accuracy", "clean-test accuracy of the poisoned victim (%)")],
 }
@@ -410,18 +415,66 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
         if present:
             wins[max(present, key=lambda a: (present[a], a))] += 1
     feature = set(undefended[undefended["space"] == "feature"]["attack"])
+    unclipped = set(undefended[undefended["space"] == "input-unclipped"]["attack"])
     ranked = sorted(per_attack, key=lambda a: -_pooled(per_attack[a])[0])
     modules = _modules(undefended, "attack")
-    rows = [[_linked(a, modules) + (" *(feature-space upper bound)*" if a in feature else ""), _pm(*_pooled(per_attack[a])),
-             f"{wins[a]} of {len(columns)}"] for a in ranked]
-    strongest = next((a for a in ranked if a not in feature), None)
+    rows = [[_linked(a, modules) + _attack_label(a, track, feature, modules), _pm(*_pooled(per_attack[a])),
+             f"{wins[a]} of {len(columns)}", diagnostic_text(undefended[undefended["attack"] == a])] for a in ranked]
+    if track == "pretrain-targeted":
+        gains = {a: _pooled(_per_column(g, "m:target_probability_gain")) if "m:target_probability_gain" in g else (math.nan, math.nan)
+                 for a, g in undefended.groupby("attack")}
+        rows = [row[:3] + [_pm(*gains[a])] + row[3:] for row, a in zip(rows, ranked)]
+    nulls = {a for a in ranked if _expected_null(a, track, modules)}
+    defended = set(df[df["defense"] != "none"]["attack"])  # a tier may defend only some attacks
+    strongest = next((a for a in ranked if a not in feature | unclipped | nulls and (a in defended or not defended)), None)
     return rows, strongest
 
 
+def _attack_label(attack: str, track: str, feature: set[str], modules: dict[str, str]) -> str:
+    if attack in feature:
+        return " *(feature-space upper bound)*"
+    if _expected_null(attack, track, modules):
+        return " *(expected null)*"
+    if attack in modules and modules[attack].endswith("_unclipped"):
+        return " *(pixels not clipped to [0, 1]: not valid images)*"
+    return ""
+
+
+def _expected_null(attack: str, track: str, modules: dict[str, str]) -> str:
+    """Why ``attack`` is expected to do nothing on ``track`` (its module's ``expected_null``), or ''."""
+    return module_attributes(modules[attack]).get("expected_null", {}).get(track, "") if attack in modules else ""
+
+
+# diagnostic (name in the attack's diagnostics) → how the board shows it; the first ones present are shown
+DIAGNOSTICS: tuple[tuple[str, str], ...] = (
+    ("gc_residual_ratio", "GC residual end/start {:.2f}"),
+    ("tgda_objective_gain", "TGDA objective gain {:.3f}"),
+    ("tgda_last_quarter_gain", "of it in the last quarter {:.3f}"),
+    ("zeta_norm_ratio", "‖ζ‖/‖clean‖ {:.2f}"),
+    ("feature_match_error", "feature-match error {:.2f}"),
+    ("single_part_view_fraction", "single-part views {:.1%}"),
+)
+
+
+def diagnostic_text(df: pd.DataFrame) -> str:
+    """The diagnostics that say whether an attack did its job (mean over the rows' cells): residual ratio,
+    decoder MSE against the mean-image MSE, ζ's norm, feature-match error, single-part view fraction."""
+    parts = []
+    for name, fmt in DIAGNOSTICS:
+        col = f"d:{name}"
+        if col in df and df[col].notna().any():
+            parts.append(fmt.format(float(df[col].mean())))
+    if "d:decoder_mse" in df and df["d:decoder_mse"].notna().any() and "d:constant_mse" in df:
+        parts.append(f"decoder MSE {df['d:decoder_mse'].mean():.3f} vs mean image {df['d:constant_mse'].mean():.3f}")
+    return "; ".join(parts)
+
+
 def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str, Any]]:
-    """Each defense against ``attack`` (numbers in points): ``restored`` = undefended − defended drop on the
-    columns both have (± the pooled spread of the difference), ``cost`` = clean accuracy lost with the defense
-    and no attack, the privacy ε where reported; sorted by what it restores. The board and the plots use it."""
+    """Each defense against ``attack`` (numbers in points): ``restored`` = defended − undefended accuracy under
+    the attack, where the undefended victim is trained the same way as the defended one (the cells'
+    ``accuracy_restored``; else undefended − defended drop on the columns both have, ± the pooled spread of
+    the difference), ``cost`` = clean accuracy lost with the defense and no attack against that same
+    reference, the privacy ε where reported; sorted by what it restores. The board and the plots use it."""
     metric, _ = HEADLINE_METRICS[track]
     col = _metric_column(df, metric) or _metric_column(df, "accuracy_drop" if track != "pretrain-targeted" else "attack_success_rate")
     if col is None:
@@ -429,13 +482,20 @@ def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str,
     base = _per_column(df[(df["attack"] == attack) & (df["defense"] == "none")], col)
     effects = []
     for defense in sorted(d for d in set(df["defense"]) if d != "none"):
-        defended = _per_column(df[(df["attack"] == attack) & (df["defense"] == defense)], col)
-        shared = sorted(set(base) & set(defended))
+        rows = df[(df["attack"] == attack) & (df["defense"] == defense)]
+        restored_col = _metric_column(rows, "accuracy_restored") if metric == "accuracy_drop" else None
+        if restored_col:  # measured in the cell against the same-schedule undefended victim
+            per_column = _per_column(rows, restored_col)
+            shared = sorted(per_column)
+            restored = _pooled(per_column)
+        else:
+            defended = _per_column(rows, col)
+            shared = sorted(set(base) & set(defended))
+            spreads = [math.nan if math.isnan(base[k][1]) and math.isnan(defended[k][1])
+                       else math.sqrt(_nz(base[k][1]) ** 2 + _nz(defended[k][1]) ** 2) for k in shared]
+            restored = _pool([base[k][0] - defended[k][0] for k in shared], spreads)
         if not shared:
             continue
-        spreads = [math.nan if math.isnan(base[k][1]) and math.isnan(defended[k][1])
-                   else math.sqrt(_nz(base[k][1]) ** 2 + _nz(defended[k][1]) ** 2) for k in shared]
-        restored = _pool([base[k][0] - defended[k][0] for k in shared], spreads)
         clean = df[(df["attack"] == "none") & (df["defense"] == defense)]
         cost = _pooled(_per_column(clean, "m:defense_cost")) if "m:defense_cost" in clean else (math.nan, math.nan)
         eps = clean["m:privacy_epsilon"].dropna() if "m:privacy_epsilon" in clean else pd.Series(dtype=float)
@@ -467,8 +527,10 @@ def pooled_by(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
 
 HEADLINE_INTRO = ("Per tier and track: the strongest attacks (mean over every encoder × scenario × budget × constraint "
                   "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is the "
-                  "strongest), then each defense against the strongest input-space attack: **restored** = undefended drop − "
-                  "defended drop on the same columns, **cost** = clean accuracy lost with the defense and no attack. "
+                  "strongest), then each defense against the strongest input-space attack: **restored** = accuracy with the "
+                  "defense − without it, under the attack, **cost** = clean accuracy lost with the defense and no attack, both "
+                  "against an undefended victim trained the same way (for adversarial training and DP-SGD heads: the same "
+                  "optimiser, epochs and batches with ε = 0 / σ = 0). "
                   "Numbers are points; *paper protocol* is yes only for the `full` tier: the published numbers are in "
                   "[Published numbers](#published-numbers), beside the `full` tier's; the smaller tiers are not comparable to them.")
 
@@ -490,8 +552,9 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 if not attacks:
                     continue
                 _, what = HEADLINE_METRICS[track]
+                headers = ["attack", "mean ± spread", "won"] + (["target-prob. gain"] if track == "pretrain-targeted" else []) + ["diagnostics"]
                 blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
-                           ("table", (["attack", "mean ± spread", "won"], attacks[:6]))]
+                           ("table", (headers, attacks[:8]))]
                 defenses = _defense_rows(tdf, track, strongest) if strongest else []
                 if defenses:
                     blocks += [("p", f"Defenses against `{strongest}` (the strongest input-space attack here):"),
@@ -540,6 +603,29 @@ def citation_of(module: str) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+def module_attributes(module: str) -> dict[str, Any]:
+    """The literal class attributes ``paper_url`` and ``expected_null`` of a plugin module's classes, read
+    without importing it (the board never runs plugin code)."""
+    import ast
+
+    path = Path(__file__).resolve().parent.parent / _module_path(module)
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return {}
+    out: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for statement in node.body:
+                if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name) \
+                        and statement.targets[0].id in ("paper_url", "expected_null"):
+                    try:
+                        out.setdefault(statement.targets[0].id, ast.literal_eval(statement.value))
+                    except ValueError:
+                        continue
+    return out
+
+
 def methods_section(df: pd.DataFrame) -> list[str]:
     """Every attack and defense on the board: its suite name, registry id and settings, module and paper."""
     rows = []
@@ -549,8 +635,11 @@ def methods_section(df: pd.DataFrame) -> list[str]:
             if plugin_id == "none":
                 continue
             link = f"[`{_module_path(module)}`](../{_module_path(module)})" if isinstance(module, str) else ""
-            rows.append([kind, name, plugin_id, settings if settings != "{}" else "defaults", link,
-                         citation_of(module) if isinstance(module, str) else ""])
+            attributes = module_attributes(module) if isinstance(module, str) else {}
+            paper = citation_of(module) if isinstance(module, str) else ""
+            if attributes.get("paper_url"):
+                paper += f" [paper]({attributes['paper_url']})"
+            rows.append([kind, name, plugin_id, settings if settings != "{}" else "defaults", link, paper])
     if not rows:
         return []
     return ["## Methods", "", "Each attack and defense on the board: the name a suite gives it, its registry id and the "

@@ -124,14 +124,17 @@ def test_feature_space_bound_and_gc_beat_random_noise(setting: Setting) -> None:
     clean_acc = head_accuracy(fit_linear_head(setting.features, setting.labels, 10, l2=L2), setting.test_features,
                               setting.test_labels)
     noise = setting.victim_accuracy(craft("random_noise", ctx()))
-    upper = setting.victim_accuracy(craft("ft_feature_space", ctx()))
+    upper = setting.victim_accuracy(craft("ft_feature_space", ctx(), zeta_constraint="none"))  # the paper's
+    boxed = setting.victim_accuracy(craft("ft_feature_space", ctx()))  # ζ in the clean-feature box (default)
     gc = setting.victim_accuracy(craft("gc", ctx()))
     # measured over extractor seeds 0-2 x attack seeds 0-2: clean 0.85-0.90, random noise 0.82-0.89,
-    # feature-space bound 0.43-0.55, GC 0.76-0.82 (GC below random noise by >= 0.037 in every case)
+    # unconstrained feature-space bound 0.43-0.55, GC 0.76-0.82 (GC below random noise by >= 0.037 in every
+    # case); boxed bound (extractor seed 0, attack seeds 0-2) 0.72-0.76 vs random noise 0.85
     assert noise > clean_acc - 0.08
     assert upper < noise - 0.15
+    assert boxed < noise - 0.05
     assert gc < noise - 0.02
-    assert upper < gc  # the feature-space bound is stronger than the input-space attack
+    assert upper < gc  # the unconstrained feature-space bound is stronger than the input-space attack
 
 
 # ------------------------------------------------------------------------------------------ TGDA

@@ -18,7 +18,7 @@ from benchmark.suite import SuiteError, expand_cells, load_suite
 from defenses.adversarial_training import AdversarialTraining, AdversarialTrainingConfig, pgd
 from defenses.dp_sgd import DPSGD, DPSGDConfig
 from defenses.finetune import Finetune, FinetuneConfig
-from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig, me_net
+from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig, me_net, reconstruction_report
 
 CPU = torch.device("cpu")
 
@@ -78,9 +78,9 @@ def _low_rank_images(n: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
     return (0.5 + 0.5 * u @ v).reshape(n, size, 3, size).permute(0, 2, 1, 3).contiguous()
 
 
-def test_matrix_completion_reconstructs_low_rank_image_from_half_its_pixels() -> None:
+def test_matrix_completion_reconstructs_low_rank_image_from_masked_pixels() -> None:
     x = _low_rank_images()
-    r = me_net(x, keep_prob=0.5, n_masks=10, generator=torch.Generator().manual_seed(0))
+    r = me_net(x, keep_prob=0.8, n_masks=10, generator=torch.Generator().manual_seed(0))
     assert r.shape == x.shape and r.min() >= 0 and r.max() <= 1
     assert ((r - x).norm() / (x - 0.5).norm()).item() < 0.2
     full = me_net(x, keep_prob=1.0, n_masks=1, generator=torch.Generator().manual_seed(0))
@@ -91,11 +91,28 @@ def test_matrix_completion_removes_more_perturbation_than_image() -> None:
     x = _low_rank_images(seed=1)
     delta = torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(2))) * 8 / 255
     xd = (x + delta).clamp(0, 1)
-    rec = lambda z: me_net(z, keep_prob=0.5, n_masks=10, generator=torch.Generator().manual_seed(3))  # noqa: E731
+    # a low rank fraction: the projection then drops most of a full-rank perturbation, little of a rank-1 image
+    rec = lambda z: me_net(z, keep_prob=0.8, n_masks=10, rank_fraction=0.25, generator=torch.Generator().manual_seed(3))  # noqa: E731
     r, rd = rec(x), rec(xd)
     perturbation_kept = ((rd - r).norm() / (xd - x).norm()).item()
     image_lost = ((r - x).norm() / (x - 0.5).norm()).item()
     assert 1 - perturbation_kept > image_lost
+
+
+def test_matrix_completion_keeps_real_digits() -> None:
+    """ME-Net's rank fraction keeps ⌊0.8·16⌋ = 12 singular values of a 16 × 16 digit and the digit with it;
+    the σ̂-scaled noise threshold it replaced kept rank 1 to 2 and erased the digit (relative error ≈ 0.75)."""
+    x = load_dataset("mnist5k", "train", image_size=16, subset=300).images
+    defense = MatrixCompletion()  # defaults: keep_prob 0.8, rank fraction 0.8, 10 masks
+    r = defense.transform_images(x, _ctx())
+    report = reconstruction_report(x, r, rank_fraction=defense.config.rank_fraction)
+    assert report["kept_rank"] == 12 and report["relative_error"] < 0.3
+
+    masked = (x * 2 - 1) * (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.5)
+    s = torch.linalg.svdvals(masked[:, 0])
+    rms = masked[:, 0].pow(2).mean(dim=(-2, -1)).div(0.5).sqrt()
+    threshold_rank = (s >= (2.01 * math.sqrt(16 * 0.5) * rms)[:, None]).sum(1).float()
+    assert threshold_rank.mean() < 3  # the old rule: what this test guards against
 
 
 def test_matrix_completion_ssl_hook_transforms_batches() -> None:

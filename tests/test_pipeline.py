@@ -127,3 +127,39 @@ def test_track_filter_runs_only_those_tracks(finished_run) -> None:
     with pytest.raises(SuiteError, match="pretrain-targeted not in this suite"):
         run_suite(suite, results_dir=root / "results", cache_dir=root / "cache", device="cpu",
                   tracks=["pretrain-targeted"])
+
+
+def test_defense_cost_is_measured_against_a_same_schedule_victim(finished_run, tiny_suite_dict, write_suite) -> None:
+    """An under-trained adversarial head (1 epoch) is compared with the same 1-epoch head at ε = 0, not with the
+    converged convex head: its cost is the price of the adversary, not of the short schedule. The old metric
+    (clean − defended) charged the short schedule to the defense."""
+    _, root, _ = finished_run
+    raw = tiny_suite_dict
+    raw["scenarios"] = raw["scenarios"][:1]
+    raw["tracks"]["downstream"].update(
+        attacks=["none", "label_flip", "random_noise"], defended_attacks=["none", "label_flip"],
+        defenses=["none", {"id": "adversarial_training", "settings": {"epochs": 1, "steps": 1, "epsilon": 0.0313725490196}}])
+    suite = load_suite(str(write_suite(raw)))
+    cells, skipped = expand_cells(suite)
+    assert not any(c.spec["attack"]["id"] == "random_noise" and c.spec["defense"]["id"] != "none" for c in cells)
+    assert any("defended_attacks" in s.reason for s in skipped)
+    results = root / "same-schedule"
+    run_suite(suite, results_dir=results, cache_dir=root / "cache", device="cpu")
+    records = {(r["cell"]["attack"]["id"], r["cell"]["defense"]["id"]): r for r in _records(results)}
+    m = records[("none", "adversarial_training")]["metrics"]
+    assert m["reference_clean_accuracy"] < m["clean_accuracy"] - 0.05  # one Adam epoch from zero is far from converged
+    assert m["defense_cost"] == pytest.approx(m["reference_clean_accuracy"] - m["defended_clean_accuracy"])
+    assert m["defense_cost"] < m["clean_accuracy"] - m["defended_clean_accuracy"]
+    flip = records[("label_flip", "adversarial_training")]["metrics"]
+    assert flip["accuracy_restored"] == pytest.approx(flip["poisoned_accuracy"] - flip["reference_poisoned_accuracy"])
+    undefended = records[("label_flip", "none")]["metrics"]
+    assert "reference_poisoned_accuracy" not in undefended and undefended["poisoned_accuracy"] != flip["reference_poisoned_accuracy"]
+
+
+def test_defended_attacks_must_name_attacks_of_the_track(tiny_suite_dict, write_suite) -> None:
+    from benchmark.suite import SuiteError
+
+    raw = tiny_suite_dict
+    raw["tracks"]["downstream"]["defended_attacks"] = ["none", "label_flp"]
+    with pytest.raises(SuiteError, match="did you mean 'label_flip'"):
+        load_suite(str(write_suite(raw)))

@@ -145,17 +145,18 @@ def test_poisoned_encoder_stitches_targets_and_references(tmp_path: Path) -> Non
     ctx = PretrainAttackContext(**{**ctx.__dict__, "budget": 12})
     cls = ATTACKS.get("poisoned_encoder")
     poison = cls(cls.Config(n_targets=3, n_references=2)).craft_targeted(ctx)
-    assert poison.images.shape == (12, 1, 16, 16) and poison.images.dtype == torch.float32
+    # each part at its own size: [target | reference] on a 16 × 32 canvas
+    assert poison.images.shape == (12, 1, 16, 32) and poison.images.dtype == torch.float32
     assert len(poison.target_images) == 3
-    # no target input is of the target class
+    # no target input is of the target class (no target pool in this context: the pre-training images stand in)
     for t in poison.target_images:
         match = (ctx.images == t).flatten(1).all(1).nonzero().flatten()
         assert int(ctx.labels[match[0]]) != poison.target_class
     a, b = torch.zeros(1, 16, 16), torch.ones(1, 16, 16)
     h = stitch(a, b, vertical=False)
-    assert h[:, :, :8].max() == 0 and h[:, :, 8:].min() == 1
+    assert h.shape == (1, 16, 32) and h[:, :, :16].max() == 0 and h[:, :, 16:].min() == 1
     v = stitch(a, b, vertical=True)
-    assert v[:, :8].max() == 0 and v[:, 8:].min() == 1
+    assert v.shape == (1, 32, 16) and v[:, :16].max() == 0 and v[:, 16:].min() == 1
 
 
 # ------------------------------------------------------------------------------------------ tracks
@@ -212,9 +213,12 @@ def test_pretrain_track_cells_end_to_end(tmp_path: Path, write_suite: Any) -> No
     targeted = by_attack(records, "pretrain-targeted")
     m = targeted[("poisoned_encoder", "none")]["metrics"]
     for key in ("clean_accuracy", "poisoned_accuracy", "attack_success_rate", "attack_success_rate_no_attack",
-                "attack_success_rate_augmented", "clean_accuracy_change"):
-        assert key in m and (not key.startswith("attack") or 0 <= m[key] <= 1), key
+                "attack_success_rate_augmented", "clean_accuracy_change", "target_probability",
+                "target_probability_no_attack"):
+        assert key in m and (not key.startswith(("attack", "target")) or 0 <= m[key] <= 1), key
+    assert m["target_probability_gain"] == pytest.approx(m["target_probability"] - m["target_probability_no_attack"])
     assert m["n_poison"] == 4
+    assert targeted[("poisoned_encoder", "none")]["details"]["poison_shape"] == [1, 16, 32]
 
 
 def test_pretrain_tracks_call_the_defense_hooks(tmp_path: Path, write_suite: Any, test_defenses: None) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 from benchmark.data import ImageDataset
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead, fit_linear_head, head_accuracy
+from benchmark.plugins import catalogue
 from benchmark.suite import NO_DEFENSE, Cell
 from benchmark.tracks.common import (
     RunEnv,
@@ -22,6 +23,7 @@ from benchmark.tracks.common import (
     data_key,
     encoder_key,
     extractor_from_tensors,
+    extractor_spec,
     load_split,
     plain_tensor,
     plugin_call,
@@ -116,23 +118,34 @@ def defense_entry(cell: Cell) -> dict[str, Any] | None:
 
 
 def victim_encoder(setting: PretrainSetting, cell: Cell, images: torch.Tensor,
-                   poison: str | None) -> tuple[dict[str, Any], FeatureExtractor]:
-    """The victim pre-trained on ``images`` under ``cell``'s defense (cached by poison and defense) and its
-    cache key; without a defense and a poison this is the clean encoder. A defended victim is pre-trained
-    (and repaired, for a post-hoc defense) in the defense's plugin process, which gets the pre-training
-    images and the clean labeled downstream training set; the engine fits the released standardisation
-    itself only for undefended victims."""
+                   poison: str | None, extra_images: torch.Tensor | None = None) -> tuple[dict[str, Any], FeatureExtractor]:
+    """The victim pre-trained on ``images`` (plus ``extra_images``: injected images of another shape, each
+    view cropped from the whole image, see :func:`benchmark.pretrain.train_ssl`) under ``cell``'s defense
+    (cached by poison and defense) and its cache key; without a defense and a poison this is the clean
+    encoder. A defended victim is pre-trained (and repaired, for a post-hoc defense) in the defense's
+    plugin process, which gets the pre-training images and the clean labeled downstream training set; the
+    engine fits the released standardisation itself only for undefended victims (on ``images``). A post-hoc
+    defense acts after pre-training, so its victim is the undefended one (cached, shared with the
+    undefended cells) repaired in the defense's process."""
     key = setting.variant_key({"poison": poison, "defense": defense_entry(cell)})
     if cell.defense.id == NO_DEFENSE:
-        return key, setting.encoder(key, images)
+        return key, pretrained_extractor(setting.env, key, images, extra_images)
     env = setting.env
     context, seed = defense_request(setting, cell)
+    posthoc = catalogue().get("defense", cell.defense.id).stage == "posthoc"
 
     def build() -> dict[str, torch.Tensor]:
-        request = {**context, "recipe": setting.encoder_spec, "images": images, "seed": setting.seed,
-                   "train_images": setting.train.images, "train_labels": setting.train.labels,
-                   "desc": f"pre-train {setting.recipe.method} under {cell.defense.name}"}
-        answer = plugin_call(env, "pretrain_encoder", "defense", cell.defense, request, rng_seed=seed)
+        if posthoc:  # pre-training is the undefended victim's (cached, shared): only the repair is the defense's
+            undefended_key = setting.variant_key({"poison": poison})
+            undefended = pretrained_extractor(env, undefended_key, images, extra_images)
+            request = {**context, "extractor": extractor_spec(setting.encoder_spec, undefended, setting.channels),
+                       "images": setting.train.images, "labels": setting.train.labels}
+            answer = plugin_call(env, "repair_encoder", "defense", cell.defense, request, rng_seed=seed)
+        else:
+            request = {**context, "recipe": setting.encoder_spec, "images": images, "extra_images": extra_images,
+                       "seed": setting.seed, "train_images": setting.train.images, "train_labels": setting.train.labels,
+                       "desc": f"pre-train {setting.recipe.method} under {cell.defense.name}"}
+            answer = plugin_call(env, "pretrain_encoder", "defense", cell.defense, request, rng_seed=seed)
         return {k: plain_tensor(v, f"defended encoder tensor {k}") for k, v in answer["tensors"].items()}
 
     tensors = env.cache.get_or_build("encoder", key, build)

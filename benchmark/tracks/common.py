@@ -181,15 +181,17 @@ def extractor_tensors(extractor: FeatureExtractor) -> TensorDict:
         "mean": extractor.mean.flatten(), "std": extractor.std.flatten()}
 
 
-def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tensor) -> FeatureExtractor:
-    """The (undefended) encoder pre-trained on ``images`` for ``key`` (cached). Its feature
-    standardisation is fitted on ``images``."""
+def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tensor,
+                         extra_images: torch.Tensor | None = None) -> FeatureExtractor:
+    """The (undefended) encoder pre-trained on ``images`` plus ``extra_images`` (injected images of another
+    shape, see :func:`benchmark.pretrain.train_ssl`) for ``key`` (cached). Its feature standardisation is
+    fitted on ``images``."""
     recipe = recipe_of(key["encoder"])
     in_chans = images.shape[1]
 
     def build() -> TensorDict:
         desc = f"pre-train {recipe.method}/{recipe.backbone} seed {key['seed']}"
-        model = train_ssl(recipe, images, seed=int(key["seed"]), device=env.device, desc=desc)
+        model = train_ssl(recipe, images, seed=int(key["seed"]), device=env.device, desc=desc, extra_images=extra_images)
         return extractor_tensors(make_extractor(model.backbone, images, env.device))
 
     return extractor_from_tensors(recipe, in_chans, env.cache.get_or_build("encoder", key, build), env.device)

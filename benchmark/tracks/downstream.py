@@ -20,10 +20,17 @@ Defenses (:class:`DefendedSetting`, shared per (encoder, scenario, seed, defense
 
 Feature-space poisons have no image: no defense here acts on them, so such a cell reports that it was not
 run (status ``error`` with a "not applicable" message; the plan should skip it, see ``_skip_reason``).
+A defense is compared with the **undefended victim trained the same way** (the *reference*): for a
+training-stage defense that declares ``reference_settings`` (adversarial training with ε = 0, DP-SGD with
+σ = 0 and no clipping) the track trains that reference head on the same data with the same schedule and
+seed beside the defended one; for data and post-hoc defenses the reference is the track's own victim.
 Metrics with a defense: ``clean_accuracy`` (undefended, no attack), ``defended_clean_accuracy`` (defense,
 no attack; cached per defense), ``poisoned_accuracy`` (defense + attack), ``accuracy_drop`` = clean −
-poisoned, ``defense_cost`` = clean − defended clean, ``drop_under_defense`` = defended clean − poisoned,
-``defense_seconds``, and for DP-SGD ``privacy_epsilon`` (δ = 1/N).
+poisoned, ``reference_clean_accuracy`` / ``reference_poisoned_accuracy`` (the reference victim without /
+with the attack), ``defense_cost`` = reference clean − defended clean (the price of the defense),
+``accuracy_restored`` = defended poisoned − reference poisoned (what the defense gives back),
+``drop_under_defense`` = defended clean − poisoned, ``defense_seconds``, and for DP-SGD ``privacy_epsilon``
+(δ = 1/N).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import torch
 from benchmark.api import DownstreamPoison, FeatureExtractorView
 from benchmark.plugins import catalogue, resolved_config
 from benchmark.probe import LinearHead, SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
-from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
+from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry
 from benchmark.tracks import register_track
 from benchmark.tracks.common import (
     CellOutcome,
@@ -118,7 +125,11 @@ class DefendedSetting:
 
     def __init__(self, setting: DownstreamSetting, entry: Any) -> None:
         self.setting, self.entry, env = setting, entry, setting.env
-        self.stage = catalogue().get("defense", entry.id).stage
+        info = catalogue().get("defense", entry.id)
+        self.stage = info.stage
+        # the same-schedule undefended victim of a training-stage defense (None: the track's own victim)
+        self.reference = (MethodEntry(entry.id, f"{entry.name} (reference)", {**entry.settings, **info.reference_settings})
+                          if self.stage == "training" and info.reference_settings is not None else None)
         self.transform_test = resolved_config("defense", entry.id, entry.settings).transform_test
         self.seed = derive_seed(setting.seed, "defense", entry.id, entry.settings)
         self.key = {**setting.feature_key, "defense": {"id": entry.id, "settings": entry.settings}, "seed": setting.seed}
@@ -138,12 +149,13 @@ class DefendedSetting:
             self.test_features = cached_features(env, {**self.key, "split": "test"}, self.extractor, setting.test.images)
         self.setup_seconds = time.perf_counter() - start
 
-    def call(self, function: str, purpose: str, request: dict[str, Any]) -> dict[str, Any]:
-        """``function`` of the defense in its plugin process, with a context seeded for ``purpose``."""
+    def call(self, function: str, purpose: str, request: dict[str, Any], entry: MethodEntry | None = None) -> dict[str, Any]:
+        """``function`` of the defense (or of ``entry``: its reference) in its plugin process, with a context
+        seeded for ``purpose`` (the same seed for the defense and its reference: the same batches)."""
         seed = derive_seed(self.seed, purpose)
         context = {"track": "downstream", "num_classes": self.setting.num_classes, "seed": seed}
-        return plugin_call(self.setting.env, function, "defense", self.entry, {**request, "defense_context": context},
-                           rng_seed=seed)
+        return plugin_call(self.setting.env, function, "defense", entry or self.entry,
+                           {**request, "defense_context": context}, rng_seed=seed)
 
     def transform(self, images: torch.Tensor, purpose: str) -> torch.Tensor:
         """The data-stage defense's transform of ``images`` (checked: same shape, finite)."""
@@ -168,11 +180,14 @@ class DefendedSetting:
     def view(self) -> FeatureExtractorView:
         return FeatureExtractorView(self.extractor, self.extractor.feature_dim, self.setting.env.device)
 
-    def fit_head(self, images: torch.Tensor, labels: torch.Tensor, purpose: str) -> tuple[LinearHead, dict[str, float]]:
-        """The training-stage defense's head (checked: shapes, finite) and its privacy accounting."""
+    def fit_head(self, images: torch.Tensor, labels: torch.Tensor, purpose: str,
+                 entry: MethodEntry | None = None) -> tuple[LinearHead, dict[str, float]]:
+        """The training-stage defense's head (or its reference's; checked: shapes, finite) and its privacy
+        accounting."""
         s = self.setting
         answer = self.call("fit_head", purpose, {"extractor": extractor_spec(s.encoder_spec, self.extractor, s.channels),
-                                                  "images": images, "labels": labels, "num_classes": s.num_classes, "l2": s.l2})
+                                                  "images": images, "labels": labels, "num_classes": s.num_classes, "l2": s.l2},
+                           entry)
         weight, bias = plain_tensor(answer["weight"], "head weight").float(), plain_tensor(answer["bias"], "head bias").float()
         if weight.shape != (s.num_classes, self.extractor.feature_dim) or bias.shape != (s.num_classes,) \
                 or not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
@@ -181,16 +196,20 @@ class DefendedSetting:
         privacy = {str(k): float(v) for k, v in (answer.get("privacy") or {}).items()}
         return LinearHead(weight.to(s.env.device), bias.to(s.env.device)), privacy
 
-    def accuracy(self, images: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor,
-                 purpose: str) -> dict[str, float]:
+    def accuracy(self, images: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Test accuracy of the defended victim trained on (images, features, labels), with the defense's
-        scalars (privacy ε for DP-SGD)."""
+        scalars (privacy ε for DP-SGD) and, for a training-stage defense with a reference, the
+        ``reference_accuracy`` of the same-schedule undefended head on the same data."""
         s = self.setting
         out: dict[str, float] = {}
         if self.stage == "training":
-            head, privacy = self.fit_head(images, labels, purpose)
+            head, privacy = self.fit_head(images, labels, "victim")
             out["accuracy"] = head_accuracy(head, self.test_features, s.test.labels.to(self.test_features.device))
             out |= privacy
+            if self.reference is not None:
+                reference, _ = self.fit_head(images, labels, "victim", self.reference)
+                out["reference_accuracy"] = head_accuracy(reference, self.test_features,
+                                                          s.test.labels.to(self.test_features.device))
         else:
             out["accuracy"] = s.head_accuracy(images, features, labels, extractor=self.extractor, test_features=self.test_features)
         return out
@@ -202,7 +221,7 @@ class DefendedSetting:
 
         def build() -> dict[str, torch.Tensor]:
             start = time.perf_counter()
-            out = self.accuracy(self.train_images, self.train_features, s.train.labels, "victim")
+            out = self.accuracy(self.train_images, self.train_features, s.train.labels)
             out["seconds"] = time.perf_counter() - start + self.setup_seconds
             return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
 
@@ -218,10 +237,11 @@ class DefendedSetting:
         feats = torch.cat([self.train_features, poison_feats])
         images = torch.cat([self.train_images, poison_images])
         labels = torch.cat([s.train.labels, poison.labels.cpu()])
-        return self.accuracy(images, feats, labels, "victim")
+        return self.accuracy(images, feats, labels)
 
 
-def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poison: Any | None) -> tuple[dict[str, float], str | None]:
+def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poison: Any | None,
+                     undefended_poisoned: float) -> tuple[dict[str, float], str | None]:
     """Metrics of a cell with a defense; ``poison`` None for the no-attack cell. Returns (metrics, reason
     the cell does not apply)."""
     entry = cell.defense
@@ -234,8 +254,12 @@ def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poiso
     start = time.perf_counter()
     base = defended.clean()
     result = base if poison is None else defended.poisoned(poison, derive_seed(cell.id))
+    reference_clean = base.get("reference_accuracy", clean)
+    reference_poisoned = result.get("reference_accuracy", undefended_poisoned)
     metrics = {"defended_clean_accuracy": base["accuracy"], "poisoned_accuracy": result["accuracy"],
-               "accuracy_drop": clean - result["accuracy"], "defense_cost": clean - base["accuracy"],
+               "accuracy_drop": clean - result["accuracy"], "reference_clean_accuracy": reference_clean,
+               "reference_poisoned_accuracy": reference_poisoned, "defense_cost": reference_clean - base["accuracy"],
+               "accuracy_restored": result["accuracy"] - reference_poisoned,
                "drop_under_defense": base["accuracy"] - result["accuracy"],
                "defense_seconds": (time.perf_counter() - start) if poison is not None else base.get("seconds", 0.0)}
     if "privacy_epsilon" in result:
@@ -308,10 +332,9 @@ def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     random_init = cached_scalar(env, "random-init-accuracy", shared_key, setting.random_init_accuracy)
     details: dict[str, Any] = {"head_l2": setting.l2, "head_l2_validation": setting.l2_scores,
                                "n_train": len(setting.train), "n_test": len(setting.test)}
-    defended = cell.defense.id != NO_DEFENSE
     poison = None
     if cell.attack.id == NO_ATTACK:
-        poisoned, n_poison, attack_seconds = clean, 0, 0.0
+        n_poison, attack_seconds = 0, 0.0
     else:
         try:
             poison, attack_seconds = shared_poison(setting, cell)
@@ -320,22 +343,31 @@ def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         n_poison = len(poison.labels)
         details["attack_diagnostics"] = dict(poison.diagnostics)
         details["attack_space"] = catalogue().get("attack", cell.attack.id).space
-    if defended:
-        extra, reason = defended_metrics(setting, cell, clean, poison)
+    poisoned = clean if poison is None else undefended_poisoned_accuracy(setting, cell, poison)
+    common = {"clean_accuracy": clean, "random_init_accuracy": random_init, "encoder_gain": clean - random_init,
+              "n_poison": float(n_poison), "attack_seconds": attack_seconds}
+    if cell.defense.id != NO_DEFENSE:
+        extra, reason = defended_metrics(setting, cell, clean, poison, poisoned)
         if reason:
             return CellOutcome(metrics={}, details=details, status="error", message=reason)
         details["defense_stage"] = catalogue().get("defense", cell.defense.id).stage
-        metrics = {"clean_accuracy": clean, "random_init_accuracy": random_init, "encoder_gain": clean - random_init,
-                   "n_poison": float(n_poison), "attack_seconds": attack_seconds, **extra}
-        return CellOutcome(metrics=metrics, details=details)
-    if poison is not None:
-        poison_feats = (poison.features.to(env.device).float() if poison.features is not None
+        return CellOutcome(metrics={**common, **extra}, details=details)
+    return CellOutcome(metrics={**common, "poisoned_accuracy": poisoned, "accuracy_drop": clean - poisoned}, details=details)
+
+
+def undefended_poisoned_accuracy(setting: DownstreamSetting, cell: Cell, poison: DownstreamPoison) -> float:
+    """Test accuracy of the undefended victim trained on clean ∪ poison: the undefended cell's number and the
+    reference of its data and post-hoc defenses (cached under the poison's key)."""
+    spec = cell.spec
+    key = {"feature_key": setting.feature_key, "attack": spec["attack"], "budget": spec["budget"],
+           "input_epsilon": spec["input_epsilon"], "seed": spec["seed"], "victim": setting.victim, "l2": setting.l2}
+
+    def compute() -> float:
+        poison_feats = (poison.features.to(setting.env.device).float() if poison.features is not None
                         else setting.view().features(poison.images))
         feats = torch.cat([setting.train_features, poison_feats])
         labels = torch.cat([setting.train.labels, poison.labels.cpu()])
         images = torch.cat([setting.train.images, poison.images.cpu()]) if poison.images is not None else None
-        poisoned = setting.head_accuracy(images, feats, labels)
-    metrics = {"clean_accuracy": clean, "poisoned_accuracy": poisoned, "accuracy_drop": clean - poisoned,
-               "random_init_accuracy": random_init, "encoder_gain": clean - random_init,
-               "n_poison": float(n_poison), "attack_seconds": attack_seconds}
-    return CellOutcome(metrics=metrics, details=details)
+        return setting.head_accuracy(images, feats, labels)
+
+    return cached_scalar(setting.env, "poisoned-accuracy", key, compute)

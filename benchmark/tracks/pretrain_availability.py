@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmark.api import AvailabilityPoison
+from benchmark.plugins import catalogue
 from benchmark.suite import NO_ATTACK, Cell
 from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import (
@@ -92,10 +93,12 @@ def victim_accuracies(setting: PretrainSetting, cell: Cell, images: torch.Tensor
 
 def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float]:
     env, entry = setting.env, defense_entry(cell)
+    if entry is not None and catalogue().get("defense", entry["id"]).stage == "posthoc":
+        entry = None  # a post-hoc defense repairs encoders: the supervised victim is the undefended one
     clean = cached_scalar(env, "supervised-accuracy", supervised_key(setting, None, None),
                           lambda: supervised_accuracy(setting, setting.pre.images, None))
     poisoned = cached_scalar(env, "supervised-accuracy", supervised_key(setting, poison, entry),
-                             lambda: supervised_accuracy(setting, images, cell))
+                             lambda: supervised_accuracy(setting, images, cell if entry is not None else None))
     return {"supervised_clean_accuracy": clean, "supervised_poisoned_accuracy": poisoned,
             "supervised_accuracy_drop": clean - poisoned}
 

@@ -3,13 +3,28 @@ Pre-training Data in Contrastive Learning", USENIX Security 2022): the attacker 
 unlabeled images into the pre-training set so that its target inputs are classified as its target class
 by a downstream linear classifier built on the encoder; clean accuracy should stay unchanged.
 
+Targets come from a *target pool* the track hands the attacker: up to ``TARGET_POOL_SIZE`` clean labelled
+images of the downstream dataset's train split that are neither pre-training images nor downstream
+training images (the probe's training set), so a target is never a training point of the probe; the
+harness checks that every returned target is an exact copy of a pool image. No such images left (the
+subsets cover the whole split) is an error. Injected images may be canvases larger than the dataset's
+images (each side up to twice it: PoisonedEncoder stitches [target | reference] at full size); the victim
+pre-trains on the clean images plus the canvases, each view cropped from the whole image and resized to
+the dataset's size (:func:`benchmark.pretrain.train_ssl`, ``extra_images``), and its feature
+standardisation is fitted on the clean images.
+
 Metrics: ``attack_success_rate`` (fraction of target inputs classified as the target class; also on
 augmented views of them: ``attack_success_rate_augmented``), the same targets on the clean encoder
-(``attack_success_rate_no_attack``), the gain ``asr_gain`` = ASR − no-attack ASR (what the board ranks), ``clean_accuracy`` (clean encoder) and ``poisoned_accuracy``
-(poisoned encoder) on the clean test set, and ``clean_accuracy_change`` = poisoned − clean. The
-``none`` attack measures the base rate: seeded random inputs of other classes vs a seeded random class.
-Every rate is measured on the *eligible* targets only: those the clean victim does not already put in the
-target class (a cell whose targets are all ineligible is ``invalid``).
+(``attack_success_rate_no_attack``), the gain ``asr_gain`` = ASR − no-attack ASR (what the board ranks);
+``target_probability`` (mean softmax probability of the target class on the targets, poisoned victim's
+probe), ``target_probability_no_attack`` (clean encoder's probe, same targets) and their difference
+``target_probability_gain``: ASR moves in steps of 1/targets and rarely moves at CPU scale, the
+probability shows the pull (REFERENCE §6); ``clean_accuracy`` (clean encoder) and ``poisoned_accuracy``
+(poisoned encoder) on the clean test set, and ``clean_accuracy_change`` = poisoned − clean. The ``none``
+attack measures the base rate: seeded random pool images of other classes vs a seeded random class.
+Every rate is measured on the *eligible* targets only: those whose label is not the target class and that
+the clean victim does not already put in the target class (a cell whose targets are all ineligible is
+``invalid``).
 """
 
 from __future__ import annotations
@@ -21,37 +36,85 @@ import torch
 
 from benchmark.api import TargetedPoison
 from benchmark.augment import build_augmentation
+from benchmark.data import ImageDataset, load_dataset, stratified_subset
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead
 from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
 from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import PretrainSetting, diagnostic_tensors, diagnostics_of, victim_encoder
-from benchmark.tracks.common import CellOutcome, RunEnv, data_key, plugin_call
+from benchmark.tracks.common import CellOutcome, RunEnv, data_key, match_channels, plugin_call
 from benchmark.utils import derive_seed, seed_everything
-from benchmark.validation import ThreatModelViolation, poison_from_answer, validate_targeted
+from benchmark.validation import ThreatModelViolation, pool_indices, poison_from_answer, validate_targeted
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-targeted"
 BASE_RATE_TARGETS = 20
+TARGET_POOL_SIZE = 512  # at most this many held-out labelled images are handed over as the target pool
+
+
+def _subset_indices(labels: torch.Tensor, num_classes: int, n: int | None) -> set[int]:
+    """The indices :func:`benchmark.tracks.common.load_split` keeps of a train split with these labels
+    (its stratified subset of ``n`` with seed 0; all of them when ``n`` is None)."""
+    if n is None:
+        return set(range(len(labels)))
+    index = ImageDataset("index", "train", torch.arange(len(labels), dtype=torch.float32).reshape(-1, 1, 1, 1),
+                         labels, num_classes)
+    return set(stratified_subset(index, int(n), seed=0).images.flatten().long().tolist())
+
+
+def build_target_pool(scenario: dict[str, Any], data: dict[str, Any], *, channels: int, size: int,
+                      seed: int) -> ImageDataset:
+    """Up to ``TARGET_POOL_SIZE`` (seeded) images of the downstream dataset's train split that are in
+    neither the downstream training subset nor (same dataset) the pre-training subset, at the setting's
+    channels and size. Raises ``ValueError`` when the subsets leave none."""
+    name = scenario["downstream"]
+    full = load_dataset(name, "train", root=data.get("root"), download=bool(data.get("download")), image_size=size)
+    used = _subset_indices(full.labels, full.num_classes, data.get("downstream_subset"))
+    if scenario["pretrain"] == name:
+        used |= _subset_indices(full.labels, full.num_classes, data.get("pretrain_subset"))
+    free = torch.tensor(sorted(set(range(len(full))) - used), dtype=torch.int64)
+    if len(free) == 0:
+        raise ValueError(
+            f"pretrain-targeted needs held-out target inputs, but the pre-training subset "
+            f"({data.get('pretrain_subset')}) and the downstream training subset ({data.get('downstream_subset')}) "
+            f"of {name}/train leave none of its {len(full)} images: set data.pretrain_subset / "
+            f"data.downstream_subset below {len(full)}")
+    gen = torch.Generator().manual_seed(derive_seed(seed, "target-pool"))
+    chosen = free[torch.randperm(len(free), generator=gen)[:TARGET_POOL_SIZE]].sort().values
+    images = match_channels(full.images[chosen].contiguous(), channels)
+    return ImageDataset(full.name, "target-pool", images.contiguous(), full.labels[chosen].clone(), full.num_classes)
+
+
+def target_pool(setting: PretrainSetting) -> ImageDataset:
+    """The setting's target pool (built once per setting, shared by its cells)."""
+    key = {"track": "pretrain-targeted-pool", "scenario": dict(setting.scenario), "data": data_key(setting.data),
+           "channels": setting.channels, "size": setting.size, "seed": setting.seed}
+    return setting.env.shared(key, lambda: build_target_pool(setting.scenario, setting.data, channels=setting.channels,
+                                                             size=setting.size, seed=setting.seed))
 
 
 def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, float]:
     """The validated injected images of this cell (cached), their cache key and the crafting time. The
     attacker is granted the clean unlabeled pre-training images (with labels, to pick references), the
-    budget and the victim's SSL recipe, in its own plugin process."""
+    target pool (held-out labelled images to pick targets and references from), the budget and the
+    victim's SSL recipe, in its own plugin process."""
     spec, env = cell.spec, setting.env
+    pool = target_pool(setting)
     key = {"attack": {"id": cell.attack.id, "settings": cell.attack.settings}, "encoder": setting.encoder_spec,
            "pretrain": setting.scenario["pretrain"], "data": data_key(setting.data), "seed": setting.seed,
-           "budget": spec["budget"]}
+           "budget": spec["budget"], "target_pool": {"downstream": setting.scenario["downstream"],
+                                                     "size": TARGET_POOL_SIZE}}
     name = env.cache.key(POISON_KIND, key)
     budget = math.floor(spec["budget"] * len(setting.pre) + 1e-9)
     shape = tuple(setting.pre.images.shape[1:])
     seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, spec["budget"])
     context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
-               "epsilon": 1.0, "poison_fraction": float(spec["budget"]), "budget": budget, "recipe": setting.encoder_spec}
+               "epsilon": 1.0, "poison_fraction": float(spec["budget"]), "budget": budget, "recipe": setting.encoder_spec,
+               "target_pool_images": pool.images, "target_pool_labels": pool.labels}
 
     def validate(poison: TargetedPoison) -> None:
-        validate_targeted(poison, budget=budget, image_shape=shape, num_classes=setting.num_classes)
+        validate_targeted(poison, budget=budget, image_shape=shape, num_classes=setting.num_classes,
+                          target_pool=pool.images)
 
     def build() -> dict[str, torch.Tensor]:  # an invalid poison raises: nothing is cached
         answer = plugin_call(env, "craft", "attack", cell.attack, {"track": cell.track, "context": context}, rng_seed=seed,
@@ -69,22 +132,38 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, fl
     return poison, name, float(t["seconds"])
 
 
+def target_labels(setting: PretrainSetting, targets: torch.Tensor) -> torch.Tensor:
+    """The pool labels of validated targets (each an exact copy of a pool image)."""
+    pool = target_pool(setting)
+    return pool.labels[pool_indices(targets, pool.images)]
+
+
 def eligible_targets(setting: PretrainSetting, targets: torch.Tensor, target_class: int) -> torch.Tensor:
-    """The targets the clean victim (clean encoder + its probe) does not already put in ``target_class``:
-    success on the others would be no attack's doing, so ASR is measured on these only."""
+    """The targets whose label is not ``target_class`` and that the clean victim (clean encoder + its
+    probe) does not already put in ``target_class``: success on the others would be no attack's doing, so
+    every rate is measured on these only."""
     head = setting.head(setting.clean_key, setting.clean)
     with torch.no_grad():
         predicted = head.predict(setting.clean(targets.to(setting.env.device))).cpu()
-    return targets[predicted != target_class]
+    return targets[(predicted != target_class) & (target_labels(setting, targets) != target_class)]
 
 
 def base_rate_targets(setting: PretrainSetting) -> tuple[torch.Tensor, int]:
-    """For the ``none`` attack: seeded random pre-training images of classes other than a random class."""
+    """For the ``none`` attack: seeded random target-pool images of classes other than a random class."""
+    pool = target_pool(setting)
     gen = torch.Generator().manual_seed(derive_seed(setting.seed, "base-rate-targets"))
     target_class = int(torch.randint(0, setting.num_classes, (1,), generator=gen))
-    others = torch.nonzero(setting.pre.labels != target_class).flatten()
-    chosen = others[torch.randperm(len(others), generator=gen)[:BASE_RATE_TARGETS]]
-    return setting.pre.images[chosen], target_class
+    others = torch.nonzero(pool.labels != target_class).flatten()
+    chosen = others[torch.randperm(len(others), generator=gen)[:BASE_RATE_TARGETS]].sort().values
+    return pool.images[chosen].clone(), target_class
+
+
+def target_probability(head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor, target_class: int,
+                       device: torch.device) -> float:
+    """Mean softmax probability of ``target_class`` on ``targets`` under ``head`` on ``extractor``."""
+    with torch.no_grad():
+        probs = torch.softmax(head.logits(extractor(targets.to(device))).float(), dim=1)
+    return float(probs[:, target_class].mean())
 
 
 def success_rates(setting: PretrainSetting, head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor,
@@ -105,9 +184,11 @@ def success_rates(setting: PretrainSetting, head: LinearHead, extractor: Feature
 @register_track("pretrain-targeted")
 def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     setting = PretrainSetting.shared(cell, env)
-    details: dict[str, Any] = {"head_l2": setting.l2, "n_pretrain": len(setting.pre), "n_test": len(setting.test)}
+    pool = target_pool(setting)
+    details: dict[str, Any] = {"head_l2": setting.l2, "n_pretrain": len(setting.pre), "n_test": len(setting.test),
+                               "n_target_pool": len(pool)}
     clean = setting.probe_accuracy(setting.clean_key, setting.clean)
-    images, poison_name, n_poison, seconds = setting.pre.images, None, 0, 0.0
+    extra, poison_name, n_poison, seconds = None, None, 0, 0.0
     if cell.attack.id == NO_ATTACK:
         targets, target_class = base_rate_targets(setting)
     else:
@@ -116,25 +197,31 @@ def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         except ThreatModelViolation as exc:
             return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
         targets, target_class = poison.target_images, poison.target_class
-        images = torch.cat([setting.pre.images, poison.images])
+        extra = poison.images if len(poison.images) else None
         n_poison = len(poison.images)
         details["attack_diagnostics"] = poison.diagnostics
+        details["poison_shape"] = list(poison.images.shape[1:])
     eligible = eligible_targets(setting, targets, target_class)
     details |= {"target_class": target_class, "n_targets": len(targets), "n_targets_eligible": len(eligible)}
     if len(eligible) == 0:
         return CellOutcome(metrics={}, details=details, status="invalid",
                            message=f"every one of the {len(targets)} targets is already classified as the target class "
-                                   f"{target_class} by the clean victim: there is nothing for the attack to achieve")
-    key, extractor = victim_encoder(setting, cell, images, poison_name)
+                                   f"{target_class} by the clean victim (or is of that class): there is nothing for the "
+                                   f"attack to achieve")
+    key, extractor = victim_encoder(setting, cell, setting.pre.images, poison_name, extra)
     poisoned = setting.probe_accuracy(key, extractor)
-    asr, asr_aug = success_rates(setting, setting.head(key, extractor), extractor, eligible, target_class)
-    base, base_aug = success_rates(setting, setting.head(setting.clean_key, setting.clean), setting.clean,
-                                   eligible, target_class)
+    head, clean_head = setting.head(key, extractor), setting.head(setting.clean_key, setting.clean)
+    asr, asr_aug = success_rates(setting, head, extractor, eligible, target_class)
+    base, base_aug = success_rates(setting, clean_head, setting.clean, eligible, target_class)
+    prob = target_probability(head, extractor, eligible, target_class, env.device)
+    base_prob = target_probability(clean_head, setting.clean, eligible, target_class, env.device)
     metrics = {"clean_accuracy": clean, "poisoned_accuracy": poisoned, "clean_accuracy_change": poisoned - clean,
                "accuracy_drop": clean - poisoned,
                "attack_success_rate": asr, "attack_success_rate_augmented": asr_aug,
                "attack_success_rate_no_attack": base, "attack_success_rate_augmented_no_attack": base_aug,
                "asr_gain": asr - base, "asr_gain_augmented": asr_aug - base_aug,
+               "target_probability": prob, "target_probability_no_attack": base_prob,
+               "target_probability_gain": prob - base_prob,
                "n_poison": float(n_poison), "poison_seconds": seconds}
     if cell.defense.id != NO_DEFENSE:
         dkey, defended = victim_encoder(setting, cell, setting.pre.images, None)

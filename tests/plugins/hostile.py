@@ -211,7 +211,7 @@ class TrivialTargets(PretrainTargetedAttack):
     Config = NoConfig
 
     def craft_targeted(self, ctx: Any) -> TargetedPoison:
-        targets = ctx.images[ctx.labels == 1][:20].clone()
+        targets = ctx.target_pool_images[ctx.target_pool_labels == 1][:20].clone()
         return TargetedPoison(images=ctx.images[:0].clone(), target_images=targets, target_class=1)
 
 
