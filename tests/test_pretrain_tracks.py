@@ -288,7 +288,8 @@ def test_cp_lowers_the_poisoned_probe_accuracy_more_than_random_noise(tmp_path: 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
-    "not reproduced at CPU scale. Tried (seed 0 unless noted): 16 and 28 px mnist5k, cnn_micro and cnn_tiny, "
+    "ASR is too coarse at CPU scale (the cpu board reports the target-class probability gain beside it). Tried "
+    "before the full-size canvas layout of issue #15, when each part was squeezed to half the image (seed 0 unless noted): 16 and 28 px mnist5k, cnn_micro and cnn_tiny, "
     "SimCLR and BYOL, 20-100 victim epochs, crop scale min 0.3 and 0.08, 1-5 targets with 1-60 % poisons per "
     "target, targets outside the pre-training set, the target class set to each target's runner-up class: the "
     "targets' probability of the target class never rose consistently (ASR 0 vs 0; augmented ASR 0.00-0.26 vs "
