@@ -18,6 +18,7 @@ from benchmark.data import load_dataset
 from benchmark.plugins import load_plugins
 from benchmark.pretrain import make_extractor
 from benchmark.validation import ThreatModelViolation, validate_downstream
+from tests.test_attacks_downstream import craft
 
 L2 = 1e-2
 EPS = 8 / 255
@@ -62,13 +63,6 @@ def setting() -> Setting:
         extractor = make_extractor(create_backbone("cnn_micro", in_chans=1), train.images, torch.device("cpu"))
     view = FeatureExtractorView(extractor, extractor.feature_dim, torch.device("cpu"))
     return Setting(view, train.images, train.labels, view.features(train.images))
-
-
-def craft(attack_id: str, ctx: DownstreamAttackContext, **settings: Any) -> DownstreamPoison:
-    cls = ATTACKS.get(attack_id)
-    config = cls.Config(**settings)
-    assert config.problems() == []
-    return cls(config).craft_downstream(ctx)
 
 
 # ------------------------------------------------------------------------------------------ ζ in the box
