@@ -2,6 +2,7 @@
 
     python -m benchmark run [--suite smoke|cpu|full|PATH] [--results-dir DIR] [--set key=value ...]
     python -m benchmark plan [--suite ...]            # the cells and the artifacts they share; no compute
+    python -m benchmark plan --suite full --estimate  # device-hours per track and kind of work (--calibrate)
     python -m benchmark list [attacks|defenses|datasets|encoders|suites]
     python -m benchmark verify [--suite ...] [--sample N] [--only attack=ID]   # re-compute committed cells
     python -m benchmark leaderboard [--check]         # render leaderboard/README.md; --check: fresh and current
@@ -40,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
         sub.choices[name].add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                                        help="only the cells matching (repeatable): attack=ID, defense=ID, track=, scenario=, method=, seed=")
+    plan = sub.choices["plan"]
+    plan.add_argument("--estimate", action="store_true",
+                      help="device-hours per track and per kind of work, total on 1 and N devices (benchmark/estimate.py)")
+    plan.add_argument("--profile", default=None, metavar="NAME",
+                      help="device profile of benchmark/device_profiles.yaml (default: the suite's budget.profile)")
+    plan.add_argument("--calibrate", action="store_true",
+                      help="measure the profile on this machine (a timed SSL epoch per method/backbone) instead")
+    plan.add_argument("--device", default="auto", help="with --calibrate: auto, cpu, cuda, cuda:1 …")
+    plan.add_argument("--gpus", default="1,8", metavar="N[,N]", help="device counts to give the wall time for")
     verify = sub.choices["verify"]
     verify.add_argument("--sample", type=int, default=None, metavar="N", help="verify N randomly chosen cells (seeded)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the sample")
@@ -95,6 +105,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from benchmark.suite import expand_cells
 
     suite = _load(args)
+    if args.estimate:
+        return _estimate(args, suite)
     cells, skipped = expand_cells(suite)
     todo, done = pending_cells(cells, suite, args.results_dir)
     print(f"suite {suite.name} (tier {suite.tier}): {len(cells)} cells, {len(done)} finished, {len(todo)} to compute")
@@ -111,6 +123,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("\nskipped combinations:")
         for s in skipped:
             print(f"  {s.track}: {s.what}: {s.reason}")
+    return 0
+
+
+def _estimate(args: argparse.Namespace, suite) -> int:  # noqa: ANN001
+    from benchmark.estimate import budget_problems, calibrate, estimate, load_profiles, render
+
+    budget = suite.raw.get("budget") or {}
+    profiles = load_profiles()
+    if args.calibrate:
+        profile = calibrate(suite, args.device)
+    else:
+        name = args.profile or budget.get("profile") or next(iter(profiles))
+        if name not in profiles:
+            print(f"unknown device profile {name!r}; valid: {', '.join(sorted(profiles))}", file=sys.stderr)
+            return 2
+        profile = profiles[name]
+    try:
+        gpus = [int(n) for n in args.gpus.split(",")]
+    except ValueError:
+        print(f"--gpus: expected comma-separated integers, got {args.gpus!r}", file=sys.stderr)
+        return 2
+    result = estimate(suite, profile)
+    print(render(result, suite, gpus))
+    if budget:
+        print(f"  budget: {budget['device_hours']:,.1f} device-hours on {budget['profile']}")
+        if profile.name == budget["profile"]:
+            for problem in budget_problems(result, budget["device_hours"]):
+                print(f"  OVER BUDGET: {problem}", file=sys.stderr)
+                return 1
     return 0
 
 

@@ -312,6 +312,26 @@ class LimitsSpec(MethodConfig):
         return problems
 
 
+@dataclass(frozen=True, kw_only=True)
+class BudgetSpec(MethodConfig):
+    """``budget``: the device-hours the suite is designed to fit on ``profile`` (a device profile of
+    :mod:`benchmark.estimate`); ``plan --estimate`` checks it and a test keeps every built-in suite inside it."""
+
+    device_hours: float
+    profile: str
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        check_range(problems, "device_hours", self.device_hours, 0.0, 1e7, low_open=True)
+        from benchmark.estimate import profile_names
+
+        if self.profile not in profile_names():
+            close = difflib.get_close_matches(self.profile, profile_names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"profile: unknown device profile {self.profile!r}{hint}; valid: {', '.join(profile_names())}")
+        return problems
+
+
 PLUGIN_SECONDS = {"smoke": 600.0, "cpu": 3600.0, "full": 7 * 86400.0, "custom": 3600.0}
 """Default per-call time limit by tier: the longest legitimate call is a defended victim's pre-training."""
 
@@ -334,10 +354,14 @@ class TrackSpec(MethodConfig):
     # A tier's time budget may restrict it; the other combinations are listed as skipped, with this reason.
     defended_attacks: list[str] | None = None
     victim: VictimSpec | None = None
+    # the seeds of this track's cells; null: the suite's. A tier spends its seeds where the spread needs them.
+    seeds: list[int] | None = None
 
     def problems(self) -> list[str]:
         problems = _fractions(self.budgets, "budgets") + ([] if self.attacks else ["attacks: expected a non-empty list"]) + (
             [] if self.defenses else ["defenses: expected a non-empty list"])
+        if self.seeds is not None:
+            problems += _seed_problems(self.seeds)
         names = [_entry_name(a) for a in self.attacks or []]
         for name in self.defended_attacks or []:
             if name not in names:
@@ -346,6 +370,14 @@ class TrackSpec(MethodConfig):
                 problems.append(f"defended_attacks: {name!r} is not an attack of this track{hint}; "
                                 f"valid: {', '.join(n for n in names if n)}")
         return problems
+
+
+def _seed_problems(seeds: list[int]) -> list[str]:
+    problems = [] if seeds else ["seeds: expected a non-empty list of non-negative integers"]
+    problems += [f"seeds: {s} is negative" for s in seeds if s < 0]
+    if len(set(seeds)) != len(seeds):
+        problems.append("seeds: duplicates")
+    return problems
 
 
 def _entry_name(item: Any) -> str | None:
@@ -407,16 +439,13 @@ class SuiteSpec(MethodConfig):
     scenarios: list[ScenarioSpec]
     tracks: dict[str, Any]
     limits: LimitsSpec | None = None
+    budget: BudgetSpec | None = None
 
     def problems(self) -> list[str]:
         problems: list[str] = []
         if not self.name:
             problems.append("name: a non-empty string is required")
-        if not self.seeds:
-            problems.append("seeds: expected a non-empty list of non-negative integers")
-        problems += [f"seeds: {s} is negative" for s in self.seeds if s < 0]
-        if len(set(self.seeds)) != len(self.seeds):
-            problems.append("seeds: duplicates")
+        problems += _seed_problems(self.seeds)
         if not self.scenarios:
             problems.append("scenarios: expected a non-empty list of {name, pretrain, downstream}")
         if not self.tracks:
@@ -623,7 +652,7 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         for encoder in encoder_specs(suite):
             encoder = {**encoder, **(body.get("recipe") or {})}
             for scenario_name in track_scenarios:
-                for seed in suite.seeds:
+                for seed in body.get("seeds") or suite.seeds:
                     for budget in body["budgets"]:
                         for eps in epsilons or [None]:
                             for attack in attacks:
