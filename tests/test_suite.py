@@ -77,15 +77,24 @@ def test_override_changes_cell_ids(tiny_suite_dict, write_suite) -> None:
 
 
 def test_suite_can_extend_another(tmp_path) -> None:
-    quick = load_suite("full200")
+    quick = load_suite("full-quick")
     full = load_suite("full")
     assert quick.raw["encoders"]["recipe"]["epochs"] == 200 and full.raw["encoders"]["recipe"]["epochs"] == 1000
     assert quick.raw["encoders"]["recipe"]["batch_size"] == full.raw["encoders"]["recipe"]["batch_size"]
-    assert quick.tier == "full" and quick.name == "full200"
+    assert quick.tier == "full" and quick.name == "full-quick"
+
+
+def test_a_track_may_use_its_own_seeds(tiny_suite_dict, write_suite) -> None:
+    tiny_suite_dict["seeds"] = [0, 1]
+    track = next(iter(tiny_suite_dict["tracks"]))
+    tiny_suite_dict["tracks"][track]["seeds"] = [1]
+    cells = expand_cells(load_suite(str(write_suite(tiny_suite_dict))))[0]
+    assert {c.spec["seed"] for c in cells if c.track == track} == {1}
+    assert {c.spec["seed"] for c in cells if c.track != track} in (set(), {0, 1})
 
 
 # ------------------------------------------------------------------------------------------- malformed variants
-SHIPPED = ("smoke", "cpu", "full", "full200")
+SHIPPED = ("smoke", "cpu", "full", "full-quick")
 BAD_VARIANTS: list[tuple[str, str, str]] = [  # (--set override, what the report must say)
     ("encoders.recipe.epochs=1.5", "encoders", "1.5 is not an integer"),
     ("encoders.recipe.epochs=ten", "encoders", "'ten' is not an integer"),
@@ -98,6 +107,9 @@ BAD_VARIANTS: list[tuple[str, str, str]] = [  # (--set override, what the report
     ("description={a: 1}", "description", "expected str"),
     ("tier=gpu", "tier", "must be one of"),
     ("seeds=[-1]", "seeds", "negative"),
+    ("tracks.downstream.seeds=[0, 0]", "seeds", "duplicates"),
+    ("budget={device_hours: 10, profile: h200-projectd}", "profile", "did you mean 'h200-projected'"),
+    ("budget={device_hours: -1, profile: h200-projected}", "device_hours", "outside"),
     ("seeds=zero", "seeds", "expected a list"),
     ("data.image_size=4", "image_size", "≥ 8"),
     ("data.imagesize=16", "imagesize", "did you mean 'image_size'"),

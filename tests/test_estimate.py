@@ -1,0 +1,82 @@
+"""``plan --estimate``: the work a suite does, counted once per shared artifact, priced by a device profile,
+and every built-in suite inside the budget it states (benchmark/estimate.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.__main__ import main
+from benchmark.estimate import DeviceProfile, calibrate, estimate, load_profiles, suite_work
+from benchmark.suite import expand_cells, load_suite, suite_names
+
+# A profile with round numbers: 1 s per SimCLR image-epoch, 2 s for the momentum methods, 0.25 s a pass.
+UNIT = DeviceProfile(name="unit", source="test", svd_seconds=0.0,
+                     ssl_image_epoch={"cnn_micro@16": {"simclr": 1.0, "mocov2": 2.0, "byol": 2.0, "pass": 0.25}})
+
+
+@pytest.mark.parametrize("name", [n for n in suite_names() if load_suite(n).raw.get("budget")])
+def test_every_builtin_suite_fits_the_budget_it_states(name: str) -> None:
+    suite = load_suite(name)
+    budget = suite.raw["budget"]
+    result = estimate(suite, load_profiles()[budget["profile"]])
+    assert not result.unmodelled, result.unmodelled
+    assert 0 < result.total <= budget["device_hours"]
+
+
+def test_the_gpu_tiers_state_a_budget() -> None:
+    assert load_suite("full").raw["budget"]["device_hours"] <= 500
+    assert load_suite("full-quick").raw["budget"]["device_hours"] <= 24
+
+
+def test_a_clean_encoder_shared_by_cells_is_counted_once() -> None:
+    suite = load_suite("smoke")
+    cells = expand_cells(suite)[0]
+    work = suite_work(suite, cells)
+    clean = [w for w in work.items.values() if w.kind == "clean encoder"]
+    # one per (method, pre-training data, seed, the track's data and recipe): downstream and the pre-training
+    # tracks share it only where their data and recipe agree
+    distinct = {(c.spec["encoder"]["method"], c.spec["scenario"]["pretrain"], c.spec["seed"],
+                 str(sorted(c.spec["data"].items())), str(sorted(c.spec["encoder"].items(), key=str))) for c in cells}
+    assert len(clean) == len(distinct) < len(cells) / 10
+
+
+def test_cost_models_count_the_loops_of_their_method() -> None:
+    full = load_suite("full")
+    work = suite_work(full)
+    cp_c = [w for w in work.items.values() if w.kind == "poison" and w.track == "pretrain-availability"
+            and sum(w.ssl_epochs.values()) == 1000 * (20 + 20 * 1) * 512]
+    assert len(cp_c) == 3 * 3  # CP-C: rounds × (model batches + noise batches × PGD steps) × batch, per method and seed
+    # CP-S: 200 rounds of one model epoch + one noise epoch of 5 PGD steps, plus its 200-round classwise init
+    cp_s = 200 * (50_000 + 5 * 50_000) * 2
+    assert any(sum(w.ssl_epochs.values()) == cp_s for w in work.items.values() if w.kind == "poison")
+    gc = [w for w in work.items.values() if w.kind == "poison" and w.track == "downstream" and w.passes == 300 * 10_000]
+    assert gc  # GC: steps × poisons (ε_d = 0.2 of CIFAR-10's 50k)
+
+
+def test_profile_prices_ssl_epochs_and_passes_and_scales_by_flops() -> None:
+    suite = load_suite("smoke", ["seeds=[0]"])
+    result = estimate(suite, UNIT)
+    work = suite_work(suite)
+    clean = next(w for w in work.items.values() if w.kind == "clean encoder" and w.track == "downstream")
+    assert UNIT.seconds(clean) == pytest.approx(sum(clean.ssl_epochs.values()) * 1.0)
+    bigger = DeviceProfile(name="x", source="t", svd_seconds=0.0,
+                           ssl_image_epoch={"cnn_micro@32": {"simclr": 1.0, "pass": 0.25}})
+    assert bigger.seconds(clean) == pytest.approx(UNIT.seconds(clean) / 4, rel=0.05)  # 16 px has ¼ the FLOPs of 32 px
+    assert result.total > 0 and result.wall_hours(8) >= result.longest_hours
+
+
+def test_calibration_measures_this_machine() -> None:
+    suite = load_suite("smoke", ["seeds=[0]"])
+    profile = calibrate(suite, "cpu", images=256)
+    measured = profile.ssl_image_epoch["cnn_micro@16"]
+    assert measured["simclr"] > 0 and measured["pass"] > 0 and profile.svd_seconds > 0
+    assert estimate(suite, profile).total > 0
+
+
+def test_plan_estimate_prints_the_total_and_fails_over_budget(capsys) -> None:
+    assert main(["plan", "--suite", "full-quick", "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "total:" in out and "pretrain-availability" in out and "budget: 24.0" in out
+    assert main(["plan", "--suite", "full-quick", "--estimate", "--set", "budget.device_hours=0.5"]) == 1
+    assert "OVER BUDGET" in capsys.readouterr().err
+    assert main(["plan", "--suite", "full-quick", "--estimate", "--profile", "tpu"]) == 2
