@@ -131,6 +131,8 @@ def _estimate(args: argparse.Namespace, suite) -> int:  # noqa: ANN001
 
     budget = suite.raw.get("budget") or {}
     profiles = load_profiles()
+    if args.calibrate and not _device_ok(args.device):
+        return 2
     if args.calibrate:
         profile = calibrate(suite, args.device)
     else:
@@ -155,9 +157,38 @@ def _estimate(args: argparse.Namespace, suite) -> int:  # noqa: ANN001
     return 0
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``--device name`` cannot run here (None: it can), said before any compute starts."""
+    import torch
+
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"--device {name!r} is not a device name: use auto, cpu, cuda or cuda:N"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"--device {name}: this machine has no CUDA GPU (torch {torch.__version__}); use --device cpu or auto"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 … cuda:{torch.cuda.device_count() - 1})"
+    elif device.type != "cpu":
+        return f"--device {name}: only cpu and cuda devices are supported"
+    return None
+
+
+def _device_ok(name: str) -> bool:
+    problem = device_problem(name)
+    if problem:
+        print(problem, file=sys.stderr)
+    return problem is None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_suite
 
+    if not _device_ok(args.device):
+        return 2
     suite = _load(args)
     tracks = args.tracks.split(",") if args.tracks else None
     try:
@@ -204,6 +235,8 @@ def _compare(args: argparse.Namespace, suite, summary) -> int:  # noqa: ANN001
 def cmd_verify(args: argparse.Namespace) -> int:
     from benchmark.verify import comparison_table, failed, verify_suite
 
+    if not _device_ok(args.device):
+        return 2
     suite = _load(args)
     rows, tolerance = verify_suite(suite, committed_dir=args.results_dir, sample=args.sample, seed=args.seed,
                                    only=args.only, device=args.device, tolerance=args.tolerance)

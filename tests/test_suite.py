@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmark.__main__ import main
 from benchmark.suite import SuiteError, apply_overrides, expand_cells, load_suite
 
 
@@ -173,3 +174,19 @@ def test_a_results_dir_that_is_a_file_fails_before_compute(tmp_path) -> None:
                  "--no-leaderboard"])
     assert code == 2
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("cuda", "no CUDA GPU"), ("cuda:7", "CUDA"), ("tpu", "not a device name"), ("meta", "only cpu and cuda")])
+def test_an_unusable_device_is_a_clear_error_before_compute(device: str, message: str, tmp_path, capsys,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    if device == "cuda:7":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["run", "--device", device, "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
