@@ -353,6 +353,8 @@ class TrackSpec(MethodConfig):
     # the attack names (``none`` included) that the defenses are evaluated against; null: every attack.
     # A tier's time budget may restrict it; the other combinations are listed as skipped, with this reason.
     defended_attacks: list[str] | None = None
+    # the SSL methods whose encoders the defenses are evaluated on; null: every method of the suite
+    defended_methods: list[str] | None = None
     victim: VictimSpec | None = None
     # the seeds of this track's cells; null: the suite's. A tier spends its seeds where the spread needs them.
     seeds: list[int] | None = None
@@ -529,6 +531,10 @@ def validate_suite(raw: dict[str, Any], source: str) -> Suite:
         for s in body.get("scenarios") or []:
             if isinstance(s, str) and s not in scenario_names:
                 problems.append(f"{where}.scenarios: unknown scenario {s!r}; defined: {', '.join(sorted(scenario_names))}")
+        methods = encoders.get("methods") if isinstance(encoders.get("methods"), list) else []
+        for m in body.get("defended_methods") or []:
+            if m not in methods:
+                problems.append(f"{where}.defended_methods: {m!r} is not one of the suite's methods ({', '.join(map(str, methods))})")
         for key, kind, reserved in (("attacks", "attack", NO_ATTACK), ("defenses", "defense", NO_DEFENSE)):
             items = body.get(key, [NO_DEFENSE] if key == "defenses" else [])
             if isinstance(items, list):
@@ -679,9 +685,14 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     for cell, attack, defense, eps in candidates:
         reason = _skip_reason(attacks_info, attack, defense, cell.spec["victim"], eps, cell.track)
         defended_attacks = suite.tracks[cell.track].get("defended_attacks")
+        defended_methods = suite.tracks[cell.track].get("defended_methods")
         if reason is None and defense.id != NO_DEFENSE and defended_attacks is not None and attack.name not in defended_attacks:
             reason = (f"this tier evaluates the {cell.track} defenses against {', '.join(defended_attacks)} only "
                       f"(tracks.{cell.track}.defended_attacks: its time budget)")
+        method = cell.spec["encoder"]["method"]
+        if reason is None and defense.id != NO_DEFENSE and defended_methods is not None and method not in defended_methods:
+            reason = (f"this tier evaluates the {cell.track} defenses on {', '.join(defended_methods)} encoders only "
+                      f"(tracks.{cell.track}.defended_methods: its time budget) — {method}")
         if reason is None and defense.id != NO_DEFENSE:
             reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
                                   config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])]

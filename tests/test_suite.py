@@ -190,3 +190,18 @@ def test_an_unusable_device_is_a_clear_error_before_compute(device: str, message
     assert main(["run", "--device", device, "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_defended_methods_restricts_the_defended_cells_only(tiny_suite_dict, write_suite) -> None:
+    tiny_suite_dict["encoders"]["methods"] = ["simclr", "byol"]
+    tiny_suite_dict["encoders"]["method_settings"]["byol"] = {"proj_hidden": 64, "proj_dim": 32}
+    track = "downstream"
+    tiny_suite_dict["tracks"][track] |= {"defenses": ["none", "finetune"], "defended_methods": ["simclr"]}
+    cells, skipped = expand_cells(load_suite(str(write_suite(tiny_suite_dict))))
+    mine = [c for c in cells if c.track == track]
+    assert {c.spec["encoder"]["method"] for c in mine if c.spec["defense"]["id"] != "none"} == {"simclr"}
+    assert {c.spec["encoder"]["method"] for c in mine if c.spec["defense"]["id"] == "none"} == {"simclr", "byol"}
+    assert any("defended_methods" in s.reason for s in skipped)
+    tiny_suite_dict["tracks"][track]["defended_methods"] = ["moco"]
+    with pytest.raises(SuiteError, match="defended_methods: 'moco' is not one of the suite's methods"):
+        load_suite(str(write_suite(tiny_suite_dict)))
