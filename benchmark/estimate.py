@@ -105,7 +105,7 @@ class Context:
     cell: Cell
     sizes: Sizes
     config: Mapping[str, Any]  # the method's resolved config
-    n_poison: int = 0
+    n_poison: int = 0  # poisons added (downstream), images perturbed (availability) or injected (targeted)
 
     @property
     def spec(self) -> Mapping[str, Any]:
@@ -135,9 +135,11 @@ def _ue_downstream(ctx: Context) -> dict[str, float]:  # attacks/ue.py: PGD thro
     return {"passes": ctx.config["max_rounds"] * ctx.config["pgd_steps"] * ctx.n_poison}
 
 
-def _ue_availability(ctx: Context) -> dict[str, float]:  # attacks/ue.py: supervised surrogate + PGD epochs
-    cfg, n = ctx.config, ctx.sizes.pretrain
-    return {"passes": cfg["max_rounds"] * (cfg["model_steps"] * cfg["batch_size"] + cfg["pgd_steps"] * n)}
+def _ue_availability(ctx: Context) -> dict[str, float]:
+    """attacks/ue.py: each round, surrogate steps and PGD over the perturbed images (priced at the suite's
+    backbone; issue #13: the surrogate is to follow it)."""
+    cfg = ctx.config
+    return {"passes": cfg["max_rounds"] * (cfg["model_steps"] * cfg["batch_size"] + cfg["pgd_steps"] * ctx.n_poison)}
 
 
 def _ft_decoder(ctx: Context) -> dict[str, float]:  # attacks/ft_decoder.py: a decoder trained on the clean features
@@ -148,21 +150,21 @@ def _ft_matching(ctx: Context) -> dict[str, float]:  # attacks/ft_feature_matchi
     return {"passes": ctx.config["match_steps"] * ctx.n_poison}
 
 
-def _cp_round_epochs(cfg: Mapping[str, Any], n: int, batch: int, mode: str) -> float:
-    """SSL image-epochs of one CP round (attacks/cp.py): model batches + noise batches × PGD steps; a
-    count of 0 batches is one whole epoch (the samplewise schedule)."""
+def _cp_round(cfg: Mapping[str, Any], n: int, n_poison: int, batch: int) -> float:
+    """SSL image-epochs of one CP round (attacks/cp.py): model batches over every image + noise batches ×
+    PGD steps over the perturbed ones; a count of 0 batches is one whole epoch (the samplewise schedule)."""
     model = n if cfg["model_steps"] == 0 else cfg["model_steps"] * batch
-    noise_pool = n if mode == "samplewise" else n  # classwise δ is optimised on the images of its classes
-    noise = noise_pool if cfg["noise_batches"] == 0 else cfg["noise_batches"] * batch
+    noise = n_poison if cfg["noise_batches"] == 0 else cfg["noise_batches"] * batch
     return float(model + noise * cfg["pgd_steps"])
 
 
 def _cp(ctx: Context) -> dict[str, float]:
+    """CP-S starts from a CP-C poison of ``init_rounds`` rounds on the same schedule (cached apart)."""
     cfg, n = ctx.config, ctx.sizes.pretrain
     batch = min(cfg.get("batch_size") or ctx.ssl_batch, n)
-    epochs = cfg["rounds"] * _cp_round_epochs(cfg, n, batch, cfg["mode"])
+    epochs = cfg["rounds"] * _cp_round(cfg, n, ctx.n_poison, batch)
     if cfg["mode"] == "samplewise" and cfg.get("init_from") == "classwise":
-        epochs += (cfg.get("init_rounds") or cfg["rounds"]) * _cp_round_epochs(cfg, n, batch, "classwise")
+        epochs += (cfg.get("init_rounds") or cfg["rounds"]) * _cp_round(cfg, n, ctx.n_poison, batch)
     return {"ssl_epochs": epochs}
 
 
@@ -335,12 +337,13 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     encoder = add_clean_encoder(work, cell, sizes)
     method, epochs = spec["encoder"]["method"], int(spec["encoder"]["epochs"])
     targeted = cell.track == "pretrain-targeted"
-    n_extra = int(spec["budget"] * sizes.pretrain) if targeted and cell.attack.id != "none" else 0
+    n_attacked = int(spec["budget"] * sizes.pretrain) if cell.attack.id != "none" else 0  # perturbed or injected
+    n_extra = n_attacked if targeted else 0
     poison = None
     if cell.attack.id != "none":
         poison = {"encoder": encoder, "attack": [cell.attack.id, cell.attack.settings], "budget": spec["budget"],
                   "epsilon": spec.get("epsilon"), "scenario": spec["scenario"]}
-        ctx = Context(cell, sizes, _resolved("attack", cell.attack), n_extra)
+        ctx = Context(cell, sizes, _resolved("attack", cell.attack), n_attacked)
         work.add(cell, sizes, "poison", poison, **_amounts(attack_cost(work, cell, ctx), method))
     did = cell.defense.id
     n_pre = sizes.pretrain + n_extra
