@@ -146,12 +146,15 @@ class DPSGD(Defense):
         return engine, module, optimizer, loader
 
     @staticmethod
-    def _train(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, epochs: int) -> None:
-        """Cross-entropy epochs over Opacus's Poisson-sampled loader (an empty batch is possible)."""
+    def _train(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, epochs: int,
+               device: torch.device) -> None:
+        """Cross-entropy epochs over Opacus's Poisson-sampled loader (an empty batch is possible); the
+        data stay on the CPU and each batch moves to ``device``, where the model and the noise are."""
         for _ in range(epochs):
             for x, y in loader:
                 if len(x) == 0:
                     continue
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 F.cross_entropy(module(x), y).backward()
                 optimizer.step()
@@ -161,31 +164,31 @@ class DPSGD(Defense):
         """DP-SGD on the linear head; ``features`` (= extractor(images)) may be passed when cached."""
         cfg = self.config
         feats = (features if features is not None else extractor.features(images)).detach().float().cpu()
-        layer = nn.Linear(feats.shape[1], head.num_classes)
+        layer = nn.Linear(feats.shape[1], head.num_classes).to(ctx.device)
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
         optimizer = torch.optim.SGD([{"params": [layer.weight], "weight_decay": head.l2},
                                      {"params": [layer.bias], "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum)
         dataset = TensorDataset(feats, labels.cpu().long())
         engine, module, optimizer, loader = self._private(layer, optimizer, dataset, ctx)
-        self._train(module, optimizer, loader, cfg.epochs)
+        self._train(module, optimizer, loader, cfg.epochs, ctx.device)
         self._record(engine.accountant, len(dataset), 1.0 / len(loader))
-        return LinearHead(layer.weight.detach().clone().to(ctx.device), layer.bias.detach().clone().to(ctx.device))
+        return LinearHead(layer.weight.detach().clone(), layer.bias.detach().clone())
 
     def fit_supervised(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: DefenseContext,
                        train: Callable[..., nn.Module]) -> nn.Module:
         from opacus.validators import ModuleValidator
 
         cfg = self.config
-        model = ModuleValidator.fix(model).cpu()
+        model = ModuleValidator.fix(model).to(ctx.device)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.supervised_lr,
                                     momentum=cfg.momentum)
         dataset = TensorDataset(images.detach().float().cpu(), labels.cpu().long())
         engine, module, optimizer, loader = self._private(model, optimizer, dataset, ctx)
         module.train()
-        self._train(module, optimizer, loader, cfg.supervised_epochs)
+        self._train(module, optimizer, loader, cfg.supervised_epochs, ctx.device)
         self._record(engine.accountant, len(dataset), 1.0 / len(loader))
-        return model.eval().to(ctx.device)
+        return model.eval()
 
     # ------------------------------------------------------------------------------------ pre-training
     def ssl_hooks(self, ssl: Any, ctx: DefenseContext) -> SSLTrainingHooks:
@@ -226,4 +229,5 @@ class DPSGD(Defense):
 
 
 def _noise_generator(ctx: DefenseContext) -> torch.Generator:
-    return torch.Generator(device=ctx.device if ctx.device.type == "cuda" else "cpu").manual_seed(int(ctx.seed))
+    """Opacus draws the noise on the parameters' device with this generator: it must live there too."""
+    return torch.Generator(device=ctx.device).manual_seed(int(ctx.seed))

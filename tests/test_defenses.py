@@ -201,6 +201,17 @@ def test_dp_sgd_clips_per_sample_gradients(mnist) -> None:
     assert raw.norm().item() > 10 * clip  # without clipping the step would be far larger
 
 
+def test_dp_sgd_noise_and_model_share_the_context_device(mnist) -> None:
+    from defenses.dp_sgd import _noise_generator
+
+    train, _, extractor = mnist
+    ctx = _ctx()
+    assert _noise_generator(ctx).device == ctx.device  # one code path for CPU and CUDA
+    dp = DPSGD(DPSGDConfig(epochs=1, batch_size=200))
+    head = dp.fit_head(_view(extractor), train.images, train.labels, HeadSpec(10, 1e-3), ctx)
+    assert head.weight.device == ctx.device and head.bias.device == ctx.device
+
+
 def test_dp_sgd_epsilon_matches_opacus_rdp_accountant(mnist) -> None:
     from opacus.accountants import RDPAccountant
 

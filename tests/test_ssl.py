@@ -65,6 +65,30 @@ def test_moco_queue_is_filled_after_steps() -> None:
     assert int(model.queue_ptr) == 16
 
 
+def test_moco_queue_wraps_around_without_reading_the_pointer_on_the_host() -> None:
+    model = _model("mocov2")
+    size = model.queue.shape[0]
+    model.queue_ptr.fill_(size - 3)
+    keys = torch.nn.functional.normalize(torch.randn(5, model.queue.shape[1]), dim=1)
+    model._enqueue(keys)
+    assert torch.equal(model.queue[size - 3:], keys[:3]) and torch.equal(model.queue[:2], keys[3:])
+    assert int(model.queue_ptr) == 2
+
+
+def test_ema_update_matches_the_per_parameter_rule_exactly() -> None:
+    from benchmark.ssl import ema_update
+
+    online, target = _model("byol"), _model("byol")
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(torch.randn_like(p))
+        # the per-parameter loop the fused update replaces: bit-identical results
+        expected = [t.detach().clone().mul_(0.9).add_(o, alpha=1 - 0.9) for t, o in zip(target.parameters(), online.parameters())]
+    ema_update(target, online, 0.9)
+    assert all(torch.equal(t, e) for t, e in zip(target.parameters(), expected))
+    assert all(torch.equal(t, o) for t, o in zip(target.buffers(), online.buffers()))
+
+
 def test_registry_lists_the_three_methods() -> None:
     assert ssl_method_names() == ["byol", "mocov2", "simclr"]
 

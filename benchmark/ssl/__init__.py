@@ -66,11 +66,18 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
-    for t, o in zip(target.buffers(), online.buffers(), strict=True):
-        t.copy_(o)
+    """target ← momentum · target + (1 − momentum) · online, buffers copied: one fused ``torch._foreach_*``
+    call per step (no Python loop over parameters, no host sync)."""
+    targets, onlines = list(target.parameters()), [p.detach() for p in online.parameters()]
+    if len(targets) != len(onlines):
+        raise ValueError(f"ema_update: {len(targets)} target parameters vs {len(onlines)} online ones")
+    torch._foreach_mul_(targets, momentum)
+    torch._foreach_add_(targets, onlines, alpha=1.0 - momentum)
+    target_buffers, online_buffers = list(target.buffers()), list(online.buffers())
+    if target_buffers:
+        torch._foreach_copy_(target_buffers, online_buffers)
 
 
 def create_ssl_method(method: str, backbone: nn.Module, settings: dict | None = None) -> SSLMethod:

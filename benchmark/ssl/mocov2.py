@@ -80,7 +80,6 @@ class MoCoV2(SSLMethod):
     def _enqueue(self, keys: torch.Tensor) -> None:
         size = self.queue.shape[0]
         keys = keys[:size].to(self.queue.dtype)
-        ptr = int(self.queue_ptr)
-        idx = (torch.arange(len(keys), device=keys.device) + ptr) % size
-        self.queue[idx] = keys
-        self.queue_ptr.fill_((ptr + len(keys)) % size)
+        idx = (torch.arange(len(keys), device=keys.device) + self.queue_ptr) % size  # no host sync
+        self.queue.index_copy_(0, idx, keys)
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
