@@ -111,11 +111,14 @@ def single_part_view_fraction(indicator: torch.Tensor, augment: AugmentConfig, *
     return float(split.float().mean())
 
 
-def choose_class(num_classes: int, excluded: set[int], generator: torch.Generator) -> int:
-    """A seeded class outside ``excluded``."""
-    allowed = [c for c in range(num_classes) if c not in excluded]
+def choose_class(num_classes: int, excluded: set[int], generator: torch.Generator,
+                 present: set[int] | None = None) -> int:
+    """A seeded class outside ``excluded`` among those ``present`` (default: all): a class with no image
+    in the pool can never be drawn (a CIFAR-100 subset leaves some empty)."""
+    allowed = [c for c in range(num_classes) if c not in excluded and (present is None or c in present)]
     if not allowed:
-        raise ValueError(f"no class left outside {sorted(excluded)} among {num_classes} classes")
+        raise ValueError(f"no class with images left outside {sorted(excluded)} among {num_classes} classes "
+                         f"(classes present in the target pool: {sorted(present) if present is not None else 'all'})")
     return allowed[int(torch.randint(0, len(allowed), (1,), generator=generator))]
 
 
@@ -147,11 +150,12 @@ class PoisonedEncoder(PretrainTargetedAttack):
         target_class = config.target_class
         if target_class is not None and target_class >= ctx.num_classes:
             raise ValueError(f"target_class {target_class} outside [0, {ctx.num_classes - 1}]")
+        present = {int(c) for c in pool_labels.unique()}
         if target_class is None:
-            target_class = choose_class(ctx.num_classes, set(), gen)
+            target_class = choose_class(ctx.num_classes, set(), gen, present)
         reference_class = target_class
         if config.reference == "decoy":
-            reference_class = choose_class(ctx.num_classes, {target_class}, gen)
+            reference_class = choose_class(ctx.num_classes, {target_class}, gen, present)
         n_targets = min(config.n_targets, max(1, ctx.budget))  # a target without a poison is not attacked
         targets = choose_targets(pool_labels, {target_class, reference_class}, n_targets, gen)
         refs_of_class = torch.nonzero(pool_labels == reference_class).flatten()

@@ -200,3 +200,17 @@ def test_the_decoy_control_draws_references_from_another_class(tmp_path: Path) -
             assert left >= 0 and right >= 0
             target, ref = (left, right) if left in targets else (right, left)
             assert target in targets and int(labels[ref]) == ref_class
+
+
+def test_classes_absent_from_the_pool_are_never_drawn(tmp_path: Path) -> None:
+    pool_images, pool_labels = held_out_pool()
+    keep = pool_labels <= 2  # a subset in which only three of the ten classes have images
+    images, labels = pool_images[keep], pool_labels[keep]
+    for seed in range(5):
+        ctx = context(tmp_path / str(seed), images, labels)
+        ctx.generator.manual_seed(seed)
+        poison = attack(n_targets=2, n_references=2, reference="decoy").craft_targeted(ctx)
+        assert poison.target_class in (0, 1, 2) and int(poison.diagnostics["reference_class"]) in (0, 1, 2)
+    only_one = pool_labels == 3
+    with pytest.raises(ValueError, match="no class with images left"):
+        attack(reference="decoy").craft_targeted(context(tmp_path / "one", pool_images[only_one], pool_labels[only_one]))
