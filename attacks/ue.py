@@ -13,8 +13,8 @@ Published: ε = 8/255, 20 PGD steps of 0.8/255, 10 model steps per round, stop a
   plus the poisoned points; the poisons are ``budget`` randomly chosen training images + δ, labels kept.
   Under ``ctx.input_epsilon`` that radius replaces ``epsilon``.
 * pre-training availability track (the supervised poison transferred to contrastive learning): the
-  attacker has labels but no encoder, so θ is a small CNN (``cnn_micro`` + linear layer) trained from
-  scratch by mini-batch SGD on the perturbed images (a seeded random subset of ``budget`` images, the
+  attacker has labels but no encoder, so θ is a supervised network of the victim recipe's backbone (or
+  ``surrogate_backbone``) plus a linear layer, trained from scratch by mini-batch SGD on the perturbed images (a seeded random subset of ``budget`` images, the
   whole set at the default p = 100 %), δ within ``ctx.epsilon``; PGD runs batch by batch (class-wise δ
   are updated by every batch of their class, as in the reference implementation).
 """
@@ -41,7 +41,7 @@ from benchmark.api import (
     check_range,
     register_attack,
 )
-from benchmark.backbones import create_backbone
+from benchmark.backbones import create_backbone, is_known_backbone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +55,9 @@ class UEConfig(MethodConfig):
     stop_error: float = 0.01
     max_rounds: int = 50
     batch_size: int = 256  # pre-training track: mini-batch of the CNN and of PGD
+    # pre-training track: the surrogate's backbone; null = the victim recipe's (ResNet-18 in `full`, as the
+    # paper's CIFAR experiments), with its CIFAR stem and normalisation
+    surrogate_backbone: str | None = None
 
     def problems(self) -> list[str]:
         problems: list[str] = []
@@ -68,6 +71,8 @@ class UEConfig(MethodConfig):
         check_range(problems, "stop_error", self.stop_error, 0.0, 1.0)
         check_range(problems, "max_rounds", self.max_rounds, 1, 100_000)
         check_range(problems, "batch_size", self.batch_size, 1, 1_000_000)
+        if self.surrogate_backbone is not None and not is_known_backbone(self.surrogate_backbone):
+            problems.append(f"surrogate_backbone: unknown backbone {self.surrogate_backbone!r}")
         return problems
 
 
@@ -182,10 +187,16 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
                                   diagnostics={"final_train_error": error, "rounds": float(rounds)})
 
     def _surrogate(self, ctx: PretrainAttackContext) -> nn.Module:
+        """The supervised surrogate θ: the configured backbone, else the victim recipe's (``cnn_micro``
+        when the context carries no recipe), plus a linear layer."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+        recipe = ctx.ssl
+        name = self.config.surrogate_backbone or (recipe.backbone if recipe is not None else "cnn_micro")
+        same = recipe is not None and name == recipe.backbone
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            backbone = create_backbone("cnn_micro", in_chans=int(ctx.images.shape[1]))
+            backbone = create_backbone(name, in_chans=int(ctx.images.shape[1]),
+                                       cifar_stem=bool(same and recipe.cifar_stem), norm=recipe.norm if same else "batch")
             model = nn.Sequential(backbone, nn.Linear(int(backbone.feature_dim), ctx.num_classes))
         return model.to(ctx.device)
 

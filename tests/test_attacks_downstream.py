@@ -301,3 +301,27 @@ def test_configs_check_their_ranges(attack_id: str) -> None:
     assert any(p.startswith(second) for p in cls.Config(**{second: -1.0}).problems())
     if attack_id == "ue":
         assert any(p.startswith("mode") for p in cls.Config(mode="pixelwise").problems())
+
+
+def test_ue_pretrain_surrogate_follows_the_victim_recipe(setting: Setting, tmp_path: Path) -> None:
+    from benchmark.pretrain import SSLRecipe
+
+    images, labels = setting.images[:20], setting.labels[:20]
+
+    def surrogate(recipe: Any, **settings: Any) -> torch.nn.Module:
+        ctx = PretrainAttackContext(images=images, labels=labels, num_classes=10, epsilon=EPS, poison_fraction=1.0,
+                                    budget=20, ssl=recipe, generator=torch.Generator().manual_seed(0),
+                                    device=torch.device("cpu"), checkpoints=DirectoryCheckpoints(tmp_path / "c"),
+                                    cached=setting.cached)
+        cls = ATTACKS.get("ue")
+        return cls(cls.Config(**settings))._surrogate(ctx)
+
+    def size(model: torch.nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    resnet = SSLRecipe(method="simclr", backbone="resnet18", cifar_stem=True)
+    micro = SSLRecipe(method="simclr", backbone="cnn_micro")
+    assert size(surrogate(resnet)) > 10_000_000  # ResNet-18, as in the paper's CIFAR experiments
+    same = [torch.equal(a, b) for a, b in zip(surrogate(micro).state_dict().values(), surrogate(None).state_dict().values())]
+    assert all(same)  # the cnn_micro recipe keeps the surrogate it always had (same seeded weights)
+    assert size(surrogate(resnet, surrogate_backbone="cnn_micro")) == size(surrogate(micro))
