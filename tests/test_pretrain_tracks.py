@@ -113,6 +113,27 @@ def test_cp_generation_resumes_to_the_same_delta(tmp_path: Path) -> None:
     assert torch.equal(resumed, straight)
 
 
+def test_cp_checkpoints_every_k_rounds_and_after_the_last(tmp_path: Path) -> None:
+    from attacks.cp import CPConfig, generate
+
+    ctx = tiny_context(tmp_path, n=64)
+    saves: list[int] = []
+    store = ctx.checkpoints
+    save = store.save
+
+    def counting(name: str, state: Any) -> None:
+        saves.append(int(state["round"]))
+        save(name, state)
+
+    store.save = counting  # type: ignore[method-assign]
+    config = CPConfig(mode="classwise", rounds=7, model_steps=1, noise_batches=1, batch_size=32, checkpoint_every=3)
+    generate(ctx, config, torch.arange(64), 7, checkpoint="k")
+    assert saves == [3, 6, 7]
+    saves.clear()
+    interrupted, _ = generate(ctx, config, torch.arange(64), 7, checkpoint="k2", max_rounds=5)
+    assert saves == [3, 5]  # an interruption still leaves its last state
+
+
 def test_cp_samplewise_initialised_from_classwise(tmp_path: Path) -> None:
     ctx = tiny_context(tmp_path, n=128)
     calls: list[tuple[str, int]] = []
