@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from benchmark.probe import LinearHead, head_objective
@@ -56,3 +58,44 @@ class GradientResidual:
     def norm(self, poison_features: torch.Tensor, poison_labels: torch.Tensor) -> float:
         with torch.enable_grad():
             return self.squared(poison_features.detach(), poison_labels).sqrt().item()
+
+
+def feature_loss_gradient(loss_of: Callable[[torch.Tensor], torch.Tensor],
+                          features: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """``loss_of(features)`` and its gradient w.r.t. the (detached) features: a head-sized computation."""
+    feats = features.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_of(feats)
+        (grad,) = torch.autograd.grad(loss, feats)
+    return float(loss.detach()), grad
+
+
+def input_gradient(extractor: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   feature_grad: torch.Tensor, batch: int) -> torch.Tensor:
+    """∂L/∂x = J_f(x)ᵀ ∂L/∂f(x), image by image in chunks of ``batch``: exact, because the frozen extractor
+    (eval mode) maps each image alone; only one chunk's graph is alive at a time."""
+    grad = torch.empty_like(x)
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch].detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(extractor(chunk), chunk, grad_outputs=feature_grad[start : start + batch])
+        grad[start : start + batch] = g
+    return grad
+
+
+def loss_and_input_gradient(extractor: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                            loss_of: Callable[[torch.Tensor], torch.Tensor], batch: int) -> tuple[float, torch.Tensor]:
+    """``loss_of(f(x))`` and ∂/∂x for a loss of the features of the whole set ``x`` (GC's residual, feature
+    matching), with memory bounded by ``batch`` images: f(x) without a graph (chunked), the loss's gradient
+    w.r.t. the features, then :func:`input_gradient`. The extra forward is the price of the bound."""
+    with torch.no_grad():
+        features = torch.cat([extractor(x[i : i + batch]) for i in range(0, len(x), batch)])
+    loss, feature_grad = feature_loss_gradient(loss_of, features)
+    return loss, input_gradient(extractor, x, feature_grad, batch)
+
+
+def chunked_features(extractor: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
+    """f(x) without a graph, ``batch`` images at a time."""
+    with torch.no_grad():
+        chunks = [extractor(x[i : i + batch]) for i in range(0, len(x), batch)]
+    return torch.cat(chunks) if chunks else x.new_empty((0,))

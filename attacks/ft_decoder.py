@@ -132,8 +132,9 @@ class FTDecoder(DownstreamAttack):
         diagnostics.update(stats)
         clean = ctx.train_images[base].to(ctx.device).float()
         with torch.no_grad():
-            images = project_images(decoder(zeta.to(ctx.device)), clean, ctx.input_epsilon)
-            achieved = ctx.extractor(images)
+            decoded = torch.cat([decoder(z) for z in zeta.to(ctx.device).split(ctx.extractor.batch_size)])
+            images = project_images(decoded, clean, ctx.input_epsilon)
+            achieved = ctx.extractor.features(images)
         diagnostics["feature_match_error"] = ((achieved - zeta).norm() / zeta.norm().clamp_min(1e-12)).item()
         return DownstreamPoison(images=images.cpu(), labels=labels.long().cpu(), base_indices=base,
                                 diagnostics=diagnostics)

@@ -37,14 +37,21 @@ class FTFeatureMatchingConfig(FeatureGCConfig):
 
 
 def match_features(extractor: torch.nn.Module, zeta: torch.Tensor, base: torch.Tensor, *, beta: float, steps: int,
-                   lr: float, epsilon: float | None) -> torch.Tensor:
-    """min_x ‖f(x) − ζ‖² + β‖x − base‖² from ``base``, kept in [0, 1] and the ε ball."""
+                   lr: float, epsilon: float | None, batch: int = 512) -> torch.Tensor:
+    """min_x mean_i ‖f(x_i) − ζ_i‖² + β‖x_i − base_i‖² from ``base``, kept in [0, 1] and the ε ball; the
+    objective is a mean of per-image terms, so its gradient is computed ``batch`` images at a time (exact)."""
     x = base.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
+    n = len(x)
     for _ in range(steps):
-        loss = ((extractor(x) - zeta).pow(2).flatten(1).sum(1) + beta * (x - base).pow(2).flatten(1).sum(1)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        grad = torch.empty_like(x)
+        for i in range(0, n, batch):
+            xi = x[i : i + batch].detach().requires_grad_(True)
+            with torch.enable_grad():
+                terms = (extractor(xi) - zeta[i : i + batch]).pow(2).flatten(1).sum(1)
+                terms = terms + beta * (xi - base[i : i + batch]).pow(2).flatten(1).sum(1)
+                (grad[i : i + batch],) = torch.autograd.grad(terms.sum() / n, xi)
+        x.grad = grad
         optimizer.step()
         with torch.no_grad():
             x.copy_(project_images(x, base, epsilon))
@@ -65,10 +72,9 @@ class FTFeatureMatching(DownstreamAttack):
         zeta = zeta.to(ctx.device)
         clean = ctx.train_images[base].to(ctx.device).float()
         images = match_features(ctx.extractor, zeta, clean, beta=cfg.beta, steps=cfg.match_steps, lr=cfg.match_lr,
-                                epsilon=ctx.input_epsilon)
-        with torch.no_grad():
-            norm = zeta.norm().clamp_min(1e-12)
-            diagnostics["feature_match_error_start"] = ((ctx.extractor(clean) - zeta).norm() / norm).item()
-            diagnostics["feature_match_error"] = ((ctx.extractor(images) - zeta).norm() / norm).item()
+                                epsilon=ctx.input_epsilon, batch=ctx.extractor.batch_size)
+        norm = zeta.norm().clamp_min(1e-12)
+        diagnostics["feature_match_error_start"] = ((ctx.extractor.features(clean) - zeta).norm() / norm).item()
+        diagnostics["feature_match_error"] = ((ctx.extractor.features(images) - zeta).norm() / norm).item()
         return DownstreamPoison(images=images.cpu(), labels=labels.long().cpu(), base_indices=base,
                                 diagnostics=diagnostics)

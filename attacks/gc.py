@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from attacks._common import GradientResidual, choose_base, project_images
+from attacks._common import GradientResidual, choose_base, loss_and_input_gradient, project_images
 from attacks._feature_gc import residual_ratio
 from attacks._gradpc import GradPCConfig, target_for
 from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, check_range, register_attack
@@ -72,19 +72,17 @@ class GradientCanceling(DownstreamAttack):
                   labels: torch.Tensor, diagnostics: dict[str, float]) -> torch.Tensor:
         cfg: GCConfig = self.config
         x = clean.clone().requires_grad_(True)
-        diagnostics["gc_residual_start"] = residual.norm(ctx.extractor(x), labels)
+        batch = ctx.extractor.batch_size
+        diagnostics["gc_residual_start"] = residual.norm(ctx.extractor.features(x), labels)
         lr = cfg.lr if ctx.input_epsilon is None else min(cfg.lr, ctx.input_epsilon / 4)
         optimizer = torch.optim.Adam([x], lr=lr)
-        for _ in range(cfg.steps):
-            loss = residual.squared(ctx.extractor(x), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        for _ in range(cfg.steps):  # the exact full-set gradient, one chunk of images at a time
+            _, x.grad = loss_and_input_gradient(ctx.extractor, x, lambda f: residual.squared(f, labels), batch)
             optimizer.step()
             with torch.no_grad():
                 x.copy_(self._project(x, clean, ctx.input_epsilon))
         x = x.detach()
-        with torch.no_grad():
-            diagnostics["gc_residual_end"] = residual.norm(ctx.extractor(x), labels)
+        diagnostics["gc_residual_end"] = residual.norm(ctx.extractor.features(x), labels)
         diagnostics["gc_residual_ratio"] = residual_ratio(diagnostics["gc_residual_start"],
                                                           diagnostics["gc_residual_end"])
         return x

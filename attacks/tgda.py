@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks._common import choose_base
+from attacks._common import choose_base, feature_loss_gradient
 from benchmark.api import (
     DownstreamAttack,
     DownstreamAttackContext,
@@ -159,9 +159,20 @@ class _Game:
         self.k, self.d = head.weight.shape
 
     # ---------------------------------------------------------------- pieces
-    def poisons(self) -> torch.Tensor:
+    def poisons(self, part: slice = slice(None)) -> torch.Tensor:
+        """G's poisons of the clean images ``part`` (the generator maps each image alone)."""
         scale = 1.0 if self.ctx.input_epsilon is None else self.ctx.input_epsilon
-        return (self.clean + scale * self.generator(self.clean)).clamp(0.0, 1.0)
+        clean = self.clean[part]
+        return (clean + scale * self.generator(clean)).clamp(0.0, 1.0)
+
+    def chunks(self) -> list[slice]:
+        batch = self.ctx.extractor.batch_size
+        return [slice(i, i + batch) for i in range(0, len(self.clean), batch)]
+
+    @torch.no_grad()
+    def poison_features(self) -> torch.Tensor:
+        """f(G(clean)) without a graph, one chunk of images at a time."""
+        return torch.cat([self.ctx.extractor(self.poisons(part)) for part in self.chunks()])
 
     def unpack(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return w[: self.k * self.d].view(self.k, self.d), w[self.k * self.d :]
@@ -186,8 +197,7 @@ class _Game:
         """Total gradient of the leader loss −L_val(w*(G)) w.r.t. the generator's parameters at w = self.w."""
         w = self.w.detach().requires_grad_(True)
         (grad_val,) = torch.autograd.grad(self.val_loss(w), w)
-        with torch.no_grad():
-            fixed_f = self.ctx.extractor(self.poisons())
+        fixed_f = self.poison_features()
         (grad_tr,) = torch.autograd.grad(self.train_loss(w, fixed_f), w, create_graph=True)
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
@@ -196,16 +206,27 @@ class _Game:
 
         q = conjugate_gradient(hvp, grad_val, self.cfg.cg_iters).detach()
         w2 = self.w.detach().requires_grad_(True)
-        (grad_tr_g,) = torch.autograd.grad(self.train_loss(w2, self.ctx.extractor(self.poisons())), w2,
-                                           create_graph=True)
-        mixed = (grad_tr_g * q).sum()  # its gradient w.r.t. G is (∂²L_tr/∂G∂w) H⁻¹ ∇_w L_val
+
+        def mixed(poison_f: torch.Tensor) -> torch.Tensor:  # its gradient w.r.t. G is (∂²L_tr/∂G∂w) H⁻¹ ∇_w L_val
+            (grad_tr_g,) = torch.autograd.grad(self.train_loss(w2, poison_f), w2, create_graph=True)
+            return (grad_tr_g * q).sum()
+
+        # D_G(−L_val) = Σ_i J_G(x_i)ᵀ J_f(G(x_i))ᵀ ∂mixed/∂f_i: the feature gradient once, then the poisons
+        # chunk by chunk through f and G (exact; one chunk's graph alive at a time)
+        _, feature_grad = feature_loss_gradient(mixed, fixed_f)
         params = list(self.generator.parameters())
-        grads = torch.autograd.grad(mixed, params, allow_unused=True)  # = D_G(−L_val)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        grads = [torch.zeros_like(p) for p in params]
+        for part in self.chunks():
+            with torch.enable_grad():
+                chunk_grads = torch.autograd.grad(self.ctx.extractor(self.poisons(part)), params,
+                                                  grad_outputs=feature_grad[part], allow_unused=True)
+            for total, g in zip(grads, chunk_grads):
+                if g is not None:
+                    total += g
+        return grads
 
     def follower_steps(self) -> None:
-        with torch.no_grad():
-            poison_f = self.ctx.extractor(self.poisons())
+        poison_f = self.poison_features()
         w = self.w.detach()
         for _ in range(self.cfg.follower_steps):
             w = w.requires_grad_(True)
@@ -222,8 +243,8 @@ class _Game:
             with torch.no_grad():
                 trajectory.append(self.val_loss(self.w).item())
         with torch.no_grad():
-            images = self.poisons()
-            poison_f = self.ctx.extractor(images)
+            images = torch.cat([self.poisons(part) for part in self.chunks()])
+        poison_f = self.poison_features()
         refit = fit_linear_head(torch.cat([self.train_f, poison_f]), self.all_y, self.ctx.num_classes,
                                 l2=self.ctx.head.l2)
         with torch.no_grad():

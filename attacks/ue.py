@@ -93,13 +93,22 @@ class _Noise:
         return (self.clean[idx] + d).clamp(0.0, 1.0)
 
     def descend(self, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], idx: torch.Tensor, steps: int,
-                step_size: float) -> None:
-        """Signed-gradient descent on the δ rows used by the points ``idx``, projected to the ε ball."""
+                step_size: float, batch: int | None = None) -> None:
+        """Signed-gradient descent on the δ rows used by the points ``idx``, projected to the ε ball. The
+        gradient of the mean loss over ``idx`` is summed over chunks of ``batch`` points (exact; memory of one
+        chunk's graph); ``loss_of`` returns the mean over the points it is given."""
         rows, inverse = self.rows(idx).unique(return_inverse=True)
         delta, clean = self.delta[rows].clone(), self.clean[idx]
+        chunk = len(idx) if batch is None else batch
         for _ in range(steps):
-            delta.requires_grad_(True)
-            (grad,) = torch.autograd.grad(loss_of((clean + delta[inverse]).clamp(0.0, 1.0), idx), delta)
+            grad = torch.zeros_like(delta)
+            for start in range(0, len(idx), chunk):
+                part = slice(start, start + chunk)
+                d = delta.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    loss = loss_of((clean[part] + d[inverse[part]]).clamp(0.0, 1.0), idx[part])
+                    (g,) = torch.autograd.grad(loss * (len(idx[part]) / len(idx)), d)
+                grad += g
             delta = (delta.detach() - step_size * grad.sign()).clamp(-self.epsilon, self.epsilon)
         self.delta[rows] = delta
 
@@ -135,11 +144,11 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
 
         def poison_error() -> float:
             with torch.no_grad():
-                return (head(ctx.extractor(noise.images())).argmax(1) != poison_y).float().mean().item()
+                return (head(ctx.extractor.features(noise.images())).argmax(1) != poison_y).float().mean().item()
 
         rounds, error = 0, poison_error()
         while rounds < cfg.max_rounds and error >= cfg.stop_error:
-            poison_f = ctx.extractor(noise.images()).detach()
+            poison_f = ctx.extractor.features(noise.images())
             for _ in range(cfg.model_steps):
                 loss = F.cross_entropy(head(torch.cat([clean_f, poison_f])), torch.cat([clean_y, poison_y]))
                 optimizer.zero_grad(set_to_none=True)
@@ -147,11 +156,11 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
                 optimizer.step()
             head.requires_grad_(False)
             noise.descend(lambda x, idx: F.cross_entropy(head(ctx.extractor(x)), poison_y[idx]), all_idx,
-                          cfg.pgd_steps, step)
+                          cfg.pgd_steps, step, batch=ctx.extractor.batch_size)
             head.requires_grad_(True)
             rounds, error = rounds + 1, poison_error()
         with torch.no_grad():  # the same head on the unperturbed base images: what δ bought
-            base_error = (head(ctx.extractor(noise.clean)).argmax(1) != poison_y).float().mean().item()
+            base_error = (head(ctx.extractor.features(noise.clean)).argmax(1) != poison_y).float().mean().item()
         return DownstreamPoison(images=noise.images().detach().cpu(), labels=poison_y.long().cpu(), base_indices=base,
                                 diagnostics={"final_train_error": error, "rounds": float(rounds),
                                              "base_train_error": base_error})
