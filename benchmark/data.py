@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import pickle
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -342,7 +343,9 @@ def load_digits_dataset(split: str, *, root: Path | None = None, download: bool 
 # --------------------------------------------------------------------------------------------------
 
 # What a missing, corrupted or undownloadable torchvision dataset raises.
-_TORCHVISION_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, http.client.HTTPException)
+# a truncated or garbled file that passes torchvision's md5 check (or none) fails while unpickling/reshaping
+_TORCHVISION_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, http.client.HTTPException,
+                                                        pickle.UnpicklingError, EOFError, ValueError)
 
 
 def _open_torchvision(

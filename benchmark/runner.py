@@ -70,18 +70,28 @@ ONLY_KEYS = ("attack", "defense", "track", "scenario", "method", "seed")
 
 
 def check_data_available(cells: list[Cell]) -> None:
-    """Load every data set the pending cells use once, so a missing one fails before any compute
-    (:class:`benchmark.data.DatasetNotFoundError` names the directory it looked in)."""
-    from benchmark.data import load_dataset
+    """Load both splits of every data set the pending cells use once, so that a missing or corrupted one
+    fails before any compute; the error names every such data set (each message names the directory it
+    looked in), not only the first."""
+    from benchmark.data import DatasetNotFoundError, load_dataset
 
-    seen = set()
+    seen, problems = set(), []
     for cell in cells:
         data = cell.spec["data"]
         for name in (cell.spec["scenario"]["pretrain"], cell.spec["scenario"]["downstream"]):
             key = (name, data.get("root"), bool(data.get("download")))
-            if key not in seen:
-                seen.add(key)
-                load_dataset(name, "train", root=data.get("root"), download=bool(data.get("download")))
+            if key in seen:
+                continue
+            seen.add(key)
+            for split in ("train", "test"):
+                try:
+                    load_dataset(name, split, root=data.get("root"), download=bool(data.get("download")))
+                except DatasetNotFoundError as err:
+                    problems.append(str(err))
+                    break
+    if problems:
+        raise DatasetNotFoundError("\n".join(problems) if len(problems) == 1 else
+                                   f"{len(problems)} data sets are missing or corrupted:\n- " + "\n- ".join(problems))
 
 
 def run_cell(cell: Cell, env: Any) -> dict[str, Any]:

@@ -363,3 +363,24 @@ def test_image_dataset_validation() -> None:
         ImageDataset("x", "train", torch.zeros(2, 1, 2, 2), torch.tensor([0, 2]), 2)
     ds = ImageDataset("x", "train", torch.zeros(2, 2, 2, 1).permute(0, 3, 1, 2), torch.tensor([0, 1]), 2)
     assert ds.images.is_contiguous() and len(ds) == 2 and "n=2" in repr(ds)
+
+
+def test_a_truncated_file_that_passes_the_md5_check_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = {f"data_batch_{i}": 2 for i in range(1, 6)} | {"test_batch": 2}
+    _fake_cifar(tmp_path, monkeypatch, CIFAR10, sizes, "labels", "label_names", 10)
+    path = tmp_path / CIFAR10.base_folder / "test_batch"
+    path.write_bytes(path.read_bytes()[:100])  # cut mid-pickle, then make the checksum agree
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(path)]])
+    with pytest.raises(DatasetNotFoundError, match="corrupted"):
+        load_dataset("cifar10", "test", root=tmp_path)
+
+
+def test_every_missing_data_set_is_named_before_compute(tmp_path: Path) -> None:
+    from benchmark.runner import check_data_available
+    from benchmark.suite import expand_cells, load_suite
+
+    suite = load_suite("full", [f"data.root={tmp_path}", "seeds=[0]"])
+    with pytest.raises(DatasetNotFoundError) as info:
+        check_data_available(expand_cells(suite)[0])
+    message = str(info.value)
+    assert all(name in message for name in ("'cifar10'", "'cifar100'", "'stl10'")), message
