@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest allowed |difference| of a metric (default: 0 on a CPU, 0.01 on a GPU)")
     run = sub.choices["run"]
     run.add_argument("--executor", choices=("local", "ray"), default="local")
+    run.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                     help="with --executor ray: an existing cluster (e.g. auto or ray://head:10001); default: a local one")
     run.add_argument("--no-leaderboard", action="store_true", help="do not re-render leaderboard/README.md")
     run.add_argument("--board", type=Path, default=None, metavar="FILE", help="render the board of --results-dir to FILE")
     run.add_argument("--tracks", default=None, metavar="TRACK[,TRACK]",
@@ -193,7 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracks = args.tracks.split(",") if args.tracks else None
     try:
         summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
-                            executor=args.executor, tracks=tracks, only=args.only, stale=args.stale)
+                            executor=args.executor, tracks=tracks, only=args.only, stale=args.stale,
+                            ray_address=args.ray_address)
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return 130

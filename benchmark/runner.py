@@ -145,7 +145,7 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
 
 def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str = "auto",
               executor: str = "local", tracks: list[str] | None = None, only: list[str] | None = None,
-              stale: bool = False) -> RunSummary:
+              stale: bool = False, ray_address: str | None = None) -> RunSummary:
     """Compute every unfinished cell of ``suite`` (only those matching ``only``; with ``stale``, also those
     whose record no longer matches the code) and write one record per cell."""
     from benchmark.cache import ArtifactCache
@@ -170,7 +170,7 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
     cache = ArtifactCache(cache_dir)
     cache.clean_temporaries()
     if executor == "ray":
-        records = _run_with_ray(todo, cache_dir, device, suite.plugin_seconds)
+        records = _run_with_ray(todo, cache_dir, device, suite.plugin_seconds, ray_address)
     else:
         env = RunEnv(cache=cache, device=resolve_device(device), plugin_seconds=suite.plugin_seconds)
         records = _run_locally(todo, env, f"suite {suite.name}")
@@ -211,26 +211,55 @@ def encoder_groups(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
-def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str, plugin_seconds: float) -> Any:
+def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str, plugin_seconds: float,
+                  address: str | None = None) -> Any:
+    """Cells on a Ray cluster (``address``: an existing one; None: a local one). Each clean encoder is
+    built once by its own task, which every group of cells sharing it depends on, across groups and tracks;
+    a group (the cells of one track sharing that encoder, run in order so that they share their poisons and
+    victims through the cache) is a streaming task, so records come back as each cell finishes. The cache
+    directory must be visible to every node (a shared file system)."""
     try:
         import ray
     except ImportError as exc:
         raise RuntimeError("--executor ray needs Ray: pip install 'poisonbench[ray]'") from exc
     import torch
 
-    ray.init(ignore_reinit_error=True)
+    ray.init(address=address, ignore_reinit_error=True)
     gpus = 1 if torch.cuda.is_available() and device in ("auto", "cuda") else 0
 
-    @ray.remote(num_gpus=gpus)
-    def run_group(group: list[Cell]) -> list[dict[str, Any]]:
+    def environment() -> Any:
         from benchmark.cache import ArtifactCache
         from benchmark.tracks.common import RunEnv
         from benchmark.utils import resolve_device
 
-        env = RunEnv(cache=ArtifactCache(cache_dir), device=resolve_device(device), plugin_seconds=plugin_seconds)
-        return [run_cell(cell, env) for cell in group]
+        return RunEnv(cache=ArtifactCache(cache_dir), device=resolve_device(device), plugin_seconds=plugin_seconds)
 
-    futures = [run_group.remote(group) for group in encoder_groups(cells)]
-    while futures:
-        ready, futures = ray.wait(futures, num_returns=1)
-        yield from ray.get(ready[0])
+    @ray.remote(num_gpus=gpus)
+    def prepare(cell: Cell) -> str:
+        from benchmark.tracks.common import build_clean_encoder
+
+        return build_clean_encoder(cell, environment())
+
+    @ray.remote(num_gpus=gpus, num_returns="streaming")
+    def run_group(group: list[Cell], encoder_ready: str) -> Any:  # noqa: ARG001 (a dependency only)
+        env = environment()
+        for cell in group:
+            yield run_cell(cell, env)
+
+    from benchmark.tracks.common import clean_encoder_id
+
+    encoders: dict[str, Any] = {}
+    streams = []
+    for group in encoder_groups(cells):
+        key = clean_encoder_id(group[0])
+        if key not in encoders:
+            encoders[key] = prepare.remote(group[0])
+        streams.append(run_group.remote(group, encoders[key]))
+    while streams:
+        ready, _ = ray.wait(streams, num_returns=1)
+        try:
+            ref = next(ready[0])
+        except StopIteration:
+            streams.remove(ready[0])
+            continue
+        yield ray.get(ref)

@@ -85,13 +85,29 @@ def test_a_fresh_process_resolves_every_method_without_importing_any() -> None:
 
 
 @pytest.mark.slow
-def test_ray_executor_runs_cells_in_workers(tmp_path: Path, tiny_suite_dict, write_suite) -> None:
+def test_ray_executor_streams_the_local_executors_records(tmp_path: Path, tiny_suite_dict, write_suite) -> None:
+    """Ray (a local cluster): every record as the local executor computes it, bit for bit on a CPU; the
+    clean encoder the two tracks share is prepared by one task before the groups that use it."""
     pytest.importorskip("ray")
+    import json
+
     from benchmark.runner import run_suite
     from benchmark.suite import load_suite
 
-    raw = {**tiny_suite_dict, "tracks": {"downstream": {"budgets": [0.1], "attacks": ["none", "label_flip"],
-                                                        "victim": {"kind": "convex", "l2": 0.001}}}}
-    summary = run_suite(load_suite(str(write_suite(raw))), results_dir=tmp_path / "r", cache_dir=tmp_path / "c",
-                        device="cpu", executor="ray")
-    assert summary.by_status == {"ok": len(summary.computed)} and len(summary.computed) >= 2, summary
+    raw = {**tiny_suite_dict, "tracks": {
+        "downstream": {"budgets": [0.1], "attacks": ["none", "label_flip"], "victim": {"kind": "convex", "l2": 0.001}},
+        "pretrain-targeted": {"budgets": [0.05], "attacks": ["none", {"id": "poisoned_encoder",
+                                                                       "settings": {"n_targets": 2}}]}}}
+    suite = load_suite(str(write_suite(raw)))
+    records = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        summary = run_suite(suite, results_dir=out / "r", cache_dir=out / "c", device="cpu", executor=executor)
+        assert summary.by_status == {"ok": len(summary.computed)} and len(summary.computed) >= 4, summary
+        records[executor] = {p.name: {k: v for k, v in json.loads(p.read_text())["metrics"].items()
+                                      if not k.endswith("_seconds")}  # timings differ, numbers may not
+                             for p in (out / "r").rglob("*.json")}
+        encoders = list((out / "c" / "encoder").glob("*.pt"))
+        records[executor + "-encoders"] = len(encoders)
+    assert records["ray"] == records["local"]
+    assert records["ray-encoders"] == records["local-encoders"]

@@ -13,6 +13,7 @@ from benchmark.cache import ArtifactCache, TensorDict
 from benchmark.data import ImageDataset, load_dataset
 from benchmark.pretrain import FeatureExtractor, SSLRecipe, make_extractor, train_ssl
 from benchmark.probe import fit_linear_head, head_accuracy, select_l2
+from benchmark.utils import config_hash
 
 
 @dataclass
@@ -195,6 +196,25 @@ def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tens
         return extractor_tensors(make_extractor(model.backbone, images, env.device))
 
     return extractor_from_tensors(recipe, in_chans, env.cache.get_or_build("encoder", key, build), env.device)
+
+
+def clean_encoder_key(cell: Any) -> dict[str, Any]:
+    """The cache key of ``cell``'s clean encoder: the same for every track whose data and recipe agree."""
+    spec = cell.spec
+    return encoder_key(spec["encoder"], spec["scenario"]["pretrain"], spec["data"], int(spec["seed"]))
+
+
+def clean_encoder_id(cell: Any) -> str:
+    return config_hash(clean_encoder_key(cell))
+
+
+def build_clean_encoder(cell: Any, env: RunEnv) -> str:
+    """Pre-train ``cell``'s clean encoder into the cache (a no-op when it is there); returns its id. The
+    executors that run groups of cells in parallel call it once per encoder before the groups that use it."""
+    spec = cell.spec
+    pre = load_split(spec["scenario"]["pretrain"], "train", spec["data"], subset_key="pretrain_subset")
+    pretrained_extractor(env, clean_encoder_key(cell), pre.images)
+    return clean_encoder_id(cell)
 
 
 def random_init_extractor(env: RunEnv, encoder: Mapping[str, Any], images: torch.Tensor, seed: int) -> FeatureExtractor:
