@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -186,6 +187,12 @@ def _device_ok(name: str) -> bool:
     return problem is None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the run unwinds, so the plugin process of the call in flight is killed with it
+    (the default action would end this process alone and leave that child running)."""
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_suite
 
@@ -193,6 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     suite = _load(args)
     tracks = args.tracks.split(",") if args.tracks else None
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
         summary = run_suite(suite, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
                             executor=args.executor, tracks=tracks, only=args.only, stale=args.stale,
@@ -200,6 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     from benchmark.workers import STATS
 
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"

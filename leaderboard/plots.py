@@ -4,10 +4,11 @@ One PNG per (tier, suite) and figure kind, written to ``leaderboard/plots/`` by 
 
 * ``<tier>-<suite>-downstream.png``: accuracy drop against the poison budget ε_d, one line per input-space
   attack, per scenario (no defense, no input constraint; feature-space upper bounds are left out so they do
-  not squash the axis: their numbers are on the board).
+  not squash the axis: their numbers are on the board); a suite with one budget gets bars per attack.
 * ``<tier>-<suite>-pretrain-availability.png``: accuracy drop per attack and SSL method, probe=clean
   (the published protocol) and probe=poisoned side by side (no defense).
-* ``<tier>-<suite>-pretrain-targeted.png``: attack-success-rate gain over no attack per attack and SSL method.
+* ``<tier>-<suite>-pretrain-targeted.png``: per attack and SSL method, the attack-success-rate gain over no
+  attack (on the targets and on augmented views of them) and the target-class probability gain.
 * ``<tier>-<suite>-defenses.png``: per track, what each defense restores against the track's strongest
   input-space attack (undefended minus defended drop; probe=poisoned for pretrain-availability) against what
   it costs on clean data: the numbers of the board's headline tables.
@@ -55,6 +56,15 @@ def downstream_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | N
     if sub.empty or "m:accuracy_drop" not in sub:
         return None
     scenarios = sorted(set(sub["scenario"]))
+    if sub["budget"].nunique() == 1:  # one budget: a line of single points says nothing, bars do
+        budget = float(sub["budget"].iloc[0])
+        fig, axes = plt.subplots(1, 1, figsize=(1.2 * sub["attack"].nunique() + 4, 4.2), squeeze=False)
+        attacks = sorted(set(sub["attack"]))
+        _bars(axes[0][0], pooled_by(sub, ["attack", "scenario"], "accuracy_drop"), attacks, scenarios, "attack", "scenario")
+        axes[0][0].set(ylabel=f"test-accuracy drop at ε_d = {budget:g} (points)")
+        axes[0][0].legend(fontsize=7)
+        _title(fig, sub, tier, suite, "Downstream input-space attacks (feature-space upper bounds: see the board)")
+        return fig
     colour = {a: f"C{i % 10}" for i, a in enumerate(sorted(set(sub["attack"])))}
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4.2), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
@@ -91,11 +101,14 @@ def targeted_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
     if sub.empty or "m:asr_gain" not in sub or sub["m:asr_gain"].isna().all():
         return None
     encoders, attacks = sorted(set(sub["encoder"])), sorted(set(sub["attack"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
-    _bars(axes[0][0], pooled_by(sub, ["attack", "encoder"], "asr_gain"), attacks, encoders, "attack", "encoder")
-    axes[0][0].set(title="target inputs", ylabel="ASR gain over no attack (points)")
-    _bars(axes[0][1], pooled_by(sub, ["attack", "encoder"], "asr_gain_augmented"), attacks, encoders, "attack", "encoder")
-    axes[0][1].set(title="augmented views of the targets", ylabel="ASR gain over no attack (points)")
+    panels = [("asr_gain", "target inputs", "ASR gain over no attack (points)"),
+              ("asr_gain_augmented", "augmented views of the targets", "ASR gain over no attack (points)"),
+              ("target_probability_gain", "target-class probability", "gain over a clean encoder (points)")]
+    panels = [p for p in panels if f"m:{p[0]}" in sub and sub[f"m:{p[0]}"].notna().any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (metric, title, ylabel) in zip(axes[0], panels):
+        _bars(ax, pooled_by(sub, ["attack", "encoder"], metric), attacks, encoders, "attack", "encoder")
+        ax.set(title=title, ylabel=ylabel)
     axes[0][0].legend(fontsize=7)
     _title(fig, sub, tier, suite, "Pre-training targeted attacks")
     return fig

@@ -163,3 +163,49 @@ def test_defended_attacks_must_name_attacks_of_the_track(tiny_suite_dict, write_
     raw["tracks"]["downstream"]["defended_attacks"] = ["none", "label_flp"]
     with pytest.raises(SuiteError, match="did you mean 'label_flip'"):
         load_suite(str(write_suite(raw)))
+
+
+def _group_members(pgid: int) -> list[int]:
+    import os
+    from pathlib import Path
+
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # pgrp is the 5th field; zombies are gone already
+            members.append(int(stat.parent.name))
+    return [m for m in members if m != os.getpid()]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_and_its_plugin_process(tiny_suite_dict, write_suite, tmp_path) -> None:
+    """`kill` on a run in the middle of a long plugin call: the run exits like Ctrl-C (130) and leaves no
+    plugin process behind (the default SIGTERM action would end the runner alone)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to list the run's processes")
+    tiny_suite_dict["tracks"]["downstream"]["attacks"] = [{"id": "gc", "settings": {"steps": 1_000_000}}]
+    path = write_suite(tiny_suite_dict)
+    run = subprocess.Popen([sys.executable, "-m", "benchmark", "run", "--suite", str(path), "--results-dir",
+                            str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--no-leaderboard"],
+                           start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env={**os.environ, "POISONBENCH_PROGRESS": "0"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_group_members(run.pid)) < 4:  # runner, forkserver, tracker, a call
+        time.sleep(0.5)
+    assert len(_group_members(run.pid)) >= 4, "the plugin call never started"
+    os.kill(run.pid, signal.SIGTERM)
+    assert run.wait(timeout=60) == 130
+    deadline = time.time() + 20
+    while time.time() < deadline and _group_members(run.pid):
+        time.sleep(0.5)
+    assert not _group_members(run.pid), "processes of the run survived it"

@@ -90,10 +90,15 @@ class TestDataReader(Hostile):
 
 
 def _reachable(root: Any, limit: int = 20000) -> list[Any]:
+    """Everything reachable from ``root``, except the import system's directory listings (a FileFinder
+    caches the names in each ``sys.path`` folder, the working directory included: what ``os.listdir`` gives
+    any process, not something the harness handed over)."""
+    import importlib.machinery
+
     seen, stack, out = set(), [root], []
     while stack and len(out) < limit:
         obj = stack.pop()
-        if id(obj) in seen:
+        if id(obj) in seen or isinstance(obj, importlib.machinery.FileFinder):
             continue
         seen.add(id(obj))
         out.append(obj)
