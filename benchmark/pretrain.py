@@ -19,7 +19,7 @@ from benchmark.api import MethodConfig, check_range, config_problems
 from benchmark.augment import AugmentConfig, build_augmentation
 from benchmark.backbones import create_backbone, is_known_backbone
 from benchmark.ssl import SSL_METHODS, SSLMethod, create_ssl_method
-from benchmark.utils import progress, seed_everything
+from benchmark.utils import fast_layout, fast_path, progress, seed_everything
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,7 +203,10 @@ class FeatureExtractor(nn.Module):
 @torch.no_grad()
 def backbone_features(backbone: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
     backbone.eval()
-    out = [backbone(images[i : i + batch].to(device)).float() for i in range(0, len(images), batch)]
+    out = []
+    for i in range(0, len(images), batch):
+        with fast_path(device):
+            out.append(backbone(fast_layout(images[i : i + batch].to(device, non_blocking=True), device)).float())
     return torch.cat(out)
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.utils import progress, seed_everything
+from benchmark.utils import fast_layout, fast_path, progress, seed_everything
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ def train_sgd_probe(extractor: nn.Module, images: torch.Tensor, labels: torch.Te
         order = torch.randperm(len(data), generator=generator).to(device)
         for start in range(0, len(data), config.batch_size):
             idx = order[start : start + config.batch_size]
-            with torch.no_grad():
-                feats = extractor(augment(data[idx]))
+            with torch.no_grad(), fast_path(device):
+                feats = extractor(fast_layout(augment(data[idx]), device)).float()
             loss = F.cross_entropy(layer(feats), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

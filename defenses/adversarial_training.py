@@ -32,6 +32,7 @@ from benchmark.api import (DefenseContext, Defense, FeatureExtractorView, HeadSp
                            register_defense)
 from benchmark.pretrain import SSLTrainingHooks
 from benchmark.probe import LinearHead
+from benchmark.utils import fast_layout, fast_path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +75,12 @@ def pgd(loss_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, eps
     return (x + delta).detach()
 
 
+def _fast(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``module(x)`` in the device's fast path (bf16 autocast, channels_last on CUDA), returned as fp32."""
+    with fast_path(device):
+        return module(fast_layout(x, device)).float()
+
+
 def _attack_generator(ctx: DefenseContext) -> torch.Generator:
     """PGD's random starts: a stream of its own, so that the batch order (``ctx.generator``) is the same
     with ε = 0 (the same-schedule reference victim) as with the defense on."""
@@ -111,10 +118,10 @@ class AdversarialTraining(Defense):
                 x, y = data[idx.to(device)], targets[idx.to(device)]
                 w, b = layer.weight.detach(), layer.bias.detach()
                 if cfg.epsilon > 0:
-                    x = pgd(lambda z: F.cross_entropy(extractor(z) @ w.T + b, y), x, epsilon=cfg.epsilon,
-                            step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
+                    x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,
+                            epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
                 with torch.no_grad():
-                    feats = extractor(x)
+                    feats = _fast(extractor, x, device)
                 loss = F.cross_entropy(layer(feats), y) + 0.5 * head.l2 * layer.weight.pow(2).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -124,7 +131,7 @@ class AdversarialTraining(Defense):
     def fit_supervised(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: DefenseContext,
                        train: Callable[..., nn.Module]) -> nn.Module:
         cfg, device = self.config, ctx.device
-        model = model.to(device)
+        model = fast_layout(model.to(device), device)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.supervised_lr)
         data, targets = images.to(device), labels.to(device)
         attack_generator = _attack_generator(ctx)
@@ -133,10 +140,10 @@ class AdversarialTraining(Defense):
                 x, y = data[idx.to(device)], targets[idx.to(device)]
                 if cfg.epsilon > 0:
                     model.eval()  # the attack sees the model as it will be evaluated (BN running stats)
-                    x = pgd(lambda z: F.cross_entropy(model(z), y), x, epsilon=cfg.epsilon,
+                    x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,
                             step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
                 model.train()
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(_fast(model, x, device), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

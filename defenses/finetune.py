@@ -25,6 +25,7 @@ from torch import nn
 
 from benchmark.api import DefenseContext, Defense, MethodConfig, check_range, register_defense
 from benchmark.pretrain import FeatureExtractor, make_extractor
+from benchmark.utils import fast_layout, fast_path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +81,7 @@ class Finetune(Defense):
         cfg, device = self.config, ctx.device
         x_all, y_all = self.clean_subset(images, labels, ctx)
         x_all, y_all = x_all.to(device), y_all.to(device)
-        backbone = copy.deepcopy(extractor.backbone).to(device).requires_grad_(True)
+        backbone = fast_layout(copy.deepcopy(extractor.backbone).to(device), device).requires_grad_(True)
         head = nn.Linear(int(extractor.feature_dim), ctx.num_classes).to(device)
         params = list(backbone.parameters()) + list(head.parameters())
         optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -93,7 +94,9 @@ class Finetune(Defense):
                 idx = order[start : start + cfg.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue
-                loss = F.cross_entropy(head(backbone(augment(x_all[idx]).clamp(0, 1)).float()), y_all[idx])
+                with fast_path(device):
+                    feats = backbone(fast_layout(augment(x_all[idx]).clamp(0, 1), device))
+                loss = F.cross_entropy(head(feats.float()), y_all[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

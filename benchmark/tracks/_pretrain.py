@@ -31,7 +31,7 @@ from benchmark.tracks.common import (
     recipe_of,
     resolve_l2,
 )
-from benchmark.utils import config_hash, derive_seed, seed_everything
+from benchmark.utils import config_hash, derive_seed, fast_layout, fast_path, seed_everything
 
 
 class PretrainSetting:
@@ -182,7 +182,7 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     """Adam + cross-entropy with random-crop (padding size/8) augmentation; returns the model in eval mode."""
     device = device or torch.device("cpu")
     seed_everything(seed)
-    model = model.to(device).train()
+    model = fast_layout(model.to(device), device).train()
     size = images.shape[-1]
     crop = K.RandomCrop((size, size), padding=max(1, size // 8)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -193,7 +193,9 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         order = torch.randperm(len(data), generator=gen).to(device)
         for b in range(steps):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            loss = nn.functional.cross_entropy(model(crop(data[idx])), targets[idx])
+            with fast_path(device):
+                logits = model(fast_layout(crop(data[idx]), device))
+            loss = nn.functional.cross_entropy(logits.float(), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -13,7 +13,7 @@ from benchmark.cache import ArtifactCache, TensorDict
 from benchmark.data import ImageDataset, load_dataset
 from benchmark.pretrain import FeatureExtractor, SSLRecipe, make_extractor, train_ssl
 from benchmark.probe import fit_linear_head, head_accuracy, select_l2
-from benchmark.utils import config_hash
+from benchmark.utils import config_hash, fast_layout, fast_path
 
 
 @dataclass
@@ -30,7 +30,7 @@ class RunEnv:
 
     def shared(self, key: Mapping[str, Any], build: Callable[[], Any], keep: int = 16) -> Any:
         """An object shared by the cells of one encoder/scenario, kept for the next few cells."""
-        from benchmark.utils import config_hash
+        from benchmark.utils import config_hash, fast_layout, fast_path
 
         name = config_hash(key)
         if name not in self.memo:
@@ -226,8 +226,9 @@ def random_init_extractor(env: RunEnv, encoder: Mapping[str, Any], images: torch
 
 def cached_features(env: RunEnv, key: Mapping[str, Any], extractor: FeatureExtractor, images: torch.Tensor) -> torch.Tensor:
     def build() -> TensorDict:
-        with torch.no_grad():
-            feats = torch.cat([extractor(images[i : i + 1024].to(env.device)) for i in range(0, len(images), 1024)])
+        with torch.no_grad(), fast_path(env.device):
+            feats = torch.cat([extractor(fast_layout(images[i : i + 1024].to(env.device), env.device)).float()
+                               for i in range(0, len(images), 1024)])
         return {"features": feats}
 
     return env.cache.get_or_build("features", key, build)["features"].to(env.device)
