@@ -182,9 +182,9 @@ ATTACK_COSTS: dict[tuple[str, str], CostModel] = {
 }
 
 
-# Defenses: (stage of the work) → cost model. "head": the downstream head on n images (clean + poisons);
-# "ssl": multiplier/extra of a victim's pre-training; "supervised": the supervised victim; "repair": a
-# post-hoc repair of an encoder; "data": a transform of n images.
+# Defenses, by the work they add: DEFENSE_HEAD_COSTS a downstream head trained on n images (clean +
+# poisons), DEFENSE_DATA_COSTS a transform of n images, DEFENSE_REPAIR_COSTS a post-hoc repair of an
+# encoder; in the pre-training tracks ssl_factor / supervised_factor scale the victims' training.
 def _adv_head(ctx: Context, n: int) -> dict[str, float]:
     """defenses/adversarial_training.py: every epoch PGD through the encoder (``steps`` passes) and a
     forward of the adversarial batch; its same-schedule reference (ε = 0) is the forward alone."""
@@ -192,7 +192,7 @@ def _adv_head(ctx: Context, n: int) -> dict[str, float]:
     return {"passes": cfg["epochs"] * n * (cfg["steps"] + 2 * FORWARD_PASS)}
 
 
-def _mc_data(ctx: Context, n: int) -> dict[str, float]:
+def _mc_data(ctx: Context, n: int) -> dict[str, float]:  # defenses/matrix_completion.py: one SVD per image and mask
     return {"svds": ctx.config["n_masks"] * n}
 
 
