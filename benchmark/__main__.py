@@ -134,9 +134,9 @@ def _estimate(args: argparse.Namespace, suite) -> int:  # noqa: ANN001
 
     budget = suite.raw.get("budget") or {}
     profiles = load_profiles()
-    if args.calibrate and not _device_ok(args.device):
-        return 2
     if args.calibrate:
+        if not _device_ok(args.device):
+            return 2
         profile = calibrate(suite, args.device)
     else:
         name = args.profile or budget.get("profile") or next(iter(profiles))

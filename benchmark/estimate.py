@@ -41,7 +41,6 @@ from benchmark.utils import config_hash
 
 PROFILES_FILE = Path(__file__).with_name("device_profiles.yaml")
 FORWARD_PASS = 1.0 / 3.0  # a forward alone, in passes
-SSL_METHOD_NAMES = ("simclr", "mocov2", "byol")
 
 # Images per split and channels of the torchvision datasets (train, test, channels); the embedded and
 # file-based sources are counted by loading them (they are small and local).
@@ -64,7 +63,7 @@ class Work:
     channels: int
     ssl_epochs: Mapping[str, float] = field(default_factory=dict)  # SSL method → image-epochs
     passes: float = 0.0
-    svds: float = 0.0  # matrix-completion reconstructions (image × channel × mask), at image_size
+    svds: float = 0.0  # matrix-completion reconstructions (image × mask), at image_size; priced per channel
 
 
 @dataclass(frozen=True)
@@ -110,10 +109,6 @@ class Context:
     @property
     def spec(self) -> Mapping[str, Any]:
         return self.cell.spec
-
-    @property
-    def method(self) -> str:
-        return str(self.spec["encoder"]["method"])
 
     @property
     def ssl_batch(self) -> int:
@@ -182,9 +177,9 @@ ATTACK_COSTS: dict[tuple[str, str], CostModel] = {
 }
 
 
-# Defenses: (stage of the work) → cost model. "head": the downstream head on n images (clean + poisons);
-# "ssl": multiplier/extra of a victim's pre-training; "supervised": the supervised victim; "repair": a
-# post-hoc repair of an encoder; "data": a transform of n images.
+# Defenses, by the work they add: DEFENSE_HEAD_COSTS a downstream head trained on n images (clean +
+# poisons), DEFENSE_DATA_COSTS a transform of n images, DEFENSE_REPAIR_COSTS a post-hoc repair of an
+# encoder; in the pre-training tracks ssl_factor / supervised_factor scale the victims' training.
 def _adv_head(ctx: Context, n: int) -> dict[str, float]:
     """defenses/adversarial_training.py: every epoch PGD through the encoder (``steps`` passes) and a
     forward of the adversarial batch; its same-schedule reference (ε = 0) is the forward alone."""
@@ -192,7 +187,7 @@ def _adv_head(ctx: Context, n: int) -> dict[str, float]:
     return {"passes": cfg["epochs"] * n * (cfg["steps"] + 2 * FORWARD_PASS)}
 
 
-def _mc_data(ctx: Context, n: int) -> dict[str, float]:
+def _mc_data(ctx: Context, n: int) -> dict[str, float]:  # defenses/matrix_completion.py: one SVD per image and mask
     return {"svds": ctx.config["n_masks"] * n}
 
 
@@ -352,8 +347,8 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     if poison is not None:
         work.add(cell, sizes, "victim encoder", victim, ssl_epochs={method: epochs * n_pre})
         work.add(cell, sizes, "features", {"victim": victim}, passes=features)
-    if did != NO_DEFENSE:
-        dctx = Context(cell, sizes, _resolved("defense", cell.defense), n_extra)
+    dctx = Context(cell, sizes, _resolved("defense", cell.defense), n_extra) if did != NO_DEFENSE else None
+    if dctx is not None:
         stage_cost = _defended_victim(work, cell, dctx, epochs, n_pre)
         if stage_cost is not None:
             work.add(cell, sizes, "victim encoder" if did not in DEFENSE_REPAIR_COSTS else "defense",
@@ -364,10 +359,9 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
         work.add(cell, sizes, "supervised victim", {"scenario": spec["scenario"], "data": spec["data"], "seed": spec["seed"],
                                              "backbone": spec["encoder"]["backbone"]},
                  passes=sup_epochs * sizes.pretrain)
-        if poison is not None or did != NO_DEFENSE:
-            factor = supervised_factor(did, _resolved("defense", cell.defense)) if did != NO_DEFENSE else 1.0
-            svds = (_resolved("defense", cell.defense)["n_masks"] * sizes.pretrain
-                    if did == "matrix_completion" else 0.0)
+        if poison is not None or dctx is not None:
+            factor = supervised_factor(did, dctx.config) if dctx is not None else 1.0
+            svds = dctx.config["n_masks"] * sizes.pretrain if did == "matrix_completion" else 0.0
             work.add(cell, sizes, "supervised victim", {"poison": poison, "defense": [did, cell.defense.settings],
                                                  "seed": spec["seed"], "backbone": spec["encoder"]["backbone"]},
                      passes=factor * sup_epochs * sizes.pretrain, svds=svds)
@@ -375,7 +369,7 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
 
 def _defended_victim(work: WorkList, cell: Cell, dctx: Context, epochs: int, n_pre: int) -> dict[str, float] | None:
     """The cost of a defended victim beyond the undefended one it replaces (or repairs)."""
-    did, cfg, method = cell.defense.id, dctx.config, dctx.method
+    did, cfg = cell.defense.id, dctx.config
     if did in DEFENSE_REPAIR_COSTS:  # post-hoc: the undefended victim (counted) repaired
         return DEFENSE_REPAIR_COSTS[did](dctx, 0)
     if did not in ("adversarial_training", "matrix_completion", "dp_sgd"):
@@ -414,17 +408,17 @@ class DeviceProfile:
     svd_size: int = 32
     measured: bool = True
 
-    def reference(self, backbone: str, size: int) -> tuple[str, Mapping[str, float], float]:
+    def reference(self, backbone: str, size: int) -> tuple[Mapping[str, float], float]:
         """The measured entry used for (backbone, size) and the FLOP ratio that scales it."""
         exact = f"{backbone}@{size}"
         if exact in self.ssl_image_epoch:
-            return exact, self.ssl_image_epoch[exact], 1.0
+            return self.ssl_image_epoch[exact], 1.0
         ref = next(iter(self.ssl_image_epoch))
         ref_backbone, ref_size = ref.rsplit("@", 1)
-        return ref, self.ssl_image_epoch[ref], forward_flops(backbone, size) / forward_flops(ref_backbone, int(ref_size))
+        return self.ssl_image_epoch[ref], forward_flops(backbone, size) / forward_flops(ref_backbone, int(ref_size))
 
     def seconds(self, item: Work) -> float:
-        _, measured, scale = self.reference(item.backbone, item.image_size)
+        measured, scale = self.reference(item.backbone, item.image_size)
         simclr = measured.get("simclr") or min(v for k, v in measured.items() if k != "pass")
         one_pass = measured.get("pass", simclr / 2)  # unmeasured: half a SimCLR image-epoch
         ssl = sum(measured.get(m, simclr) * n for m, n in item.ssl_epochs.items())
@@ -500,13 +494,12 @@ def _time_pass(model: Any, images: Any, device: Any, batch: int = 256) -> float:
 
     backbone = getattr(model, "backbone", model).to(device).train()
     x = images[:batch].to(device)
-    backbone(x).float().pow(2).mean().backward()  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(3):
+
+    def step() -> None:
         backbone(x).float().pow(2).mean().backward()
-    _sync(device)
-    return (time.perf_counter() - start) / (3 * len(x))
+
+    step()  # warm-up
+    return _timed(lambda: [step() for _ in range(3)], device) / (3 * len(x))
 
 
 def _timed(run: Callable[[], Any], device: Any) -> float:
@@ -530,7 +523,6 @@ class Estimate:
     profile: DeviceProfile
     hours: Mapping[tuple[str, str], float]  # (track, kind) → device-hours
     counts: Mapping[tuple[str, str], int]
-    ssl_epochs: Mapping[str, float]  # track → full-data-equivalent SSL epochs of pre-training work
     longest_hours: float  # the most expensive single artifact (a lower bound on the wall time on any N)
     unmodelled: tuple[str, ...]
     cells: Mapping[str, int]
@@ -548,15 +540,13 @@ def estimate(suite: Suite, profile: DeviceProfile, cells: Iterable[Cell] | None 
     work = suite_work(suite, cells)
     hours: dict[tuple[str, str], float] = defaultdict(float)
     counts: dict[tuple[str, str], int] = defaultdict(int)
-    epochs: dict[str, float] = defaultdict(float)
     longest = 0.0
     for item in work.items.values():
         h = profile.seconds(item) / 3600
         hours[(item.track, item.kind)] += h
         counts[(item.track, item.kind)] += 1
         longest = max(longest, h)
-        epochs[item.track] += sum(item.ssl_epochs.values())
-    return Estimate(profile, dict(hours), dict(counts), dict(epochs), longest, tuple(sorted(work.unmodelled)),
+    return Estimate(profile, dict(hours), dict(counts), longest, tuple(sorted(work.unmodelled)),
                     dict(work.cells_per_track))
 
 
