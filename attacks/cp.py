@@ -36,7 +36,7 @@ from benchmark.api import (
     check_range,
     register_attack,
 )
-from benchmark.augment import build_augmentation
+from benchmark.augment import build_augmentation, place_augmentation
 from benchmark.pretrain import SSLRecipe, make_optimizer
 from benchmark.ssl import SSL_METHODS, SSLMethod
 from benchmark.utils import derive_seed, seed_everything
@@ -163,7 +163,8 @@ class _Generation:
         # row of δ used by each image: its class (CP-C) or its own row (CP-S)
         self.row = self.labels if config.mode == "classwise" else torch.arange(len(ctx.images), device=self.device)
         size, channels = ctx.images.shape[-1], ctx.images.shape[1]
-        self.augment = build_augmentation(self.recipe.augment_config(), image_size=size, channels=channels).to(self.device)
+        self.augment = place_augmentation(build_augmentation(self.recipe.augment_config(), image_size=size,
+                                                             channels=channels), self.device)
         self.batch = min(config.batch_size or self.recipe.batch_size, len(ctx.images))
 
     def new_state(self, init_delta: torch.Tensor | None) -> _State:

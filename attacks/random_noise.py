@@ -37,6 +37,7 @@ def uniform_like(x: torch.Tensor, low: float, high: float, generator: torch.Gene
 @register_attack
 class RandomNoise(DownstreamAttack, PretrainAvailabilityAttack):
     id = "random_noise"
+    recipe_fields = ()  # reads no part of the victim recipe: one poison for every recipe
     Config = RandomNoiseConfig
     paper_url = "https://arxiv.org/abs/2101.04898"
     citation = "Uniform-noise baseline (Huang et al., Unlearnable Examples, ICLR 2021)"

@@ -116,6 +116,7 @@ class _Noise:
 @register_attack
 class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
     id = "ue"
+    recipe_fields = ("backbone", "cifar_stem", "norm")  # the surrogate's architecture only: shared across SSL methods
     Config = UEConfig
     paper_url = "https://arxiv.org/abs/2101.04898"
     citation = "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021"

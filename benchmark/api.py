@@ -286,12 +286,23 @@ class TargetedPoison:
     ``target_images`` (each an exact copy of an image of the context's target pool) should be classified as
     ``target_class`` by the downstream classifier. ``images`` are (M, C, H', W') with the dataset's
     channels and each side between the dataset's side and twice it (one shape for the whole set: a
-    stitched canvas; the victim crops each view from the whole image and resizes it)."""
+    stitched canvas; the victim crops each view from the whole image and resizes it).
+
+    ``target_class`` is one class for every target (the paper's setting) or a 1-D integer tensor with one
+    class per row of ``target_images`` (several target classes attacked at once: rates then average over
+    classes, see :func:`target_classes_of`)."""
 
     images: torch.Tensor
     target_images: torch.Tensor
-    target_class: int
+    target_class: int | torch.Tensor
     diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+def target_classes_of(poison: TargetedPoison) -> torch.Tensor:
+    """The target class of each target input of ``poison`` as an int64 tensor (one row per target)."""
+    if isinstance(poison.target_class, torch.Tensor):
+        return poison.target_class.detach().to("cpu", torch.int64).reshape(-1).clone()
+    return torch.full((len(poison.target_images),), int(poison.target_class), dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------- attacks
@@ -308,6 +319,11 @@ class Attack(ABC):
     paper_url: ClassVar[str] = ""  # where a reader finds the paper (the board links it)
     # track → why this attack is expected to do nothing there (a null by design; the board says so)
     expected_null: ClassVar[Mapping[str, str]] = {}
+    # pre-training availability track: the victim recipe's fields the attack reads (None: all of them). Its
+    # context's recipe carries only these (the others at their defaults) and its poison is cached under
+    # them, so recipes that agree on them share one poison (e.g. a supervised surrogate reads the backbone
+    # only: one poison for SimCLR, MoCo v2 and BYOL victims of the same backbone, data and seed).
+    recipe_fields: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

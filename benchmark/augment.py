@@ -3,7 +3,9 @@
 The SimCLR-family recipe: random resized crop, horizontal flip, colour jitter (p = 0.8), random
 grayscale (p = 0.2), optionally a small rotation (useful for digits, where flips change the class).
 Every op is differentiable w.r.t. its input, which Contrastive Poisoning relies on (gradients reach δ
-through the augmentation).
+through the augmentation). :func:`place_augmentation` moves a pipeline to the compute device *and* draws
+its random parameters there (kornia samples on the CPU unless told otherwise, then copies every batch's
+parameters to the device).
 """
 
 from __future__ import annotations
@@ -52,6 +54,24 @@ def build_augmentation(config: AugmentConfig, *, image_size: int, channels: int)
     if channels == 3 and config.grayscale_prob > 0:
         ops.append(K.RandomGrayscale(p=config.grayscale_prob))
     return _ClampedSequential(K.AugmentationSequential(*ops))
+
+
+def place_augmentation(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """``module`` (a :func:`build_augmentation` pipeline) on ``device``, its random parameters drawn there.
+
+    Every kornia op's samplers are set to ``device`` (``set_rng_device_and_dtype``; their dtype is kept,
+    float32 as built): the parameters of each view are then drawn from the device's generator, not drawn
+    on the CPU and copied per batch. Recent kornia does this on ``.to(device)`` already; older releases
+    (the project allows ≥ 0.7) do not, so this is explicit. On the CPU the samplers stay on the CPU and
+    every view is bit-identical to an unplaced pipeline's; on CUDA the views come from the CUDA generator
+    (seeded by ``torch.manual_seed`` as well), so they differ from the CPU's.
+    """
+    device = torch.device(device)
+    module = module.to(device)
+    for op in module.modules():
+        if isinstance(op, K.base._BasicAugmentationBase):  # the ops (each updates its own parameter generator)
+            op.set_rng_device_and_dtype(device, getattr(op, "dtype", None) or torch.get_default_dtype())
+    return module
 
 
 class _ClampedSequential(nn.Module):

@@ -131,8 +131,8 @@ def _ue_downstream(ctx: Context) -> dict[str, float]:  # attacks/ue.py: PGD thro
 
 
 def _ue_availability(ctx: Context) -> dict[str, float]:
-    """attacks/ue.py: each round, surrogate steps and PGD over the perturbed images (priced at the suite's
-    backbone; issue #13: the surrogate is to follow it)."""
+    """attacks/ue.py: each round, surrogate steps and PGD over the perturbed images (the surrogate is the
+    recipe's backbone; one poison for every SSL method of that backbone: its ``recipe_fields``)."""
     cfg = ctx.config
     return {"passes": cfg["max_rounds"] * (cfg["model_steps"] * cfg["batch_size"] + cfg["pgd_steps"] * ctx.n_poison)}
 
@@ -189,6 +189,15 @@ def _adv_head(ctx: Context, n: int) -> dict[str, float]:
 
 def _mc_data(ctx: Context, n: int) -> dict[str, float]:  # defenses/matrix_completion.py: one SVD per image and mask
     return {"svds": ctx.config["n_masks"] * n}
+
+
+def _mc_pretrain(cfg: Mapping[str, Any], epochs: int, n: int) -> dict[str, float]:
+    """defenses/matrix_completion.py in pre-training: fresh masks for ``ssl_prob`` of every batch's images
+    every epoch, or (``ssl_bank`` k ≥ 1) k reconstructions of every image, once before training."""
+    bank = int(cfg.get("ssl_bank", 0))
+    if bank > 0:  # no bank is built when no image is ever reconstructed
+        return {"svds": cfg["n_masks"] * bank * n if cfg.get("ssl_prob", 1.0) > 0 else 0.0}
+    return {"svds": cfg["n_masks"] * cfg.get("ssl_prob", 1.0) * epochs * n}
 
 
 def _finetune_repair(ctx: Context, n: int) -> dict[str, float]:
@@ -336,8 +345,8 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     n_extra = n_attacked if targeted else 0
     poison = None
     if cell.attack.id != "none":
-        poison = {"encoder": encoder, "attack": [cell.attack.id, cell.attack.settings], "budget": spec["budget"],
-                  "epsilon": spec.get("epsilon"), "scenario": spec["scenario"]}
+        poison = {"encoder": _attacker_encoder(cell, encoder), "attack": [cell.attack.id, cell.attack.settings],
+                  "budget": spec["budget"], "epsilon": spec.get("epsilon"), "scenario": spec["scenario"]}
         ctx = Context(cell, sizes, _resolved("attack", cell.attack), n_attacked)
         work.add(cell, sizes, "poison", poison, **_amounts(attack_cost(work, cell, ctx), method))
     did = cell.defense.id
@@ -367,6 +376,19 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
                      passes=factor * sup_epochs * sizes.pretrain, svds=svds)
 
 
+def _attacker_encoder(cell: Cell, encoder: Any) -> Any:
+    """What an availability poison is keyed on besides its own settings: the clean encoder's identity, or
+    only the recipe fields the attack declares it reads (``Attack.recipe_fields``), as the track caches it."""
+    from benchmark.plugins import catalogue
+
+    fields = catalogue().get("attack", cell.attack.id).recipe_fields
+    if cell.track != "pretrain-availability" or fields is None:
+        return encoder
+    spec = cell.spec
+    return {"recipe": {k: spec["encoder"][k] for k in fields if k in spec["encoder"]}, "data": spec["data"],
+            "seed": spec["seed"]}
+
+
 def _defended_victim(work: WorkList, cell: Cell, dctx: Context, epochs: int, n_pre: int) -> dict[str, float] | None:
     """The cost of a defended victim beyond the undefended one it replaces (or repairs)."""
     did, cfg = cell.defense.id, dctx.config
@@ -376,8 +398,8 @@ def _defended_victim(work: WorkList, cell: Cell, dctx: Context, epochs: int, n_p
         work.unmodelled.add(f"defense {did} ({cell.track})")
         return None
     cost: dict[str, float] = {"ssl_epochs": ssl_factor(did, cfg) * epochs * n_pre}
-    if did == "matrix_completion":  # every pre-training batch reconstructed (ssl_prob of its images)
-        cost["svds"] = cfg["n_masks"] * cfg.get("ssl_prob", 1.0) * epochs * n_pre
+    if did == "matrix_completion":
+        cost |= _mc_pretrain(cfg, epochs, n_pre)
     return cost
 
 

@@ -29,7 +29,7 @@ def _encoder(suite: Any, images: torch.Tensor) -> tuple[dict[str, Any], Any]:
 
 def _pairs(suite: Any, track: str, entry: Any, data: Any, extractor: Any, spec: dict[str, Any]) -> list[tuple[Any, Any, str]]:
     """(clean image, poisoned image, caption) pairs from one attack's validated poison."""
-    from benchmark.api import AvailabilityPoison, DownstreamPoison, TargetedPoison
+    from benchmark.api import AvailabilityPoison, DownstreamPoison, TargetedPoison, target_classes_of
     from benchmark.tracks.common import RunEnv, extractor_spec, plugin_call
     from benchmark.validation import poison_from_answer
 
@@ -55,7 +55,8 @@ def _pairs(suite: Any, track: str, entry: Any, data: Any, extractor: Any, spec: 
         poison = poison_from_answer(answer, AvailabilityPoison)
         return [(data.images[j], poison.images[i], "perturbed") for i, j in enumerate(poison.indices[:SHOWN].tolist())]
     poison = poison_from_answer(answer, TargetedPoison)
-    return [(poison.target_images[i % len(poison.target_images)], poison.images[i], f"target→{poison.target_class}")
+    classes = target_classes_of(poison)
+    return [(poison.target_images[i % len(classes)], poison.images[i], f"target→{int(classes[i % len(classes)])}")
             for i in range(min(SHOWN, len(poison.images)))]
 
 

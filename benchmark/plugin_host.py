@@ -134,7 +134,9 @@ def describe(request: Mapping[str, Any], channel: Channel) -> list[dict[str, Any
                      "source": inspect.getfile(cls), "tracks": list(cls.tracks() if kind == "attack" else cls.tracks),
                      "doc": (inspect.getdoc(cls) or "").split("\n")[0]}
             if kind == "attack":
-                entry |= {"space": getattr(cls, "space", None), "expected_null": dict(cls.expected_null)}
+                fields = cls.recipe_fields
+                entry |= {"space": getattr(cls, "space", None), "expected_null": dict(cls.expected_null),
+                          "recipe_fields": None if fields is None else list(fields)}
             else:
                 reference = cls.reference_settings
                 entry |= {"stage": cls.stage, "reference_settings": None if reference is None else dict(reference)}

@@ -74,6 +74,7 @@ class PluginInfo:
     stage: str | None = None  # defenses: "data" | "training" | "posthoc"
     paper_url: str = ""
     expected_null: dict[str, str] = field(default_factory=dict)  # attacks: track → why it is a null by design
+    recipe_fields: tuple[str, ...] | None = None  # attacks: the victim recipe's fields read (None: all)
     reference_settings: dict[str, Any] | None = None  # training-stage defenses: mechanism off, same schedule
 
 
@@ -116,6 +117,7 @@ def catalogue() -> Catalogue:
                                   citation=item["citation"], source=item["source"], doc=item.get("doc", ""),
                                   space=item.get("space"), stage=item.get("stage"), paper_url=item.get("paper_url", ""),
                                   expected_null=dict(item.get("expected_null") or {}),
+                                  recipe_fields=None if item.get("recipe_fields") is None else tuple(item["recipe_fields"]),
                                   reference_settings=item.get("reference_settings"))
                 entries = attacks if info.kind == "attack" else defenses
                 if info.id in entries:

@@ -2,7 +2,8 @@
 
 The loop keeps the whole (small) image tensor on the compute device, draws two kornia views per image
 per batch, and runs bf16 autocast with channels_last on CUDA. Everything random is seeded from the
-caller's seed (kornia uses torch's global generator, which :func:`train_ssl` seeds).
+caller's seed (kornia draws the views' parameters on the compute device from torch's global generator,
+which :func:`train_ssl` seeds).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from benchmark.api import MethodConfig, check_range, config_problems
-from benchmark.augment import AugmentConfig, build_augmentation
+from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
 from benchmark.backbones import create_backbone, is_known_backbone
 from benchmark.ssl import SSL_METHODS, SSLMethod, create_ssl_method
 from benchmark.utils import fast_layout, fast_path, progress, seed_everything
@@ -75,14 +76,31 @@ LossFn = Callable[[SSLMethod, torch.Tensor, torch.Tensor, torch.Tensor], torch.T
 ``clean_batch`` holds the batch's images of the main pre-training set; with ``extra_images`` (other-shaped
 injected canvases) the views hold more rows than it (see :func:`train_ssl`)."""
 
+IndexedTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``transform(batch, idx) -> batch``: maps a batch of one image set given each row's index in that set."""
+
 
 @dataclass
 class SSLTrainingHooks:
-    """How a training- or data-stage defense changes pre-training without touching the loop."""
+    """How a training- or data-stage defense changes pre-training without touching the loop.
+
+    ``batch_transform(x)`` maps every batch before the views are drawn. ``prepare(images)`` is its
+    indexed form, for a transform that precomputes per-image state once instead of recomputing it every
+    batch (ME-Net's bank of reconstructions): :func:`train_ssl` calls it once per image set before the
+    first step, with the set on the compute device (the main images, then ``extra_images``), and maps
+    every batch of that set with the returned :data:`IndexedTransform`, given the batch's row indices
+    *into that set* (0 … len(set) − 1: the canvases' indices are not offset by N). At most one of the two
+    is set. ``prepare`` must not draw from torch's global generators (the views' stream).
+    """
 
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     loss_fn: LossFn | None = None
     make_optimizer: Callable[[SSLMethod, SSLRecipe, int], torch.optim.Optimizer] | None = None
+    prepare: Callable[[torch.Tensor], IndexedTransform] | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_transform is not None and self.prepare is not None:
+            raise ValueError("SSLTrainingHooks: set batch_transform or prepare, not both")
 
 
 def make_optimizer(model: nn.Module, recipe: SSLRecipe) -> torch.optim.Optimizer:
@@ -110,7 +128,8 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
     e.g. PoisonedEncoder's [target | reference] stitches): every batch samples indices over the union of
     the N + M images, each group is transformed (``hooks.batch_transform``) and augmented separately
     (each view a crop of the whole image resized to H × W, as the augmentation does for any input size)
-    and the views are concatenated, clean group first. ``hooks.loss_fn`` then receives the batch's clean
+    and the views are concatenated, clean group first; ``hooks.prepare`` is called for each set and maps
+    each group with its rows' indices in its own set. ``hooks.loss_fn`` then receives the batch's clean
     images as its ``clean`` argument (the canvases reach it through the views only). Without
     ``extra_images`` the loop is unchanged.
     """
@@ -130,10 +149,12 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    augment = build_augmentation(recipe.augment_config(), image_size=size, channels=channels).to(device)
+    augment = place_augmentation(build_augmentation(recipe.augment_config(), image_size=size, channels=channels),
+                                 device)
     optimizer = (hooks.make_optimizer or (lambda m_, r, s: make_optimizer(m_, r)))(model, recipe, total_n)
     data = images.to(device)
     extra = None if extra_images is None else extra_images.to(device)
+    indexed = _prepared(hooks, data, extra)
     batch = min(recipe.batch_size, total_n)
     steps_per_epoch = max(1, total_n // batch)
     n_epochs = epochs or recipe.epochs
@@ -141,7 +162,9 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
     warmup = recipe.warmup_epochs * steps_per_epoch
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
-    def transform(x: torch.Tensor) -> torch.Tensor:
+    def transform(x: torch.Tensor, idx: torch.Tensor, group: int) -> torch.Tensor:
+        if indexed is not None:
+            return indexed[group](x, idx)
         return hooks.batch_transform(x) if hooks.batch_transform is not None else x
 
     model.train()
@@ -151,12 +174,12 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
         for b in range(steps_per_epoch):
             idx = order[b * batch : (b + 1) * batch]
             if extra is None:
-                x = transform(data[idx])
+                x = transform(data[idx], idx, 0)
                 groups = [x]
             else:
                 clean_idx, extra_idx = idx[idx < n], idx[idx >= n] - n
-                x = transform(data[clean_idx]) if len(clean_idx) else data[clean_idx]
-                groups = [g for g in (x, transform(extra[extra_idx]) if len(extra_idx) else None)
+                x = transform(data[clean_idx], clean_idx, 0) if len(clean_idx) else data[clean_idx]
+                groups = [g for g in (x, transform(extra[extra_idx], extra_idx, 1) if len(extra_idx) else None)
                           if g is not None and len(g)]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total, warmup, recipe.lr)
@@ -176,6 +199,15 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
             step += 1
     model.eval()
     return model
+
+
+def _prepared(hooks: SSLTrainingHooks, data: torch.Tensor,
+              extra: torch.Tensor | None) -> list[IndexedTransform] | None:
+    """``hooks.prepare`` of the main images (and of the injected ones): one indexed transform per set."""
+    if hooks.prepare is None:
+        return None
+    with torch.no_grad():
+        return [hooks.prepare(data)] + ([] if extra is None else [hooks.prepare(extra)])
 
 
 class FeatureExtractor(nn.Module):

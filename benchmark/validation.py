@@ -52,8 +52,10 @@ def poison_from_answer(answer: Any, cls: type[P]) -> P:
             continue
         value = fields.get(f.name)
         if f.name == "target_class":
-            if not isinstance(value, int) or isinstance(value, bool):
-                problems.append(f"target_class: expected an integer, got {type(value).__name__}")
+            if type(value) is torch.Tensor:
+                value = value.detach().clone().contiguous()
+            elif not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"target_class: expected an integer or a tensor of one per target, got {type(value).__name__}")
             values[f.name] = value
         elif value is None or type(value) is torch.Tensor:
             values[f.name] = None if value is None else value.detach().clone().contiguous()
@@ -213,10 +215,26 @@ def validate_targeted(poison: object, *, budget: int, image_shape: tuple[int, in
         if missing:
             problems.append(f"target_images: {len(missing)} of {len(poison.target_images)} targets (first: #{missing[0]}) "
                             "are not images of the target pool the track handed over")
-    if not 0 <= int(poison.target_class) < num_classes:
-        problems.append(f"target_class: {poison.target_class} outside [0, {num_classes - 1}]")
+    _check_target_classes(problems, poison, num_classes)
     if problems:
         raise ThreatModelViolation(problems)
+
+
+def _check_target_classes(problems: list[str], poison: TargetedPoison, num_classes: int) -> None:
+    """One class in range, or an integer tensor of one class in range per target input."""
+    classes = poison.target_class
+    if isinstance(classes, torch.Tensor):
+        if classes.dtype.is_floating_point or classes.dtype.is_complex or classes.dtype == torch.bool:
+            problems.append(f"target_class: expected an integer tensor, got {classes.dtype}")
+            return
+        if classes.dim() != 1 or len(classes) != len(poison.target_images):
+            problems.append(f"target_class: a tensor of one class per target input, shape ({len(poison.target_images)},); "
+                            f"got {tuple(classes.shape)}")
+            return
+        if len(classes) and not (0 <= int(classes.min()) and int(classes.max()) < num_classes):
+            problems.append(f"target_class: classes {sorted(set(classes.tolist()))} outside [0, {num_classes - 1}]")
+    elif not 0 <= int(classes) < num_classes:
+        problems.append(f"target_class: {classes} outside [0, {num_classes - 1}]")
 
 
 def pool_indices(images: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,10 @@ Wang, "Robust Pre-Training by Adversarial Contrastive Learning", NeurIPS 2020 (A
   ``ssl_epsilon``) on both views jointly, maximising the SSL method's own loss; the training loss is
   ½(clean loss + adversarial loss) (ACL's A2A pair). The method's batch statistics and queue see the PGD
   passes too (momentum encoders are not updated by them: ``after_step`` runs once per optimiser step).
+
+PGD's random starts are drawn on the data's device from a generator on that device, and the batch order is
+moved to the device once per epoch: no host round trip per step (on a CPU the numbers are those of the
+earlier CPU-drawn code; on CUDA the starts come from the CUDA generator, another stream).
 """
 
 from __future__ import annotations
@@ -63,8 +67,11 @@ class AdversarialTrainingConfig(MethodConfig):
 
 def pgd(loss_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, epsilon: float, step_size: float,
         steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """ℓ∞ PGD with a uniform random start: x + δ (in [0, 1]) that (locally) maximises ``loss_of``."""
-    noise = torch.rand(x.shape, generator=generator).to(x.device) * 2 - 1
+    """ℓ∞ PGD with a uniform random start: x + δ (in [0, 1]) that (locally) maximises ``loss_of``.
+
+    The start is drawn on ``x.device`` (``generator``, when given, must live there: :func:`device_generator`).
+    """
+    noise = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
     delta = (noise * epsilon).to(x.dtype)
     delta = ((x + delta).clamp(0, 1) - x).detach()
     for _ in range(steps):
@@ -81,14 +88,20 @@ def _fast(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, devic
         return module(fast_layout(x, device)).float()
 
 
+def device_generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """A generator on ``device`` (random starts drawn where the data is), seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def _attack_generator(ctx: DefenseContext) -> torch.Generator:
     """PGD's random starts: a stream of its own, so that the batch order (``ctx.generator``) is the same
     with ε = 0 (the same-schedule reference victim) as with the defense on."""
-    return torch.Generator().manual_seed(int(ctx.seed) ^ 0x5EED)
+    return device_generator(ctx.device, int(ctx.seed) ^ 0x5EED)
 
 
-def _batches(n: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
+def _batches(n: int, batch: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """One epoch's batches of indices, drawn from ``generator`` (CPU) and moved to ``device`` once."""
+    order = torch.randperm(n, generator=generator).to(device)
     return [order[i : i + batch] for i in range(0, n, batch)]
 
 
@@ -114,8 +127,8 @@ class AdversarialTraining(Defense):
         data, targets = images.to(device), labels.to(device)
         attack_generator = _attack_generator(ctx)  # batch order alone comes from ctx.generator
         for _ in range(cfg.epochs):
-            for idx in _batches(len(data), cfg.batch_size, ctx.generator):
-                x, y = data[idx.to(device)], targets[idx.to(device)]
+            for idx in _batches(len(data), cfg.batch_size, ctx.generator, device):
+                x, y = data[idx], targets[idx]
                 w, b = layer.weight.detach(), layer.bias.detach()
                 if cfg.epsilon > 0:
                     x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,
@@ -136,8 +149,8 @@ class AdversarialTraining(Defense):
         data, targets = images.to(device), labels.to(device)
         attack_generator = _attack_generator(ctx)
         for _ in range(cfg.supervised_epochs):
-            for idx in _batches(len(data), cfg.batch_size, ctx.generator):
-                x, y = data[idx.to(device)], targets[idx.to(device)]
+            for idx in _batches(len(data), cfg.batch_size, ctx.generator, device):
+                x, y = data[idx], targets[idx]
                 if cfg.epsilon > 0:
                     model.eval()  # the attack sees the model as it will be evaluated (BN running stats)
                     x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,
@@ -152,13 +165,15 @@ class AdversarialTraining(Defense):
     # ------------------------------------------------------------------------------------ pre-training
     def ssl_hooks(self, ssl: Any, ctx: DefenseContext) -> SSLTrainingHooks:
         cfg = self.config
-        generator = torch.Generator().manual_seed(int(ctx.seed))
+        generators: dict[torch.device, torch.Generator] = {}  # on the views' device, made at the first batch
 
         def loss_fn(model: Any, clean: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
             n = len(v1)
             views = torch.cat([v1, v2]).detach()
+            if views.device not in generators:
+                generators[views.device] = device_generator(views.device, int(ctx.seed))
             adv = pgd(lambda z: model.loss(z[:n], z[n:]), views, epsilon=cfg.ssl_epsilon,
-                      step_size=cfg.ssl_step_size, steps=cfg.ssl_steps, generator=generator)
+                      step_size=cfg.ssl_step_size, steps=cfg.ssl_steps, generator=generators[views.device])
             return 0.5 * (model.loss(v1, v2) + model.loss(adv[:n], adv[n:]))
 
         return SSLTrainingHooks(loss_fn=loss_fn)

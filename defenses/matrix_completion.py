@@ -22,10 +22,16 @@ Where it acts:
 * downstream track: :meth:`transform_images` preprocesses the victim's whole training set (clean and
   poisoned alike, the defense cannot tell them apart). ME-Net also preprocesses at inference, so with
   ``transform_test = True`` (default) the track reconstructs the test images the same way (fresh masks).
-* pre-training tracks: :meth:`ssl_hooks` returns a ``batch_transform`` that replaces each image of a
-  pre-training batch by its reconstruction with probability ``ssl_prob`` (default 1: always, as the CP
-  paper's "ME-Net as augmentation" preprocesses the whole poisoned pre-training set), before the SSL
-  augmentations draw the two views. The released encoder then sees plain images at test time.
+* pre-training tracks: :meth:`ssl_hooks` replaces each image of a pre-training batch by a reconstruction
+  with probability ``ssl_prob`` (default 1: always, as the CP paper's "ME-Net as augmentation"
+  preprocesses the whole poisoned pre-training set), before the SSL augmentations draw the two views; the
+  others stay clean. With ``ssl_bank = 0`` (default) a ``batch_transform`` reconstructs every batch with
+  fresh masks: epochs · N · n_masks SVDs, affordable for the CPU tiers only (≈ 5·10⁸ for ResNet-18's 1000
+  epochs on CIFAR-10). With ``ssl_bank = k ≥ 1`` the hook's ``prepare`` reconstructs every pre-training
+  image k times before training (each its own ``n_masks`` masks; :func:`reconstruction_bank`, chunk by
+  chunk) and each batch takes, per image, one of its k reconstructions at random
+  (:class:`ReconstructionBank`): fresh-mask augmentation bounded to k · N reconstructions, drawn on the
+  compute device without a host sync. The released encoder then sees plain images at test time.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from typing import Any
 import torch
 
 from benchmark.api import DefenseContext, Defense, MethodConfig, check_range, register_defense
-from benchmark.pretrain import SSLTrainingHooks
+from benchmark.pretrain import IndexedTransform, SSLTrainingHooks
+from benchmark.utils import derive_seed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +54,7 @@ class MatrixCompletionConfig(MethodConfig):
     rank_fraction: float = 0.8  # keep the top ⌊rank_fraction · min(m, n)⌋ singular values (ME-Net's code: 0.8)
     transform_test: bool = True  # reconstruct test images too (ME-Net preprocesses at inference)
     ssl_prob: float = 1.0  # pre-training: probability that an image of a batch is reconstructed
+    ssl_bank: int = 0  # pre-training: 0 = fresh masks every batch; k = k reconstructions per image, made once
     chunk: int = 2048  # matrices per batched SVD
 
     def problems(self) -> list[str]:
@@ -56,6 +64,8 @@ class MatrixCompletionConfig(MethodConfig):
             problems.append(f"n_masks: {self.n_masks} must be ≥ 1")
         check_range(problems, "rank_fraction", self.rank_fraction, 0.0, 1.0, low_open=True)
         check_range(problems, "ssl_prob", self.ssl_prob, 0.0, 1.0)
+        if self.ssl_bank < 0:
+            problems.append(f"ssl_bank: {self.ssl_bank} must be ≥ 0 (0 = fresh masks every batch)")
         if self.chunk < 1:
             problems.append(f"chunk: {self.chunk} must be ≥ 1")
         return problems
@@ -108,6 +118,42 @@ def me_net(images: torch.Tensor, *, keep_prob: float, n_masks: int, rank_fractio
     return out.to(images.dtype)
 
 
+def reconstruction_bank(images: torch.Tensor, *, copies: int, keep_prob: float, n_masks: int,
+                        rank_fraction: float = 0.8, generator: torch.Generator | None = None,
+                        chunk: int = 2048) -> torch.Tensor:
+    """``copies`` ME-Net reconstructions of every image: (copies, N, C, H, W), ``images``' dtype and device.
+
+    Each entry is :func:`me_net` of its image with its own ``n_masks`` masks. Built chunk by chunk (at most
+    ``chunk`` matrices per SVD), so beyond the bank itself the memory is one chunk's.
+    """
+    bank = torch.empty((copies, *images.shape), dtype=images.dtype, device=images.device)
+    per_chunk = max(1, chunk // n_masks)
+    for start in range(0, len(images), per_chunk):
+        part = images[start : start + per_chunk]
+        for j in range(copies):
+            bank[j, start : start + len(part)] = me_net(part, keep_prob=keep_prob, n_masks=n_masks,
+                                                        rank_fraction=rank_fraction, generator=generator, chunk=chunk)
+    return bank
+
+
+class ReconstructionBank:
+    """The ``ssl_bank`` mode's per-batch transform: each image of a batch (given its index into the set the
+    bank was built from) becomes one of its ``len(bank)`` reconstructions at random, with probability
+    ``prob`` (else it stays clean). Draws from ``generator``, on the bank's device; no host sync."""
+
+    def __init__(self, bank: torch.Tensor, *, prob: float, generator: torch.Generator) -> None:
+        self.bank, self.prob, self.generator = bank, prob, generator
+
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        n, device = len(idx), self.bank.device
+        choice = torch.randint(len(self.bank), (n,), device=device, generator=self.generator)
+        out = self.bank[choice, idx]
+        if self.prob >= 1.0:
+            return out
+        pick = torch.rand(n, device=device, generator=self.generator) < self.prob
+        return torch.where(pick.view(-1, 1, 1, 1), out, x)
+
+
 def reconstruction_report(images: torch.Tensor, reconstructed: torch.Tensor, *, rank_fraction: float) -> dict[str, float]:
     """Whether a reconstruction kept the images: relative error ‖x̂ − x‖_F / ‖x‖_F (in [-1, 1] units, as
     ME-Net works) and the number of singular values each masked matrix kept."""
@@ -141,6 +187,8 @@ class MatrixCompletion(Defense):
         return self.reconstruct(images, ctx.generator)
 
     def ssl_hooks(self, ssl: Any, ctx: DefenseContext) -> SSLTrainingHooks:
+        if self.config.ssl_bank > 0:
+            return SSLTrainingHooks(prepare=lambda images: self.prepare_bank(images, int(ctx.seed)))
         generator = torch.Generator().manual_seed(int(ctx.seed))
         prob = self.config.ssl_prob
 
@@ -157,5 +205,19 @@ class MatrixCompletion(Defense):
 
         return SSLTrainingHooks(batch_transform=batch_transform)
 
+    def prepare_bank(self, images: torch.Tensor, seed: int) -> IndexedTransform:
+        """The ``ssl_bank`` hook for one pre-training image set: its bank (masks seeded from ``seed`` and the
+        set's shape, so the main and the injected set differ) and the seeded per-batch draws."""
+        cfg, shape = self.config, list(images.shape)
+        if cfg.ssl_prob <= 0.0:
+            return lambda x, idx: x
+        masks = torch.Generator().manual_seed(derive_seed(seed, "me-net-bank", shape))
+        draws = torch.Generator(device=images.device).manual_seed(derive_seed(seed, "me-net-bank-draws", shape))
+        with torch.no_grad():
+            bank = reconstruction_bank(images, copies=cfg.ssl_bank, keep_prob=cfg.keep_prob, n_masks=cfg.n_masks,
+                                       rank_fraction=cfg.rank_fraction, generator=masks, chunk=cfg.chunk)
+        return ReconstructionBank(bank, prob=cfg.ssl_prob, generator=draws)
 
-__all__ = ["MatrixCompletion", "MatrixCompletionConfig", "kept_rank", "me_net", "reconstruction_report", "usvt"]
+
+__all__ = ["MatrixCompletion", "MatrixCompletionConfig", "ReconstructionBank", "kept_rank", "me_net",
+           "reconstruction_bank", "reconstruction_report", "usvt"]

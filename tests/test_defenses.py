@@ -18,7 +18,8 @@ from benchmark.suite import SuiteError, expand_cells, load_suite
 from defenses.adversarial_training import AdversarialTraining, AdversarialTrainingConfig, pgd
 from defenses.dp_sgd import DPSGD, DPSGDConfig
 from defenses.finetune import Finetune, FinetuneConfig
-from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig, me_net, reconstruction_report
+from defenses.matrix_completion import (MatrixCompletion, MatrixCompletionConfig, ReconstructionBank, me_net,
+                                       reconstruction_bank, reconstruction_report)
 
 CPU = torch.device("cpu")
 
@@ -122,6 +123,92 @@ def test_matrix_completion_ssl_hook_transforms_batches() -> None:
     y = hooks.batch_transform(x)
     assert y.shape == x.shape and not torch.equal(x, y)
     assert mc.transform_images(x, _ctx()).shape == x.shape
+
+
+def _bank(images: torch.Tensor, seed: int = 0, **settings) -> ReconstructionBank:  # noqa: ANN003
+    hooks = MatrixCompletion(MatrixCompletionConfig(**settings)).ssl_hooks(None, _ctx(seed, "pretrain-availability"))
+    assert hooks.batch_transform is None and hooks.prepare is not None
+    return hooks.prepare(images)
+
+
+def _bank_entry_of(row: torch.Tensor, bank: torch.Tensor, i: int) -> int | None:
+    """Which of image ``i``'s bank entries ``row`` is (None: none of them)."""
+    return next((j for j in range(len(bank)) if torch.equal(row, bank[j, i])), None)
+
+
+def test_matrix_completion_bank_mode_is_opt_in_and_validated() -> None:
+    assert MatrixCompletionConfig().ssl_bank == 0  # default: fresh masks every batch (cpu/smoke numbers unchanged)
+    assert MatrixCompletion().ssl_hooks(None, _ctx()).batch_transform is not None
+    assert any("ssl_bank" in p for p in MatrixCompletionConfig(ssl_bank=-1).problems())
+    assert not MatrixCompletionConfig(ssl_bank=4, ssl_prob=0.5).problems()
+
+
+def test_matrix_completion_bank_entries_are_me_net_reconstructions() -> None:
+    x = load_dataset("mnist5k", "train", image_size=16, subset=64).images
+    bank = _bank(x, ssl_bank=3).bank
+    assert bank.shape == (3, *x.shape) and bank.dtype == x.dtype and bank.min() >= 0 and bank.max() <= 1
+    fresh = reconstruction_report(x, me_net(x, keep_prob=0.8, n_masks=10, generator=torch.Generator().manual_seed(5)),
+                                  rank_fraction=0.8)
+    for entry in bank:  # the same reconstruction statistics as a fresh ME-Net reconstruction
+        report = reconstruction_report(x, entry, rank_fraction=0.8)
+        assert report["kept_rank"] == fresh["kept_rank"] == 12
+        assert abs(report["relative_error"] - fresh["relative_error"]) < 0.02 and report["relative_error"] < 0.3
+    # one copy in one chunk is exactly me_net with the same masks; small chunks change only the mask order
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    one = reconstruction_bank(x, copies=1, keep_prob=0.8, n_masks=4, generator=g())
+    assert torch.equal(one[0], me_net(x, keep_prob=0.8, n_masks=4, generator=g()))
+    chunked = reconstruction_bank(x, copies=2, keep_prob=0.8, n_masks=4, generator=g(), chunk=40)  # 10 images a chunk
+    assert chunked.shape == (2, *x.shape)
+    assert abs(reconstruction_report(x, chunked[1], rank_fraction=0.8)["relative_error"]
+               - reconstruction_report(x, one[0], rank_fraction=0.8)["relative_error"]) < 0.02
+
+
+def test_matrix_completion_bank_is_seeded_and_its_copies_differ() -> None:
+    x = _low_rank_images(6)
+    a, b, other = _bank(x, ssl_bank=3, n_masks=2), _bank(x, ssl_bank=3, n_masks=2), _bank(x, seed=1, ssl_bank=3, n_masks=2)
+    assert torch.equal(a.bank, b.bank) and not torch.equal(a.bank, other.bank)
+    idx = torch.tensor([4, 0, 5, 5, 2])
+    assert torch.equal(a(x[idx], idx), b(x[idx], idx)) and torch.equal(a(x[idx], idx), b(x[idx], idx))
+    for i in range(len(x)):  # the k reconstructions of an image differ (their own masks)
+        entries = a.bank[:, i]
+        assert all(not torch.equal(entries[j], entries[k]) for j in range(3) for k in range(j + 1, 3))
+
+
+def test_matrix_completion_bank_batches_use_only_their_own_images_entries() -> None:
+    x = _low_rank_images(10)
+    bank = _bank(x, ssl_bank=3, n_masks=2)
+    used: set[int] = set()
+    for _ in range(5):
+        idx = torch.randperm(10)[:6]
+        out = bank(x[idx], idx)
+        assert out.shape == (6, *x.shape[1:])
+        entries = [_bank_entry_of(out[r], bank.bank, int(i)) for r, i in enumerate(idx)]
+        assert None not in entries
+        used.update(entries)
+    assert used == {0, 1, 2}  # a random entry per image and batch
+    # ssl_prob < 1: the images not picked stay clean, the picked ones take one of their own entries
+    half = _bank(x, ssl_bank=2, n_masks=2, ssl_prob=0.5)
+    idx = torch.arange(10).repeat(4)
+    out = half(x[idx], idx)
+    clean = torch.tensor([torch.equal(out[r], x[i]) for r, i in enumerate(idx)])
+    banked = torch.tensor([_bank_entry_of(out[r], half.bank, int(i)) is not None for r, i in enumerate(idx)])
+    assert bool((clean ^ banked).all()) and 0 < int(clean.sum()) < len(idx)
+    never = _bank(x, ssl_bank=2, ssl_prob=0.0)  # nothing reconstructed: no bank is built
+    assert torch.equal(never(x[:3], torch.arange(3)), x[:3])
+
+
+def test_matrix_completion_bank_hook_pretrains_with_and_without_canvases() -> None:
+    images = load_dataset("mnist5k", "train", image_size=16, subset=48).images
+    canvases = torch.cat([images[:8], images[8:16]], dim=3)  # injected images of another shape
+    recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=1, batch_size=16,
+                       method_settings={"proj_hidden": 32, "proj_dim": 16})
+    mc = MatrixCompletion(MatrixCompletionConfig(ssl_bank=2, n_masks=2, ssl_prob=0.5))
+    for extra in (None, canvases):
+        a = train_ssl(recipe, images, seed=0, device=CPU, hooks=mc.ssl_hooks(recipe, _ctx(track="pretrain-availability")),
+                      extra_images=extra).backbone.state_dict()
+        b = train_ssl(recipe, images, seed=0, device=CPU, hooks=mc.ssl_hooks(recipe, _ctx(track="pretrain-availability")),
+                      extra_images=extra).backbone.state_dict()
+        assert all(torch.equal(a[k], b[k]) and torch.isfinite(a[k].float()).all() for k in a)
 
 
 # ------------------------------------------------------------------------------------ fine-tuning

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmark.__main__ import main
-from benchmark.estimate import DeviceProfile, calibrate, estimate, load_profiles, suite_work
+from benchmark.estimate import DeviceProfile, _mc_pretrain, calibrate, estimate, load_profiles, suite_work
 from benchmark.suite import expand_cells, load_suite, suite_names
 
 # A profile with round numbers: 1 s per SimCLR image-epoch, 2 s for the momentum methods, 0.25 s a pass.
@@ -53,6 +53,19 @@ def test_cost_models_count_the_loops_of_their_method() -> None:
     assert gc  # GC: steps × poisons (ε_d = 0.2 of CIFAR-10's 50k)
 
 
+def test_me_net_pretraining_cost_drops_with_the_bank() -> None:
+    fresh = {"n_masks": 10, "ssl_prob": 1.0, "ssl_bank": 0}
+    assert _mc_pretrain(fresh, 1000, 50_000)["svds"] == 10 * 1000 * 50_000  # every image, mask and epoch
+    assert _mc_pretrain({**fresh, "ssl_prob": 0.5}, 1000, 50_000)["svds"] == 10 * 500 * 50_000
+    assert _mc_pretrain({**fresh, "ssl_bank": 4}, 1000, 50_000)["svds"] == 4 * 10 * 50_000  # k reconstructions, once
+    assert _mc_pretrain({**fresh, "ssl_bank": 4, "ssl_prob": 0.0}, 1000, 50_000)["svds"] == 0
+    # the full tier's pre-training victims use the bank: 4 × 10 masks × (50k images + the injected canvases)
+    work = suite_work(load_suite("full"))
+    victims = [w for w in work.items.values() if w.kind == "victim encoder" and w.svds > 0]
+    assert victims and {w.svds for w in victims if w.track == "pretrain-availability"} == {4 * 10 * 50_000}
+    assert all(w.svds <= 4 * 10 * 51_000 for w in victims)
+
+
 def test_profile_prices_ssl_epochs_and_passes_and_scales_by_flops() -> None:
     suite = load_suite("smoke", ["seeds=[0]"])
     result = estimate(suite, UNIT)
@@ -80,3 +93,20 @@ def test_plan_estimate_prints_the_total_and_fails_over_budget(capsys) -> None:
     assert main(["plan", "--suite", "full-quick", "--estimate", "--set", "budget.device_hours=0.5"]) == 1
     assert "OVER BUDGET" in capsys.readouterr().err
     assert main(["plan", "--suite", "full-quick", "--estimate", "--profile", "tpu"]) == 2
+
+
+def test_an_availability_poison_that_reads_only_the_backbone_is_counted_once_for_all_methods() -> None:
+    """UE's ``recipe_fields`` are the backbone's: the track builds one UE poison per backbone, data and
+    seed for SimCLR, MoCo v2 and BYOL alike (random noise reads no field), and the estimate counts it so;
+    CP reads the SSL method: one poison per method."""
+    suite = load_suite("full")
+    cells = [c for c in expand_cells(suite)[0] if c.track == "pretrain-availability"]
+    work = suite_work(suite, cells)
+    poisons = [w for w in work.items.values() if w.kind == "poison"]
+    by_attack = {a: {(c.spec["scenario"]["pretrain"], c.spec["seed"]) for c in cells if c.attack.id == a}
+                 for a in ("ue", "random_noise", "cp")}
+    methods = {c.spec["encoder"]["method"] for c in cells}
+    n_cp_settings = len({str(c.attack.settings) for c in cells if c.attack.id == "cp"})
+    assert len(methods) == 3
+    shared = len(by_attack["ue"]) + len(by_attack["random_noise"])  # random_noise reads no recipe field
+    assert len(poisons) == shared + len(methods) * n_cp_settings * len(by_attack["cp"])

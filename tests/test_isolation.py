@@ -118,7 +118,7 @@ def test_hostile_pretrain_attacks_are_contained_and_honest_cells_unchanged(tmp_p
 def test_targets_the_clean_victim_already_hits_make_the_cell_invalid(tmp_path: Path) -> None:
     records = run(pretrain_suite("pretrain-targeted", ["hostile_trivial_targets"]), tmp_path)
     record = records["pretrain-targeted/hostile_trivial_targets/none"]
-    assert record["status"] == "invalid" and "already classified as the target class" in record["message"]
+    assert record["status"] == "invalid" and "already classified as its target class" in record["message"]
 
 
 def test_targeted_rows_report_the_gain_over_no_attack_on_eligible_targets(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmark.api import ATTACKS, DirectoryCheckpoints, PretrainAttackContext, TargetedPoison
+from benchmark.api import ATTACKS, DirectoryCheckpoints, PretrainAttackContext, TargetedPoison, target_classes_of
 from benchmark.data import load_dataset
 from benchmark.plugins import load_plugins
 from benchmark.pretrain import SSLRecipe, SSLTrainingHooks, train_ssl
@@ -214,3 +214,54 @@ def test_classes_absent_from_the_pool_are_never_drawn(tmp_path: Path) -> None:
     only_one = pool_labels == 3
     with pytest.raises(ValueError, match="no class with images left"):
         attack(reference="decoy").craft_targeted(context(tmp_path / "one", pool_images[only_one], pool_labels[only_one]))
+
+
+# ------------------------------------------------------------------------------------------ target classes
+def test_targets_split_over_several_classes_each_with_its_own_references(tmp_path: Path) -> None:
+    """n_target_classes = k: k distinct target classes, targets round-robin over them, every target of a
+    class other than its own goal (and decoy), every canvas stitches a target with a reference of its goal's
+    reference class; the poison carries one class per target and passes the track's validator."""
+    pool, labels = held_out_pool(300)
+    for reference in ("target_class", "decoy"):
+        poison = attack(n_targets=6, n_references=3, n_target_classes=3, reference=reference).craft_targeted(
+            context(tmp_path / reference, pool, labels, budget=12))
+        classes = target_classes_of(poison)
+        assert isinstance(poison.target_class, torch.Tensor) and len(classes) == len(poison.target_images) == 6
+        assert sorted(torch.bincount(classes).tolist(), reverse=True)[:3] == [2, 2, 2]
+        assert poison.diagnostics["n_target_classes"] == 3 and "reference_class" not in poison.diagnostics
+        rows = [row_of(t, pool) for t in poison.target_images]
+        assert len(set(rows)) == 6 and all(int(labels[r]) != int(c) for r, c in zip(rows, classes))
+        goal_of_row = dict(zip(rows, classes.tolist()))
+        for canvas in poison.images:
+            left, right = row_of(canvas[:, :, :SIZE], pool), row_of(canvas[:, :, SIZE:], pool)
+            target, ref = (left, right) if left in goal_of_row else (right, left)
+            goal = goal_of_row[target]
+            assert (int(labels[ref]) == goal) == (reference == "target_class")
+        validate_targeted(poison, budget=12, image_shape=(1, SIZE, SIZE), num_classes=10, target_pool=pool)
+
+
+def test_one_target_class_draws_what_the_one_class_attack_drew(tmp_path: Path) -> None:
+    pool, labels = held_out_pool(300)
+    a = attack(n_targets=4, n_references=3).craft_targeted(context(tmp_path / "a", pool, labels))
+    b = attack(n_targets=4, n_references=3, n_target_classes=1).craft_targeted(context(tmp_path / "b", pool, labels))
+    assert isinstance(a.target_class, int) and a.target_class == b.target_class
+    assert torch.equal(a.images, b.images) and torch.equal(a.target_images, b.target_images)
+
+
+def test_per_target_classes_are_validated() -> None:
+    pool, _ = held_out_pool(20)
+    targets, images = pool[:3].clone(), torch.rand(4, 1, SIZE, 2 * SIZE)
+
+    def check(target_class: Any) -> None:
+        validate_targeted(TargetedPoison(images=images, target_images=targets, target_class=target_class),
+                          budget=4, image_shape=(1, SIZE, SIZE), num_classes=10, target_pool=pool)
+
+    check(torch.tensor([1, 2, 3]))
+    for bad, message in ((torch.tensor([1, 2]), "one class per target"), (torch.tensor([1, 2, 10]), "outside"),
+                         (torch.tensor([1.0, 2.0, 3.0]), "integer tensor"), (torch.tensor([[1, 2, 3]]), "one class per target")):
+        with pytest.raises(ThreatModelViolation, match=message):
+            check(bad)
+    config = ATTACKS.get("poisoned_encoder").Config
+    assert any("n_target_classes" in p for p in config(n_targets=2, n_target_classes=3).problems())
+    assert any("fixed target class" in p for p in config(target_class=1, n_target_classes=2).problems())
+    assert not config(n_targets=10, n_target_classes=10).problems()

@@ -216,8 +216,10 @@ def test_pretrain_track_cells_end_to_end(tmp_path: Path, write_suite: Any) -> No
         "pretrain-availability": {"budgets": [0.5], "attacks": ["none", "random_noise", cp_entry],
                                   "victim": {"l2": 0.001, "supervised_eval": True, "supervised_epochs": 1},
                                   "recipe": {"epochs": 1}},
-        "pretrain-targeted": {"budgets": [0.02], "attacks": ["none", "poisoned_encoder"], "victim": {"l2": 0.001},
-                              "recipe": {"epochs": 1}},
+        "pretrain-targeted": {"budgets": [0.02], "victim": {"l2": 0.001}, "recipe": {"epochs": 1},
+                              "attacks": ["none", "poisoned_encoder",
+                                          {"id": "poisoned_encoder", "name": "pe_classes",
+                                           "settings": {"n_targets": 4, "n_target_classes": 4}}]},
     }, n=200)
     records = run_records(raw, tmp_path, write_suite)
     assert all(r["status"] == "ok" for r in records), [(r["cell_id"], r["message"]) for r in records if r["status"] != "ok"]
@@ -240,6 +242,10 @@ def test_pretrain_track_cells_end_to_end(tmp_path: Path, write_suite: Any) -> No
     assert m["target_probability_gain"] == pytest.approx(m["target_probability"] - m["target_probability_no_attack"])
     assert m["n_poison"] == 4
     assert targeted[("poisoned_encoder", "none")]["details"]["poison_shape"] == [1, 16, 32]
+    several = targeted[("pe_classes", "none")]  # one class per target: rates average over four classes
+    assert isinstance(several["details"]["target_class"], list) and len(several["details"]["target_class"]) == 4
+    assert several["details"]["attack_diagnostics"]["n_target_classes"] == 4
+    assert 0 <= several["metrics"]["target_probability"] <= 1
 
 
 def test_pretrain_tracks_call_the_defense_hooks(tmp_path: Path, write_suite: Any, test_defenses: None) -> None:
@@ -326,3 +332,25 @@ def test_poisoned_encoder_asr_exceeds_the_no_attack_asr(tmp_path: Path, write_su
     m = record["metrics"]
     assert m["attack_success_rate_augmented"] > m["attack_success_rate_augmented_no_attack"], m
     assert m["attack_success_rate"] >= m["attack_success_rate_no_attack"], m
+
+
+def test_an_attack_that_reads_only_the_backbone_shares_its_poison_across_ssl_methods(tmp_path: Path,
+                                                                                      write_suite: Any) -> None:
+    """UE's supervised surrogate reads the recipe's backbone only (``recipe_fields``): SimCLR and BYOL
+    victims of the same backbone, data and seed get one poison, built once; the context's recipe names no
+    SSL method (building the victim's model from it fails loudly)."""
+    from benchmark.tracks.pretrain_availability import NOT_DECLARED
+
+    raw = tiny_pretrain_suite({"pretrain-availability": {
+        "budgets": [0.5], "victim": {"l2": 0.001}, "recipe": {"epochs": 1},
+        "attacks": [{"id": "ue", "settings": {"max_rounds": 1, "pgd_steps": 1}}]}}, n=100)
+    raw["encoders"]["methods"] = ["simclr", "byol"]
+    raw["encoders"]["method_settings"]["byol"] = METHOD_SETTINGS["byol"]
+    records = run_records(raw, tmp_path, write_suite)
+    ue = [r for r in records if r["cell"]["attack"]["id"] == "ue"]
+    assert len(ue) == 2 and all(r["status"] == "ok" for r in ue), [r["message"] for r in ue]
+    assert ue[0]["details"]["poison_key"] == ue[1]["details"]["poison_key"]
+    built = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "poison-availability").glob("*.json")]
+    assert len(built) == 1
+    recipe = built[0]["config"]["encoder"]
+    assert recipe["method"] == NOT_DECLARED and recipe["backbone"] == "cnn_micro" and "epochs" not in recipe

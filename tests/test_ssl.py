@@ -7,7 +7,7 @@ import torch
 
 from benchmark.backbones import create_backbone
 from benchmark.data import load_dataset
-from benchmark.pretrain import SSLRecipe, make_extractor, train_ssl
+from benchmark.pretrain import SSLRecipe, SSLTrainingHooks, make_extractor, train_ssl
 from benchmark.probe import fit_linear_head, head_accuracy
 from benchmark.ssl import create_ssl_method, ssl_method_names
 
@@ -99,6 +99,57 @@ def test_pretraining_is_seeded() -> None:
     a = train_ssl(recipe, images, seed=3, device=torch.device("cpu")).backbone.state_dict()
     b = train_ssl(recipe, images, seed=3, device=torch.device("cpu")).backbone.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _recording_prepare(calls: list[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]]):  # noqa: ANN202
+    """A ``prepare`` hook that records each image set and every (batch, indices) it maps, unchanged."""
+
+    def prepare(images: torch.Tensor):  # noqa: ANN202
+        batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        calls.append((images.clone(), batches))
+
+        def transform(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            batches.append((x.clone(), idx.clone()))
+            return x
+
+        return transform
+
+    return prepare
+
+
+def test_prepare_hook_maps_each_batch_with_its_indices_into_its_own_set() -> None:
+    images = load_dataset("mnist5k", "train", image_size=16, subset=48).images
+    canvases = torch.cat([images[:16], images[16:32]], dim=3)  # (16, 1, 16, 32): indices 0..15, not offset by 48
+    recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=2, batch_size=16, method_settings=SMALL["simclr"])
+    for extra in (None, canvases):
+        calls: list = []
+        train_ssl(recipe, images, seed=0, device=torch.device("cpu"), extra_images=extra,
+                  hooks=SSLTrainingHooks(prepare=_recording_prepare(calls)))
+        sets = [images] if extra is None else [images, canvases]
+        assert len(calls) == len(sets)  # once per image set, before training
+        for (seen, batches), original in zip(calls, sets):
+            assert torch.equal(seen, original) and batches
+            for x, idx in batches:
+                assert idx.max() < len(original) and torch.equal(x, original[idx])
+        n_rows = sum(len(idx) for _, batches in calls for _, idx in batches)
+        assert n_rows == 2 * (len(images) + (0 if extra is None else len(canvases)))  # every image, every epoch
+
+
+def test_identity_prepare_hook_leaves_training_bit_identical() -> None:
+    """The indexed path changes nothing but the transform: the views' random stream is untouched."""
+    images = load_dataset("mnist5k", "train", image_size=16, subset=64).images
+    canvases = torch.cat([images[:8], images[8:16]], dim=3)
+    recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=1, batch_size=16, method_settings=SMALL["simclr"])
+    for extra in (None, canvases):
+        plain = train_ssl(recipe, images, seed=1, device=torch.device("cpu"), extra_images=extra).state_dict()
+        hooked = train_ssl(recipe, images, seed=1, device=torch.device("cpu"), extra_images=extra,
+                           hooks=SSLTrainingHooks(prepare=_recording_prepare([]))).state_dict()
+        assert all(torch.equal(plain[k], hooked[k]) for k in plain)
+
+
+def test_hooks_take_batch_transform_or_prepare_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        SSLTrainingHooks(batch_transform=lambda x: x, prepare=lambda images: (lambda x, idx: x))
 
 
 # The acceptance check of the engine: each SSL method's encoder beats a random-init encoder of the same

@@ -39,11 +39,25 @@ from benchmark.validation import ThreatModelViolation, poison_from_answer, valid
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-availability"
+NOT_DECLARED = "(not in the attack's recipe_fields)"
+
+
+def attacker_recipe(setting: PretrainSetting, cell: Cell) -> dict[str, Any]:
+    """The victim recipe as the attack sees it: only the fields it declares it reads
+    (``Attack.recipe_fields``; all when it declares none), so its poison is shared by the recipes that
+    agree on them (keyed and handed over alike: a field it did not declare is at its default)."""
+    fields = catalogue().get("attack", cell.attack.id).recipe_fields
+    spec = setting.encoder_spec
+    if fields is None:
+        return dict(spec)
+    # the recipe's required fields, when not declared, name no real method or backbone: building a model
+    # from them fails loudly instead of quietly using a victim the poison is not keyed on
+    return {"method": NOT_DECLARED, "backbone": NOT_DECLARED} | {k: spec[k] for k in fields if k in spec}
 
 
 def poison_key(setting: PretrainSetting, cell: Cell) -> dict[str, Any]:
     spec = cell.spec
-    return {"attack": {"id": cell.attack.id, "settings": cell.attack.settings}, "encoder": setting.encoder_spec,
+    return {"attack": {"id": cell.attack.id, "settings": cell.attack.settings}, "encoder": attacker_recipe(setting, cell),
             "pretrain": setting.scenario["pretrain"], "data": data_key(setting.data), "seed": setting.seed,
             "budget": spec["budget"], "epsilon": spec["epsilon"]}
 
@@ -56,7 +70,7 @@ def attack_request(setting: PretrainSetting, cell: Cell) -> tuple[dict[str, Any]
     seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, spec["budget"], spec["epsilon"])
     context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
                "epsilon": float(spec["epsilon"]), "poison_fraction": float(spec["budget"]), "budget": budget,
-               "recipe": setting.encoder_spec}
+               "recipe": attacker_recipe(setting, cell)}
     return context, seed
 
 

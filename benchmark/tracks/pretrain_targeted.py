@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from benchmark.api import TargetedPoison
-from benchmark.augment import build_augmentation
+from benchmark.api import TargetedPoison, target_classes_of
+from benchmark.augment import build_augmentation, place_augmentation
 from benchmark.data import ImageDataset, load_dataset, stratified_subset
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead
@@ -122,11 +122,11 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, fl
         poison = poison_from_answer(answer, TargetedPoison)
         validate(poison)
         return {"images": poison.images.float(), "target_images": poison.target_images.float(),
-                "target_class": torch.tensor(int(poison.target_class)), "seconds": torch.tensor(float(answer.get("seconds", 0.0))),
+                "target_class": target_classes_of(poison), "seconds": torch.tensor(float(answer.get("seconds", 0.0))),
                 **diagnostic_tensors(poison.diagnostics)}
 
     t = env.cache.get_or_build(POISON_KIND, key, build)
-    poison = TargetedPoison(images=t["images"], target_images=t["target_images"], target_class=int(t["target_class"]),
+    poison = TargetedPoison(images=t["images"], target_images=t["target_images"], target_class=t["target_class"],
                             diagnostics=diagnostics_of(t))
     validate(poison)
     return poison, name, float(t["seconds"])
@@ -138,14 +138,16 @@ def target_labels(setting: PretrainSetting, targets: torch.Tensor) -> torch.Tens
     return pool.labels[pool_indices(targets, pool.images)]
 
 
-def eligible_targets(setting: PretrainSetting, targets: torch.Tensor, target_class: int) -> torch.Tensor:
-    """The targets whose label is not ``target_class`` and that the clean victim (clean encoder + its
-    probe) does not already put in ``target_class``: success on the others would be no attack's doing, so
-    every rate is measured on these only."""
+def eligible_targets(setting: PretrainSetting, targets: torch.Tensor,
+                     classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets (and their target classes) whose label is not their target class and that the clean
+    victim (clean encoder + its probe) does not already put in it: success on the others would be no
+    attack's doing, so every rate is measured on these only."""
     head = setting.head(setting.clean_key, setting.clean)
     with torch.no_grad():
         predicted = head.predict(setting.clean(targets.to(setting.env.device))).cpu()
-    return targets[(predicted != target_class) & (target_labels(setting, targets) != target_class)]
+    keep = (predicted != classes) & (target_labels(setting, targets) != classes)
+    return targets[keep], classes[keep]
 
 
 def base_rate_targets(setting: PretrainSetting) -> tuple[torch.Tensor, int]:
@@ -158,26 +160,27 @@ def base_rate_targets(setting: PretrainSetting) -> tuple[torch.Tensor, int]:
     return pool.images[chosen].clone(), target_class
 
 
-def target_probability(head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor, target_class: int,
+def target_probability(head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor, classes: torch.Tensor,
                        device: torch.device) -> float:
-    """Mean softmax probability of ``target_class`` on ``targets`` under ``head`` on ``extractor``."""
+    """Mean softmax probability of each target's class on ``targets`` under ``head`` on ``extractor``."""
     with torch.no_grad():
-        probs = torch.softmax(head.logits(extractor(targets.to(device))).float(), dim=1)
-    return float(probs[:, target_class].mean())
+        probs = torch.softmax(head.logits(extractor(targets.to(device))).float(), dim=1).cpu()
+    return float(probs.gather(1, classes.reshape(-1, 1)).mean())
 
 
 def success_rates(setting: PretrainSetting, head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor,
-                  target_class: int) -> tuple[float, float]:
-    """ASR on the target inputs and on ``victim.asr_augmentations`` augmented views of each (seeded)."""
+                  classes: torch.Tensor) -> tuple[float, float]:
+    """ASR (each target in its class) on the target inputs and on ``victim.asr_augmentations`` augmented
+    views of each (seeded)."""
     device = setting.env.device
     with torch.no_grad():
-        asr = float((head.predict(extractor(targets.to(device))) == target_class).float().mean())
+        asr = float((head.predict(extractor(targets.to(device))).cpu() == classes).float().mean())
         views = int(setting.victim.get("asr_augmentations", 10))
-        augment = build_augmentation(setting.recipe.augment_config(), image_size=setting.size,
-                                     channels=setting.channels).to(device)
+        augment = place_augmentation(build_augmentation(setting.recipe.augment_config(), image_size=setting.size,
+                                                        channels=setting.channels), device)
         seed_everything(derive_seed(setting.seed, "asr-views"))
         batch = targets.to(device).repeat(views, 1, 1, 1)
-        aug = float((head.predict(extractor(augment(batch))) == target_class).float().mean())
+        aug = float((head.predict(extractor(augment(batch))).cpu() == classes.repeat(views)).float().mean())
     return asr, aug
 
 
@@ -191,30 +194,33 @@ def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     extra, poison_name, n_poison, seconds = None, None, 0, 0.0
     if cell.attack.id == NO_ATTACK:
         targets, target_class = base_rate_targets(setting)
+        classes = torch.full((len(targets),), target_class, dtype=torch.int64)
     else:
         try:
             poison, poison_name, seconds = craft(setting, cell)
         except ThreatModelViolation as exc:
             return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
-        targets, target_class = poison.target_images, poison.target_class
+        targets, classes = poison.target_images, target_classes_of(poison)
         extra = poison.images if len(poison.images) else None
         n_poison = len(poison.images)
         details["attack_diagnostics"] = poison.diagnostics
         details["poison_shape"] = list(poison.images.shape[1:])
-    eligible = eligible_targets(setting, targets, target_class)
-    details |= {"target_class": target_class, "n_targets": len(targets), "n_targets_eligible": len(eligible)}
+    eligible, eligible_classes = eligible_targets(setting, targets, classes)
+    distinct = sorted(set(classes.tolist()))
+    details |= {"target_class": distinct[0] if len(distinct) == 1 else distinct, "n_targets": len(targets),
+                "n_targets_eligible": len(eligible)}
     if len(eligible) == 0:
         return CellOutcome(metrics={}, details=details, status="invalid",
-                           message=f"every one of the {len(targets)} targets is already classified as the target class "
-                                   f"{target_class} by the clean victim (or is of that class): there is nothing for the "
-                                   f"attack to achieve")
+                           message=f"every one of the {len(targets)} targets is already classified as its target class "
+                                   f"({', '.join(map(str, distinct))}) by the clean victim (or is of that class): there "
+                                   f"is nothing for the attack to achieve")
     key, extractor = victim_encoder(setting, cell, setting.pre.images, poison_name, extra)
     poisoned = setting.probe_accuracy(key, extractor)
     head, clean_head = setting.head(key, extractor), setting.head(setting.clean_key, setting.clean)
-    asr, asr_aug = success_rates(setting, head, extractor, eligible, target_class)
-    base, base_aug = success_rates(setting, clean_head, setting.clean, eligible, target_class)
-    prob = target_probability(head, extractor, eligible, target_class, env.device)
-    base_prob = target_probability(clean_head, setting.clean, eligible, target_class, env.device)
+    asr, asr_aug = success_rates(setting, head, extractor, eligible, eligible_classes)
+    base, base_aug = success_rates(setting, clean_head, setting.clean, eligible, eligible_classes)
+    prob = target_probability(head, extractor, eligible, eligible_classes, env.device)
+    base_prob = target_probability(clean_head, setting.clean, eligible, eligible_classes, env.device)
     metrics = {"clean_accuracy": clean, "poisoned_accuracy": poisoned, "clean_accuracy_change": poisoned - clean,
                "accuracy_drop": clean - poisoned,
                "attack_success_rate": asr, "attack_success_rate_augmented": asr_aug,

@@ -1,0 +1,89 @@
+"""The device path: augmentation parameters, PGD starts and ME-Net bank draws come from generators on the
+compute device (no per-step host copy or sync), and on a CPU every number is what it was before."""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.api import DefenseContext
+from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
+from defenses.adversarial_training import _attack_generator, _batches, device_generator, pgd
+from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig
+
+CPU = torch.device("cpu")
+CONFIGS = [AugmentConfig(), AugmentConfig(rotation_degrees=10, flip=False)]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _ops(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in module.modules() if isinstance(m, K.base._BasicAugmentationBase)]
+
+
+def _view(module: torch.nn.Module, images: torch.Tensor, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return module(images)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_placed_augmentation_draws_the_same_views_on_cpu(config: AugmentConfig, channels: int) -> None:
+    images = torch.rand(16, channels, 20, 20, generator=torch.Generator().manual_seed(0))
+    build = lambda: build_augmentation(config, image_size=16, channels=channels)  # noqa: E731
+    placed = place_augmentation(build(), CPU)
+    assert all(op.device == CPU and op.dtype == torch.float32 for op in _ops(placed))  # the rng stays on the CPU
+    for before in (build(), build().to(CPU)):  # what the call sites did before: nothing, or .to(device)
+        assert torch.equal(_view(placed, images, 3), _view(before, images, 3))
+    x = images.clone().requires_grad_(True)  # still differentiable (CP's gradients reach δ through it)
+    (grad,) = torch.autograd.grad(_view(placed, x, 4).sum(), x)
+    assert grad.abs().sum() > 0
+
+
+def test_pgd_start_comes_from_a_generator_on_the_data_device_with_the_cpu_stream_unchanged() -> None:
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    eps = 0.1
+    start = pgd(lambda z: z.sum(), x, epsilon=eps, step_size=0.02, steps=0, generator=device_generator(CPU, 5))
+    old_noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) * 2 - 1  # the CPU-drawn start
+    assert torch.equal(start, x + ((x + old_noise * eps).clamp(0, 1) - x))
+    ctx = DefenseContext(track="downstream", num_classes=10, seed=3, generator=torch.Generator().manual_seed(3), device=CPU)
+    assert _attack_generator(ctx).device == CPU
+    assert torch.equal(torch.rand(4, generator=_attack_generator(ctx)),
+                       torch.rand(4, generator=torch.Generator().manual_seed(3 ^ 0x5EED)))
+    batches = _batches(10, 4, torch.Generator().manual_seed(1), CPU)
+    assert torch.equal(torch.cat(batches), torch.randperm(10, generator=torch.Generator().manual_seed(1)))
+
+
+# ------------------------------------------------------------------------------------ on a GPU
+@pytest.mark.gpu
+@cuda
+def test_placed_augmentation_draws_its_parameters_on_the_gpu() -> None:
+    device = torch.device("cuda")
+    placed = place_augmentation(build_augmentation(AugmentConfig(), image_size=16, channels=3), device)
+    assert all(op.device.type == "cuda" for op in _ops(placed))
+    out = _view(placed, torch.rand(8, 3, 20, 20, device=device), 0)
+    assert out.device.type == "cuda"
+    assert _ops(placed)[0]._params["src"].device.type == "cuda"  # the crop boxes were drawn on the GPU
+
+
+@pytest.mark.gpu
+@cuda
+def test_pgd_and_the_me_net_bank_run_without_host_syncs_on_the_gpu() -> None:
+    device = torch.device("cuda")
+    x = torch.rand(16, 3, 8, 8, device=device)
+    w, y = torch.randn(192, 10, device=device), torch.randint(0, 10, (16,), device=device)
+    mc = MatrixCompletion(MatrixCompletionConfig(ssl_bank=2, n_masks=2, ssl_prob=0.5))
+    ctx = DefenseContext(track="pretrain-availability", num_classes=10, seed=0, generator=torch.Generator(), device=device)
+    bank = mc.ssl_hooks(None, ctx).prepare(x)  # built once (its masks come from the CPU: not per step)
+    idx = torch.arange(8, device=device)
+    generator = device_generator(device, 0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        adv = pgd(lambda z: F.cross_entropy(z.flatten(1) @ w, y), x, epsilon=0.03, step_size=0.01, steps=3,
+                  generator=generator)
+        out = bank(x[idx], idx)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert adv.device.type == "cuda" and out.device.type == "cuda"
