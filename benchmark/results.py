@@ -33,17 +33,29 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+# the benchmark's own outputs: rewritten by runs, never read to compute a cell, so a tree that differs from
+# its commit only in them is not dirty (a run started while another one's records are uncommitted)
+OUTPUT_PATHS = ("leaderboard/results", "leaderboard/README.md", "leaderboard/index.html", "leaderboard/plots")
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def git_version(root: Path) -> dict[str, Any]:
+    """The commit of the checkout at ``root`` and whether a tracked file other than an output differs from it."""
+    commit = _git(root, "rev-parse", "HEAD")
+    outputs = [f":(exclude){p}" for p in OUTPUT_PATHS]
+    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs)) if commit else None
+    return {"commit": commit or "unknown", "dirty": dirty}
+
+
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
-    return {"commit": commit or "unknown", "dirty": dirty}
+    return git_version(REPO_ROOT)
 
 @lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:

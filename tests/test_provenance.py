@@ -99,3 +99,26 @@ def test_editing_an_attack_makes_its_records_stale_and_run_stale_recomputes_them
     walls = {r["cell_id"]: r["provenance"]["wall_seconds"] for r in first}
     recomputed = [r["cell_id"] for r in second if r["provenance"]["wall_seconds"] != walls[r["cell_id"]]]
     assert len(recomputed) == 1 and "__edit_me__" in recomputed[0]  # the `none` cell was not touched
+
+
+def test_a_tree_differing_only_in_the_benchmarks_outputs_is_not_dirty(tmp_path: Path) -> None:
+    """Records, boards and figures are outputs (rewritten by runs): a run started while another run's
+    records are uncommitted is clean; an edited source is dirty."""
+    from benchmark.results import git_version
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "attacks").mkdir()
+    (tmp_path / "leaderboard" / "results" / "cpu").mkdir(parents=True)
+    record, source = tmp_path / "leaderboard" / "results" / "cpu" / "cell.json", tmp_path / "attacks" / "gc.py"
+    record.write_text("{}")
+    source.write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_version(tmp_path)["dirty"] is False
+    record.write_text('{"metrics": {}}')
+    assert git_version(tmp_path)["dirty"] is False
+    source.write_text("x = 2\n")
+    assert git_version(tmp_path)["dirty"] is True
