@@ -103,7 +103,8 @@ def targeted_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
     encoders, attacks = sorted(set(sub["encoder"])), sorted(set(sub["attack"]))
     panels = [("asr_gain", "target inputs", "ASR gain over no attack (points)"),
               ("asr_gain_augmented", "augmented views of the targets", "ASR gain over no attack (points)"),
-              ("target_probability_gain", "target-class probability", "gain over a clean encoder (points)")]
+              ("target_probability_gain", "target-class probability", "gain over a clean encoder (points)"),
+              ("target_margin_gain", "target-class margin", "gain over a clean encoder (logits)")]
     panels = [p for p in panels if f"m:{p[0]}" in sub and sub[f"m:{p[0]}"].notna().any()]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (metric, title, ylabel) in zip(axes[0], panels):

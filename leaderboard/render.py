@@ -28,8 +28,10 @@ TIER_NOTES = {
 }
 TRACK_ORDER = ("downstream", "pretrain-availability", "pretrain-targeted")
 _PE_SCALE = ("At this scale ASR moves little (a few held-out targets, a small encoder): read the target-class "
-             "probability gain over the clean encoder on the same targets beside it, and the decoy-reference control "
-             "(references from another class), which should not raise the target class.")
+             "probability and margin gains over the clean encoder on the same targets beside it (a well-fitted probe "
+             "gives a wrong class ≈ 0.1 % probability, so the probability saturates; the margin, in logits, does not), "
+             "the share of targets pulled towards their class, and the decoy-reference control (references from "
+             "another class), which should not raise the target class.")
 SMALL_SCALE_NOTES: dict[str, dict[str, str]] = {"pretrain-targeted": {"smoke": _PE_SCALE, "cpu": _PE_SCALE}}
 TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
     # (metric, title, higher is a stronger attack)
@@ -42,6 +44,8 @@ TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
     "pretrain-targeted": [
         ("asr_gain", "attack-success-rate gain over no attack on the same targets (points; targets the clean victim already puts in the target class are excluded)", True),
         ("target_probability_gain", "target-class probability gain over the clean encoder on the same targets (points of probability)", True),
+        ("target_margin_gain", "target-class margin gain over the clean encoder on the same targets (logits; margin = target-class logit − largest other logit, a target counts as a success when it is > 0)", True),
+        ("targets_pulled", "targets whose target-class margin rose against the clean encoder (%; the decoy control gives the null)", True),
         ("attack_success_rate", "attack success rate on the target inputs (%; the no-attack rate on them is 0 by construction)", True),
         ("asr_gain_augmented", "attack-success-rate gain on augmented target inputs (points)", True),
         ("clean_accuracy_change", "clean-accuracy change against the clean encoder (points)", False),
@@ -95,6 +99,15 @@ def epsilon_label(eps: float) -> str:
     return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-6 else f"{eps:.4g}"
 
 
+LOGIT_METRICS = frozenset({"target_margin", "target_margin_no_attack", "target_margin_gain"})
+
+
+def metric_scale(metric: str) -> float:
+    """What the board multiplies a metric by: counts and logits as they are, fractions to percent / points."""
+    name = metric.removeprefix("m:")
+    return 1.0 if name.startswith("n_") or name in LOGIT_METRICS else 100.0
+
+
 def _fmt(values: pd.Series, scale: float) -> tuple[str, float, float]:
     vals = [v * scale for v in values.dropna()]
     if not vals:
@@ -137,7 +150,7 @@ def _metric_table(df: pd.DataFrame, metric: str, higher_first: bool) -> str:
         return ""
     df = df[df[col].notna()]
     columns = sorted({(e, b) for e, b in zip(df["encoder"], df["budget"])})
-    scale = 1.0 if metric.startswith("n_") else 100.0
+    scale = metric_scale(metric)
     stats, cells = [], {}
     for attack, group in df.groupby("attack", sort=True):
         label = attack + (" *(feature-space upper bound, not an input-space attack)*" if (group["space"] == "feature").any() else "")
@@ -285,6 +298,7 @@ DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
                               ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), probe=poisoned")],
     "pretrain-targeted": [("asr_gain", "attack-success-rate gain over no attack (points)"),
                           ("target_probability_gain", "target-class probability gain over the clean encoder (points)"),
+                          ("target_margin_gain", "target-class margin gain over the clean encoder (logits)"),
                           ("attack_success_rate", "attack success rate (%)"),
                           ("poisoned_accuracy", "clean-test accuracy of the poisoned victim (%)")],
 }
@@ -318,7 +332,7 @@ def _pooled_cell(df: pd.DataFrame, col: str) -> str:
         return ""
     means, stds = [], []
     for _, g in df.groupby(["encoder", "budget"], sort=True):
-        _, m, sd = _fmt(g[col], 100.0)
+        _, m, sd = _fmt(g[col], metric_scale(col))
         means.append(m)
         stds.append(sd)
     mean, spread = _pool(means, stds)
@@ -378,10 +392,11 @@ def _columns(df: pd.DataFrame) -> list[str]:
 
 
 def _per_column(df: pd.DataFrame, col: str) -> dict[tuple, tuple[float, float]]:
-    """(encoder, scenario, budget, constraint) → (seed mean, seed std) of ``col`` in points."""
+    """(encoder, scenario, budget, constraint) → (seed mean, seed std) of ``col`` in points (logits for a
+    margin)."""
     out = {}
     for key, g in df.groupby(_columns(df), sort=True):
-        _, mean, std = _fmt(g[col], 100.0)
+        _, mean, std = _fmt(g[col], metric_scale(col))
         if not math.isnan(mean):
             out[key] = (mean, std)
     return out
@@ -421,13 +436,17 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     rows = [[_linked(a, modules) + _attack_label(a, track, feature, modules), _pm(*_pooled(per_attack[a])),
              f"{wins[a]} of {len(columns)}", diagnostic_text(undefended[undefended["attack"] == a])] for a in ranked]
     if track == "pretrain-targeted":
-        gains = {a: _pooled(_per_column(g, "m:target_probability_gain")) if "m:target_probability_gain" in g else (math.nan, math.nan)
+        pulls = {a: [_pm(*_pooled(_per_column(g, col))) if col in g else "" for col in TARGETED_PULL_COLUMNS]
                  for a, g in undefended.groupby("attack")}
-        rows = [row[:3] + [_pm(*gains[a])] + row[3:] for row, a in zip(rows, ranked)]
+        rows = [row[:3] + pulls[a] + row[3:] for row, a in zip(rows, ranked)]
     nulls = {a for a in ranked if _expected_null(a, track, modules)}
     defended = set(df[df["defense"] != "none"]["attack"])  # a tier may defend only some attacks
     strongest = next((a for a in ranked if a not in feature | unclipped | nulls and (a in defended or not defended)), None)
     return rows, strongest
+
+
+TARGETED_PULL_COLUMNS = ("m:target_probability_gain", "m:target_margin_gain", "m:targets_pulled")
+TARGETED_PULL_HEADERS = ["target-prob. gain", "margin gain (logits)", "targets pulled (%)"]
 
 
 def _attack_label(attack: str, track: str, feature: set[str], modules: dict[str, str]) -> str:
@@ -552,7 +571,7 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 if not attacks:
                     continue
                 _, what = HEADLINE_METRICS[track]
-                headers = ["attack", "mean ± spread", "won"] + (["target-prob. gain"] if track == "pretrain-targeted" else []) + ["diagnostics"]
+                headers = ["attack", "mean ± spread", "won"] + (TARGETED_PULL_HEADERS if track == "pretrain-targeted" else []) + ["diagnostics"]
                 blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
                            ("table", (headers, attacks[:8]))]
                 defenses = _defense_rows(tdf, track, strongest) if strongest else []

@@ -53,3 +53,24 @@ def test_the_examples_figure_shows_every_input_space_attack(tmp_path: Path) -> N
 
     out = write_examples(load_suite("smoke"), tmp_path / "examples.png", n=200)
     assert out.stat().st_size > 50_000
+
+
+def test_targeted_margins_are_shown_in_logits_beside_the_probability_gain(tmp_path: Path) -> None:
+    """Margins are logits, not fractions: the board does not multiply them by 100 as it does rates."""
+    import json
+
+    from leaderboard.render import metric_scale, render_leaderboard
+
+    assert metric_scale("m:target_margin_gain") == metric_scale("n_poison") == 1.0
+    assert metric_scale("m:target_probability_gain") == metric_scale("targets_pulled") == 100.0
+    out = tmp_path / "results"
+    out.mkdir()
+    for path in SMOKE.glob("pretrain-targeted__*.json"):
+        shutil.copy(path, out / path.name)
+    text, problems = render_leaderboard(out)
+    assert not problems
+    assert "margin gain (logits)" in text and "targets pulled (%)" in text
+    margins = [json.loads(p.read_text())["metrics"].get("target_margin_gain") for p in out.glob("*poisoned_encoder__none__*")]
+    assert margins and all(m is not None for m in margins)
+    mean = sum(margins) / len(margins)
+    assert f"{mean:.1f}" in text  # one seed per column: the mean of the column means is the plain mean

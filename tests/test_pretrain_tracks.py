@@ -240,6 +240,8 @@ def test_pretrain_track_cells_end_to_end(tmp_path: Path, write_suite: Any) -> No
                 "target_probability_no_attack"):
         assert key in m and (not key.startswith(("attack", "target")) or 0 <= m[key] <= 1), key
     assert m["target_probability_gain"] == pytest.approx(m["target_probability"] - m["target_probability_no_attack"])
+    assert m["target_margin_gain"] == pytest.approx(m["target_margin"] - m["target_margin_no_attack"], abs=1e-5)
+    assert 0 <= m["targets_pulled"] <= 1
     assert m["n_poison"] == 4
     assert targeted[("poisoned_encoder", "none")]["details"]["poison_shape"] == [1, 16, 32]
     several = targeted[("pe_classes", "none")]  # one class per target: rates average over four classes
@@ -354,3 +356,17 @@ def test_an_attack_that_reads_only_the_backbone_shares_its_poison_across_ssl_met
     assert len(built) == 1
     recipe = built[0]["config"]["encoder"]
     assert recipe["method"] == NOT_DECLARED and recipe["backbone"] == "cnn_micro" and "epochs" not in recipe
+
+
+def test_target_margin_is_positive_exactly_when_the_target_is_in_its_class() -> None:
+    from benchmark.probe import LinearHead
+    from benchmark.tracks.pretrain_targeted import target_scores
+
+    head = LinearHead(torch.eye(3), torch.zeros(3))  # logits = features
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.5, 2.0, 1.5], [0.0, 0.0, -4.0]])
+    classes = torch.tensor([0, 2, 2])
+    prob, margin = target_scores(head, lambda x: x, logits, classes, torch.device("cpu"))
+    assert margin.tolist() == pytest.approx([2.0, -0.5, -4.0])
+    assert prob.tolist() == pytest.approx(torch.softmax(logits, 1)[torch.arange(3), classes].tolist())
+    predicted = logits.argmax(1)
+    assert ((margin > 0) == (predicted == classes)).all()

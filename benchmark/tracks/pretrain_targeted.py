@@ -19,7 +19,11 @@ augmented views of them: ``attack_success_rate_augmented``), the same targets on
 ``target_probability`` (mean softmax probability of the target class on the targets, poisoned victim's
 probe), ``target_probability_no_attack`` (clean encoder's probe, same targets) and their difference
 ``target_probability_gain``: ASR moves in steps of 1/targets and rarely moves at CPU scale, the
-probability shows the pull (REFERENCE §6); ``clean_accuracy`` (clean encoder) and ``poisoned_accuracy``
+probability shows the pull (REFERENCE §6). A well-fitted probe puts ≈ 0.001 on a wrong class, so the
+probability saturates: ``target_margin`` (target-class logit minus the largest other logit; ASR counts
+margins > 0), its ``_no_attack`` value and ``target_margin_gain`` (logits) measure the pull before any
+target crosses, and ``targets_pulled`` is the fraction of targets whose margin rose (the decoy control
+gives its null); ``clean_accuracy`` (clean encoder) and ``poisoned_accuracy``
 (poisoned encoder) on the clean test set, and ``clean_accuracy_change`` = poisoned − clean. The ``none``
 attack measures the base rate: seeded random pool images of other classes vs a seeded random class.
 Every rate is measured on the *eligible* targets only: those whose label is not the target class and that
@@ -160,12 +164,30 @@ def base_rate_targets(setting: PretrainSetting) -> tuple[torch.Tensor, int]:
     return pool.images[chosen].clone(), target_class
 
 
-def target_probability(head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor, classes: torch.Tensor,
-                       device: torch.device) -> float:
-    """Mean softmax probability of each target's class on ``targets`` under ``head`` on ``extractor``."""
+def target_scores(head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor, classes: torch.Tensor,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target: the softmax probability of its target class and its margin (the target class's logit
+    minus the largest other logit; > 0 exactly when the target is classified as its target class) under
+    ``head`` on ``extractor``."""
     with torch.no_grad():
-        probs = torch.softmax(head.logits(extractor(targets.to(device))).float(), dim=1).cpu()
-    return float(probs.gather(1, classes.reshape(-1, 1)).mean())
+        logits = head.logits(extractor(targets.to(device))).float().cpu()
+    mine = logits.gather(1, classes.reshape(-1, 1)).flatten()
+    others = logits.scatter(1, classes.reshape(-1, 1), float("-inf")).amax(dim=1)
+    return torch.softmax(logits, dim=1).gather(1, classes.reshape(-1, 1)).flatten(), mine - others
+
+
+def pull_metrics(setting: PretrainSetting, head: LinearHead, extractor: FeatureExtractor, clean_head: LinearHead,
+                 targets: torch.Tensor, classes: torch.Tensor) -> dict[str, float]:
+    """How far the poisoned victim moves each target towards its class against the clean victim on the same
+    targets: probability and margin (means and gains) and the fraction of targets whose margin rose."""
+    device = setting.env.device
+    prob, margin = target_scores(head, extractor, targets, classes, device)
+    base_prob, base_margin = target_scores(clean_head, setting.clean, targets, classes, device)
+    return {"target_probability": float(prob.mean()), "target_probability_no_attack": float(base_prob.mean()),
+            "target_probability_gain": float((prob - base_prob).mean()),
+            "target_margin": float(margin.mean()), "target_margin_no_attack": float(base_margin.mean()),
+            "target_margin_gain": float((margin - base_margin).mean()),
+            "targets_pulled": float((margin > base_margin).float().mean())}
 
 
 def success_rates(setting: PretrainSetting, head: LinearHead, extractor: FeatureExtractor, targets: torch.Tensor,
@@ -219,15 +241,12 @@ def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     head, clean_head = setting.head(key, extractor), setting.head(setting.clean_key, setting.clean)
     asr, asr_aug = success_rates(setting, head, extractor, eligible, eligible_classes)
     base, base_aug = success_rates(setting, clean_head, setting.clean, eligible, eligible_classes)
-    prob = target_probability(head, extractor, eligible, eligible_classes, env.device)
-    base_prob = target_probability(clean_head, setting.clean, eligible, eligible_classes, env.device)
     metrics = {"clean_accuracy": clean, "poisoned_accuracy": poisoned, "clean_accuracy_change": poisoned - clean,
                "accuracy_drop": clean - poisoned,
                "attack_success_rate": asr, "attack_success_rate_augmented": asr_aug,
                "attack_success_rate_no_attack": base, "attack_success_rate_augmented_no_attack": base_aug,
                "asr_gain": asr - base, "asr_gain_augmented": asr_aug - base_aug,
-               "target_probability": prob, "target_probability_no_attack": base_prob,
-               "target_probability_gain": prob - base_prob,
+               **pull_metrics(setting, head, extractor, clean_head, eligible, eligible_classes),
                "n_poison": float(n_poison), "poison_seconds": seconds}
     if cell.defense.id != NO_DEFENSE:
         dkey, defended = victim_encoder(setting, cell, setting.pre.images, None)
