@@ -453,6 +453,7 @@ DIAGNOSTICS: tuple[tuple[str, str], ...] = (
     ("zeta_norm_ratio", "‖ζ‖/‖clean‖ {:.2f}"),
     ("feature_match_error", "feature-match error {:.2f}"),
     ("single_part_view_fraction", "single-part views {:.1%}"),
+    ("n_target_classes", "target classes per cell {:.0f}"),
 )
 
 
