@@ -472,6 +472,7 @@ DIAGNOSTICS: tuple[tuple[str, str], ...] = (
     ("zeta_norm_ratio", "‖ζ‖/‖clean‖ {:.2f}"),
     ("feature_match_error", "feature-match error {:.2f}"),
     ("single_part_view_fraction", "single-part views {:.1%}"),
+    ("n_target_classes", "target classes per cell {:.0f}"),
 )
 
 
@@ -574,6 +575,9 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 headers = ["attack", "mean ± spread", "won"] + (TARGETED_PULL_HEADERS if track == "pretrain-targeted" else []) + ["diagnostics"]
                 blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
                            ("table", (headers, attacks[:8]))]
+                paper = published_headline(track, set(tdf["attack"]))
+                if paper:
+                    blocks.append(("p", paper))
                 defenses = _defense_rows(tdf, track, strongest) if strongest else []
                 if defenses:
                     blocks += [("p", f"Defenses against `{strongest}` (the strongest input-space attack here):"),
@@ -667,13 +671,47 @@ def methods_section(df: pd.DataFrame) -> list[str]:
                      disable_numparse=True), ""]
 
 
-def published_section(df: pd.DataFrame) -> list[str]:
-    """Published numbers (leaderboard/published.yaml) beside ours from the ``full`` tier, the only tier that
-    follows a paper's protocol."""
+def _published_anchors() -> list[dict[str, Any]]:
     import yaml
 
     path = Path(__file__).resolve().parent / "published.yaml"
-    anchors = yaml.safe_load(path.read_text()) if path.exists() else []
+    return (yaml.safe_load(path.read_text()) if path.exists() else None) or []
+
+
+# published metric → (the headline's effect of an attack against no attack, how it reads)
+PUBLISHED_EFFECTS = {"poisoned_accuracy": (lambda attack, none: none - attack, "drop"),
+                     "attack_success_rate": (lambda attack, none: attack - none, "ASR gain")}
+
+
+def published_headline(track: str, attacks: set[str]) -> str:
+    """One line under a headline table: the published effect (against the paper's own no-attack number) of
+    the table's attacks that have verified published numbers, per SSL method, with the protocol and source,
+    so the first screen says how far the paper's setting is; '' when there is none."""
+    parts = []
+    for anchor in _published_anchors():
+        if anchor["track"] != track or anchor["metric"] not in PUBLISHED_EFFECTS:
+            continue
+        effect, word = PUBLISHED_EFFECTS[anchor["metric"]]
+        none = {v["method"]: v["value"] for v in anchor["values"] if v["attack"] == "none"}
+        effects = []
+        for attack in sorted({v["attack"] for v in anchor["values"]} & attacks - {"none"}):
+            values = [(v["method"], effect(v["value"], none[v["method"]])) for v in anchor["values"]
+                      if v["attack"] == attack and v["method"] in none]
+            if values:
+                effects.append(f"`{attack}` {word} {' / '.join(f'{x:.1f}' for _, x in values)} "
+                               f"({' / '.join(m for m, _ in values)})")
+        if effects:
+            parts.append(f"{', '.join(effects)} — {anchor['protocol']} ({anchor['source']})")
+    if not parts:
+        return ""
+    return ("*Published* (the paper's protocol, not this tier's data or models; points): " + "; ".join(parts)
+            + ". [All published numbers](#published-numbers).")
+
+
+def published_section(df: pd.DataFrame) -> list[str]:
+    """Published numbers (leaderboard/published.yaml) beside ours from the ``full`` tier, the only tier that
+    follows a paper's protocol."""
+    anchors = _published_anchors()
     full = df[(df["tier"] == "full") & (df["status"] == "ok") & (df["defense"] == "none")]
     rows = []
     for anchor in anchors or []:

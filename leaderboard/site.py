@@ -78,10 +78,12 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 
 
 def _inline(text: str) -> str:
-    """Our markdown's inline marks (``code``, **bold**, *italic*) as HTML."""
+    """Our markdown's inline marks (``code``, **bold**, *italic*, links) as HTML; a link to a section of
+    README.md (``#published-numbers``) points into README.md, which the page does not repeat."""
     text = html.escape(text)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"\[([^\]]+)\]\(#([^)\s]+)\)", r'<a href="README.md#\2">\1</a>', text)
     text = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
     return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", text)
 

@@ -217,3 +217,27 @@ def test_a_plugin_call_equals_the_same_call_in_process_under_the_same_seed() -> 
         extractor, data.images, data.labels, DefenseContext("downstream", 10, 7, torch.Generator().manual_seed(7), torch.device("cpu")))
     for name, tensor in extractor_tensors(repaired).items():
         assert torch.equal(tensor, answer["tensors"][name]), name
+
+
+def test_the_hostile_reader_finds_a_path_handed_over_however_deep() -> None:
+    """The positive control of ``hostile_test_reader``'s walk: a path inside containers, an object's
+    attributes or a closure is found; module globals (the import system's, the environment) are not walked."""
+    import os
+    import sys
+
+    from tests.plugins.hostile import _reachable
+
+    secret = Path("/tmp/pytest-of-someone/cache/poison.pt")
+
+    class Holder:
+        def __init__(self) -> None:
+            self.inner = {"paths": [secret]}
+
+    def closure() -> Path:
+        return secret
+
+    def found(root: Any) -> bool:
+        return any(isinstance(v, (str, os.PathLike)) and "pytest-of" in str(v) for v in _reachable(root))
+
+    assert found({"a": [Holder()]}) and found(closure) and found((1, {"k": str(secret)}))
+    assert not any(v is sys.path for v in _reachable(closure))  # a module's globals are not entered

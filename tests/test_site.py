@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard.site import render_site
+from leaderboard.site import _inline, render_site
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -77,3 +77,17 @@ def test_the_page_sorts_filters_and_logs_no_errors(browser, tmp_path: Path) -> N
     assert not errors, errors
     browser.save_screenshot(str(tmp_path / "screenshot.png"))
     assert (tmp_path / "screenshot.png").stat().st_size > 10_000
+
+
+def test_the_headline_states_the_published_effect_of_the_attacks_it_shows() -> None:
+    """Under a headline table, the paper's effect of its attacks (against the paper's own no-attack
+    number, per method) with protocol and source; nothing for a track or attack without one."""
+    from leaderboard.render import published_headline
+
+    line = published_headline("pretrain-availability", {"none", "cp_c", "random_noise"})
+    assert "`cp_c` drop 23.8 / 29.9 / 35.3 (simclr / mocov2 / byol)" in line and "cp_s" not in line
+    assert "CIFAR-10, ResNet-18" in line and "not this tier's data" in line and "(#published-numbers)" in line
+    assert "ASR gain 35.1 (mocov2)" in published_headline("pretrain-targeted", {"poisoned_encoder"})
+    assert published_headline("downstream", {"gc", "label_flip"}) == ""
+    assert published_headline("pretrain-availability", {"ue"}) == ""
+    assert 'href="README.md#published-numbers"' in _inline("[All](#published-numbers)")

@@ -89,16 +89,21 @@ class TestDataReader(Hostile):
         raise RuntimeError(f"test tensors found: {found}; cache paths found: {paths}")
 
 
-def _reachable(root: Any, limit: int = 20000) -> list[Any]:
-    """Everything reachable from ``root``, except the import system's directory listings (a FileFinder
-    caches the names in each ``sys.path`` folder, the working directory included: what ``os.listdir`` gives
-    any process, not something the harness handed over)."""
+def _reachable(root: Any, limit: int = 200000) -> list[Any]:
+    """Everything reachable from ``root`` that the harness handed over: the walk does not enter modules
+    (their globals are what any process importing them has: ``sys.path``, the environment, the import
+    system's directory listings, which name the working directory's files) nor a FileFinder. Entering
+    them made the walk reach the whole interpreter, cut at its limit in an order that varies between
+    runs (sets order by address): the test then failed now and then on what no harness handed over."""
     import importlib.machinery
+    import sys
+    import types
 
+    module_dicts = {id(vars(m)) for m in list(sys.modules.values()) if m is not None}
     seen, stack, out = set(), [root], []
     while stack and len(out) < limit:
         obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, importlib.machinery.FileFinder):
+        if (id(obj) in seen or id(obj) in module_dicts or isinstance(obj, (types.ModuleType, importlib.machinery.FileFinder))):
             continue
         seen.add(id(obj))
         out.append(obj)
