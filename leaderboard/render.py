@@ -424,29 +424,43 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
         return [], None
     per_attack = {a: _per_column(g, col) for a, g in undefended.groupby("attack")}
     columns = sorted({k for stats in per_attack.values() for k in stats})
+    modules = _modules(undefended, "attack")
+    controls = {a for a in per_attack if _control(undefended[undefended["attack"] == a], modules.get(a))}
     wins = {a: 0 for a in per_attack}
-    for key in columns:
-        present = {a: stats[key][0] for a, stats in per_attack.items() if key in stats}
-        if present:
-            wins[max(present, key=lambda a: (present[a], a))] += 1
+    for key in columns:  # a column is won by the one attack strictly above every other (controls do not compete)
+        present = sorted(((stats[key][0], a) for a, stats in per_attack.items() if key in stats and a not in controls),
+                         reverse=True)
+        if present and (len(present) == 1 or present[0][0] > present[1][0]):
+            wins[present[0][1]] += 1
     feature = set(undefended[undefended["space"] == "feature"]["attack"])
     unclipped = set(undefended[undefended["space"] == "input-unclipped"]["attack"])
     ranked = sorted(per_attack, key=lambda a: -_pooled(per_attack[a])[0])
-    modules = _modules(undefended, "attack")
-    rows = [[_linked(a, modules) + _attack_label(a, track, feature, modules), _pm(*_pooled(per_attack[a])),
-             f"{wins[a]} of {len(columns)}", diagnostic_text(undefended[undefended["attack"] == a])] for a in ranked]
+    rows = [[_linked(a, modules) + (" *(control)*" if a in controls else _attack_label(a, track, feature, modules)),
+             _pm(*_pooled(per_attack[a])), "–" if a in controls else f"{wins[a]} of {len(columns)}",
+             diagnostic_text(undefended[undefended["attack"] == a])] for a in ranked]
     if track == "pretrain-targeted":
         pulls = {a: [_pm(*_pooled(_per_column(g, col))) if col in g else "" for col in TARGETED_PULL_COLUMNS]
                  for a, g in undefended.groupby("attack")}
         rows = [row[:3] + pulls[a] + row[3:] for row, a in zip(rows, ranked)]
     nulls = {a for a in ranked if _expected_null(a, track, modules)}
     defended = set(df[df["defense"] != "none"]["attack"])  # a tier may defend only some attacks
-    strongest = next((a for a in ranked if a not in feature | unclipped | nulls and (a in defended or not defended)), None)
+    strongest = next((a for a in ranked if a not in feature | unclipped | nulls | controls
+                      and (a in defended or not defended)), None)
     return rows, strongest
 
 
 TARGETED_PULL_COLUMNS = ("m:target_probability_gain", "m:target_margin_gain", "m:targets_pulled")
 TARGETED_PULL_HEADERS = ["target-prob. gain", "margin gain (logits)", "targets pulled (%)"]
+
+
+def _control(rows: pd.DataFrame, module: str | None) -> bool:
+    """Whether a suite entry is a control row: its settings match its module's ``control_settings``."""
+    controls = module_attributes(module).get("control_settings", {}) if module else {}
+    for settings in set(rows["attack_settings"]):
+        values = json.loads(settings)
+        if any(values.get(name) in meaning for name, meaning in controls.items()):
+            return True
+    return False
 
 
 def _attack_label(attack: str, track: str, feature: set[str], modules: dict[str, str]) -> str:
@@ -546,8 +560,8 @@ def pooled_by(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
 
 
 HEADLINE_INTRO = ("Per tier and track: the strongest attacks (mean over every encoder × scenario × budget × constraint "
-                  "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is the "
-                  "strongest), then each defense against the strongest input-space attack: **restored** = accuracy with the "
+                  "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is strictly the "
+                  "strongest; a *(control)* row does not compete), then each defense against the strongest input-space attack: **restored** = accuracy with the "
                   "defense − without it, under the attack, **cost** = clean accuracy lost with the defense and no attack, both "
                   "against an undefended victim trained the same way (for adversarial training and DP-SGD heads: the same "
                   "optimiser, epochs and batches with ε = 0 / σ = 0). "
@@ -627,7 +641,8 @@ def citation_of(module: str) -> str:
 
 
 def module_attributes(module: str) -> dict[str, Any]:
-    """The literal class attributes ``paper_url`` and ``expected_null`` of a plugin module's classes, read
+    """The literal class attributes ``paper_url``, ``expected_null`` and ``control_settings`` of a plugin
+    module's classes, read
     without importing it (the board never runs plugin code)."""
     import ast
 
@@ -641,7 +656,7 @@ def module_attributes(module: str) -> dict[str, Any]:
         if isinstance(node, ast.ClassDef):
             for statement in node.body:
                 if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name) \
-                        and statement.targets[0].id in ("paper_url", "expected_null"):
+                        and statement.targets[0].id in ("paper_url", "expected_null", "control_settings"):
                     try:
                         out.setdefault(statement.targets[0].id, ast.literal_eval(statement.value))
                     except ValueError:
