@@ -427,10 +427,10 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     modules = _modules(undefended, "attack")
     controls = {a for a in per_attack if _control(undefended[undefended["attack"] == a], modules.get(a))}
     wins = {a: 0 for a in per_attack}
-    for key in columns:  # a column is won by the one attack strictly above every other (controls do not compete)
+    for key in columns:  # won by the one attack with an effect strictly above every other's (controls do not compete)
         present = sorted(((stats[key][0], a) for a, stats in per_attack.items() if key in stats and a not in controls),
                          reverse=True)
-        if present and (len(present) == 1 or present[0][0] > present[1][0]):
+        if present and present[0][0] > 0 and (len(present) == 1 or present[0][0] > present[1][0]):
             wins[present[0][1]] += 1
     feature = set(undefended[undefended["space"] == "feature"]["attack"])
     unclipped = set(undefended[undefended["space"] == "input-unclipped"]["attack"])
@@ -560,8 +560,8 @@ def pooled_by(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
 
 
 HEADLINE_INTRO = ("Per tier and track: the strongest attacks (mean over every encoder × scenario × budget × constraint "
-                  "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack is strictly the "
-                  "strongest; a *(control)* row does not compete), then each defense against the strongest input-space attack: **restored** = accuracy with the "
+                  "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack has an effect "
+                  "(> 0) strictly above every other's; a *(control)* row does not compete), then each defense against the strongest input-space attack: **restored** = accuracy with the "
                   "defense − without it, under the attack, **cost** = clean accuracy lost with the defense and no attack, both "
                   "against an undefended victim trained the same way (for adversarial training and DP-SGD heads: the same "
                   "optimiser, epochs and batches with ε = 0 / σ = 0). "

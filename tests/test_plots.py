@@ -74,3 +74,25 @@ def test_targeted_margins_are_shown_in_logits_beside_the_probability_gain(tmp_pa
     assert margins and all(m is not None for m in margins)
     mean = sum(margins) / len(margins)
     assert f"{mean:.1f}" in text  # one seed per column: the mean of the column means is the plain mean
+
+
+def test_a_control_row_neither_wins_nor_is_the_attack_the_defenses_face(tmp_path: Path) -> None:
+    """The decoy-reference PoisonedEncoder is a control (its module's ``control_settings``); a zero effect
+    wins no column."""
+    from leaderboard.render import _rows, _strongest_attacks, load_records
+
+    out = tmp_path / "results"
+    out.mkdir()
+    for path in SMOKE.glob("pretrain-targeted__*.json"):
+        shutil.copy(path, out / path.name)
+    records, problems = load_records(out)
+    assert not problems
+    df = _rows(records)
+    rows, strongest = _strongest_attacks(df[df["status"] == "ok"], "pretrain-targeted")
+    by_name = {row[0].split("]")[0].lstrip("["): row for row in rows}
+    decoy = by_name["poisoned_encoder_decoy"]
+    assert "*(control)*" in decoy[0] and decoy[2] == "–"
+    assert strongest == "poisoned_encoder"
+    zero = df[(df["attack"] == "poisoned_encoder") & (df["defense"] == "none")]["m:asr_gain"]
+    if (zero <= 0).all():
+        assert by_name["poisoned_encoder"][2].startswith("0 of")
