@@ -55,6 +55,15 @@ def test_the_examples_figure_shows_every_input_space_attack(tmp_path: Path) -> N
     assert out.stat().st_size > 50_000
 
 
+def _targeted_results(tmp_path: Path) -> Path:
+    """The committed smoke results of the pre-training targeted track."""
+    out = tmp_path / "results"
+    out.mkdir()
+    for path in SMOKE.glob("pretrain-targeted__*.json"):
+        shutil.copy(path, out / path.name)
+    return out
+
+
 def test_targeted_margins_are_shown_in_logits_beside_the_probability_gain(tmp_path: Path) -> None:
     """Margins are logits, not fractions: the board does not multiply them by 100 as it does rates."""
     import json
@@ -63,10 +72,7 @@ def test_targeted_margins_are_shown_in_logits_beside_the_probability_gain(tmp_pa
 
     assert metric_scale("m:target_margin_gain") == metric_scale("n_poison") == 1.0
     assert metric_scale("m:target_probability_gain") == metric_scale("targets_pulled") == 100.0
-    out = tmp_path / "results"
-    out.mkdir()
-    for path in SMOKE.glob("pretrain-targeted__*.json"):
-        shutil.copy(path, out / path.name)
+    out = _targeted_results(tmp_path)
     text, problems = render_leaderboard(out)
     assert not problems
     assert "margin gain (logits)" in text and "targets pulled (%)" in text
@@ -81,10 +87,7 @@ def test_a_control_row_neither_wins_nor_is_the_attack_the_defenses_face(tmp_path
     wins no column."""
     from leaderboard.render import _rows, _strongest_attacks, load_records
 
-    out = tmp_path / "results"
-    out.mkdir()
-    for path in SMOKE.glob("pretrain-targeted__*.json"):
-        shutil.copy(path, out / path.name)
+    out = _targeted_results(tmp_path)
     records, problems = load_records(out)
     assert not problems
     df = _rows(records)
