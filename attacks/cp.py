@@ -139,13 +139,15 @@ def _load(state: _State, saved: dict[str, Any], device: torch.device) -> None:
     state.round = int(saved["round"])
 
 
-def _batches(pool: torch.Tensor, count: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """``count`` random batches from ``pool`` (indices); count 0 = one epoch without replacement."""
+def _batches(pool: torch.Tensor, count: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` random batches from ``pool`` (CPU indices), stacked (batches × batch size) so that a round
+    moves them to the compute device in one copy (no per-step host transfer); count 0 = one epoch without
+    replacement (a pool smaller than a batch is one short batch)."""
     if count == 0:
         order = pool[torch.randperm(len(pool), generator=generator)]
         n = max(1, len(pool) // batch)
-        return [order[i * batch : (i + 1) * batch] for i in range(n)]
-    return [pool[torch.randperm(len(pool), generator=generator)[:batch]] for _ in range(count)]
+        return order[: n * batch].reshape(n, -1)
+    return torch.stack([pool[torch.randperm(len(pool), generator=generator)[:batch]] for _ in range(count)])
 
 
 class _Generation:
@@ -160,6 +162,7 @@ class _Generation:
         self.poisoned = torch.zeros(len(ctx.images), dtype=torch.bool, device=self.device)
         self.poisoned[indices.to(self.device)] = True
         self.indices = indices.to(self.device)
+        self.indices_cpu = indices.cpu()  # where the batches are drawn (no device-to-host copy per round)
         # row of δ used by each image: its class (CP-C) or its own row (CP-S)
         self.row = self.labels if config.mode == "classwise" else torch.arange(len(ctx.images), device=self.device)
         size, channels = ctx.images.shape[-1], ctx.images.shape[1]
@@ -186,25 +189,26 @@ class _Generation:
         seed_everything(seed)  # kornia draws from torch's global generator
         gen = torch.Generator().manual_seed(seed)
         everything = torch.arange(len(self.ctx.images))
-        self._model_steps(state, _batches(everything, self.config.model_steps, self.batch, gen))
-        self._noise_steps(state, _batches(self.indices.cpu(), self.config.noise_batches, self.batch, gen))
+        model_batches = _batches(everything, self.config.model_steps, self.batch, gen)
+        noise_batches = _batches(self.indices_cpu, self.config.noise_batches, self.batch, gen)
+        self._model_steps(state, model_batches.to(self.device))  # one host-to-device copy per round
+        self._noise_steps(state, noise_batches.to(self.device))
         state.round += 1
 
-    def _model_steps(self, state: _State, batches: list[torch.Tensor]) -> None:
+    def _model_steps(self, state: _State, batches: torch.Tensor) -> None:
         state.model.train()
-        for idx in batches:
-            x = self.current(idx.to(self.device), state.delta)
+        for idx in batches:  # rows of a device tensor: no host sync per step
+            x = self.current(idx, state.delta)
             loss = contrastive_loss(state.model, self.augment, x, dual_branch=False, device=self.device)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
             state.model.after_step()
 
-    def _noise_steps(self, state: _State, batches: list[torch.Tensor]) -> None:
+    def _noise_steps(self, state: _State, batches: torch.Tensor) -> None:
         buffers = {k: v.clone() for k, v in state.model.named_buffers()}  # frozen: no BN-stat/queue drift
         state.model.train()
         for idx in batches:
-            idx = idx.to(self.device)
             rows = self.row[idx]
             for _ in range(self.config.pgd_steps):
                 full = state.delta.detach().requires_grad_(True)
@@ -228,8 +232,7 @@ class _Generation:
         state.model.train()
         gen = torch.Generator().manual_seed(derive_seed(self.base_seed, "diagnostics"))
         losses: dict[str, list[float]] = {"loss_poisoned": [], "loss_clean": [], "loss_random_noise": []}
-        for idx in _batches(self.indices.cpu(), n_batches, self.batch, gen):
-            idx = idx.to(self.device)
+        for idx in _batches(self.indices_cpu, n_batches, self.batch, gen).to(self.device):
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
             noise = (torch.rand(self.images[idx].shape, generator=gen) * 2 - 1).to(self.device)
             batches = {"loss_poisoned": self.current(idx, state.delta), "loss_clean": self.images[idx],

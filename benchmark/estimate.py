@@ -192,12 +192,13 @@ def _mc_data(ctx: Context, n: int) -> dict[str, float]:  # defenses/matrix_compl
 
 
 def _mc_pretrain(cfg: Mapping[str, Any], epochs: int, n: int) -> dict[str, float]:
-    """defenses/matrix_completion.py in pre-training: fresh masks for ``ssl_prob`` of every batch's images
-    every epoch, or (``ssl_bank`` k ≥ 1) k reconstructions of every image, once before training."""
+    """defenses/matrix_completion.py in pre-training: fresh masks for every batch image every epoch (with
+    ``ssl_prob`` < 1 the unpicked reconstructions are discarded: no data-dependent subset, no host sync), or
+    (``ssl_bank`` k ≥ 1) k reconstructions of every image, once before training; none when ``ssl_prob`` is 0."""
+    if cfg.get("ssl_prob", 1.0) <= 0:
+        return {"svds": 0.0}
     bank = int(cfg.get("ssl_bank", 0))
-    if bank > 0:  # no bank is built when no image is ever reconstructed
-        return {"svds": cfg["n_masks"] * bank * n if cfg.get("ssl_prob", 1.0) > 0 else 0.0}
-    return {"svds": cfg["n_masks"] * cfg.get("ssl_prob", 1.0) * epochs * n}
+    return {"svds": cfg["n_masks"] * (bank * n if bank > 0 else epochs * n)}
 
 
 def _finetune_repair(ctx: Context, n: int) -> dict[str, float]:

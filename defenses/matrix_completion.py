@@ -100,7 +100,8 @@ def me_net(images: torch.Tensor, *, keep_prob: float, n_masks: int, rank_fractio
            generator: torch.Generator | None = None, chunk: int = 2048) -> torch.Tensor:
     """ME-Net reconstruction of a batch of images in [0, 1] (N, C, H, W), averaged over ``n_masks`` masks.
 
-    Masks are drawn on the CPU from ``generator`` (reproducible on any device); the SVDs run batched on
+    Masks are drawn from ``generator`` on its device (a CPU generator: the same masks on any compute
+    device; one on the compute device: no host-to-device copy per call); the SVDs run batched on
     ``images.device``.
     """
     n, c, h, w = images.shape
@@ -109,7 +110,8 @@ def me_net(images: torch.Tensor, *, keep_prob: float, n_masks: int, rank_fractio
     for start in range(0, n, per_chunk):
         x = images[start : start + per_chunk].float() * 2 - 1  # [-1, 1]: missing entries read as 0
         b = x.shape[0]
-        mask = (torch.rand(b, n_masks, 1, h, w, generator=generator) < keep_prob).to(x.device, torch.float32)
+        draw_on = generator.device if generator is not None else None
+        mask = (torch.rand(b, n_masks, 1, h, w, generator=generator, device=draw_on) < keep_prob).to(x.device, torch.float32)
         masked = (x[:, None] * mask).reshape(b * n_masks, c, h, w)
         p_hat = mask.reshape(b * n_masks, -1).mean(dim=1).clamp_min(1.0 / (h * w))
         recon = usvt(to_matrices(masked), p_hat, rank_fraction=rank_fraction).clamp(-1, 1)
@@ -189,19 +191,20 @@ class MatrixCompletion(Defense):
     def ssl_hooks(self, ssl: Any, ctx: DefenseContext) -> SSLTrainingHooks:
         if self.config.ssl_bank > 0:
             return SSLTrainingHooks(prepare=lambda images: self.prepare_bank(images, int(ctx.seed)))
-        generator = torch.Generator().manual_seed(int(ctx.seed))
+        if self.config.ssl_prob <= 0.0:  # nothing is ever reconstructed
+            return SSLTrainingHooks()
+        # fresh masks every batch, drawn on the compute device (on a CPU: the CPU stream it always used)
+        generator = torch.Generator(device=ctx.device).manual_seed(int(ctx.seed))
         prob = self.config.ssl_prob
 
         def batch_transform(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 if prob >= 1.0:
                     return self.reconstruct(x, generator)
-                pick = (torch.rand(len(x), generator=generator) < prob).to(x.device)
-                if not bool(pick.any()):
-                    return x
-                out = x.clone()
-                out[pick] = self.reconstruct(x[pick], generator)
-                return out
+                # every image is reconstructed and the picked ones kept: a data-dependent subset would
+                # cost a host sync per batch (the SVDs of the others are the price, (1 − ssl_prob) of them)
+                pick = torch.rand(len(x), generator=generator, device=generator.device) < prob
+                return torch.where(pick.view(-1, 1, 1, 1), self.reconstruct(x, generator), x)
 
         return SSLTrainingHooks(batch_transform=batch_transform)
 

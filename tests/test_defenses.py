@@ -197,6 +197,26 @@ def test_matrix_completion_bank_batches_use_only_their_own_images_entries() -> N
     assert torch.equal(never(x[:3], torch.arange(3)), x[:3])
 
 
+def test_matrix_completion_fresh_mask_hook_keeps_its_cpu_stream_and_picks_without_a_subset() -> None:
+    x = load_dataset("mnist5k", "train", image_size=8, subset=12).images
+    cfg = {"n_masks": 2, "ssl_bank": 0}
+    always = MatrixCompletion(MatrixCompletionConfig(**cfg)).ssl_hooks(None, _ctx(3, "pretrain-availability"))
+    assert always.prepare is None and always.batch_transform is not None
+    # on a CPU the masks are the stream this hook always drew: a CPU generator seeded with the cell's seed
+    expected = me_net(x, keep_prob=0.8, n_masks=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(always.batch_transform(x), expected)
+    # ssl_prob < 1: every image is reconstructed and the picked ones kept (no data-dependent subset)
+    half = MatrixCompletion(MatrixCompletionConfig(**cfg, ssl_prob=0.5)).ssl_hooks(None, _ctx(3, "pretrain-availability"))
+    out = half.batch_transform(x)
+    gen = torch.Generator().manual_seed(3)
+    pick = torch.rand(len(x), generator=gen) < 0.5
+    reconstructed = me_net(x, keep_prob=0.8, n_masks=2, generator=gen)
+    assert 0 < int(pick.sum()) < len(x)
+    assert torch.equal(out[pick], reconstructed[pick]) and torch.equal(out[~pick], x[~pick])
+    never = MatrixCompletion(MatrixCompletionConfig(**cfg, ssl_prob=0.0)).ssl_hooks(None, _ctx(3, "pretrain-availability"))
+    assert never.batch_transform is None and never.prepare is None  # nothing is ever reconstructed
+
+
 def test_matrix_completion_bank_hook_pretrains_with_and_without_canvases() -> None:
     images = load_dataset("mnist5k", "train", image_size=16, subset=48).images
     canvases = torch.cat([images[:8], images[8:16]], dim=3)  # injected images of another shape

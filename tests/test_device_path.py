@@ -1,14 +1,19 @@
-"""The device path: augmentation parameters, PGD starts and ME-Net bank draws come from generators on the
-compute device (no per-step host copy or sync), and on a CPU every number is what it was before."""
+"""The device path: augmentation parameters, PGD starts, ME-Net bank draws and fresh masks come from
+generators on the compute device, CP's batches reach it once per round (no per-step host copy or sync),
+and on a CPU every number is what it was before."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import kornia.augmentation as K
 import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.api import DefenseContext
+import attacks.cp as cp_module
+from benchmark.api import DefenseContext, DirectoryCheckpoints, PretrainAttackContext
+from benchmark.pretrain import SSLRecipe
 from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
 from defenses.adversarial_training import _attack_generator, _batches, device_generator, pgd
 from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig
@@ -55,6 +60,48 @@ def test_pgd_start_comes_from_a_generator_on_the_data_device_with_the_cpu_stream
     assert torch.equal(torch.cat(batches), torch.randperm(10, generator=torch.Generator().manual_seed(1)))
 
 
+def _cp_batches_one_by_one(pool: torch.Tensor, count: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """CP's batches as its generation drew them before they were stacked (one host copy per step)."""
+    if count == 0:
+        order = pool[torch.randperm(len(pool), generator=generator)]
+        return [order[i * batch : (i + 1) * batch] for i in range(max(1, len(pool) // batch))]
+    return [pool[torch.randperm(len(pool), generator=generator)[:batch]] for _ in range(count)]
+
+
+@pytest.mark.parametrize(("n", "count", "batch"), [(100, 0, 32), (100, 3, 32), (20, 0, 32), (20, 2, 32)])
+def test_cp_stacks_the_batches_it_always_drew(n: int, count: int, batch: int) -> None:
+    pool = torch.randperm(200, generator=torch.Generator().manual_seed(1))[:n]
+    stacked = cp_module._batches(pool, count, batch, torch.Generator().manual_seed(5))
+    before = _cp_batches_one_by_one(pool, count, batch, torch.Generator().manual_seed(5))
+    assert stacked.dim() == 2 and len(stacked) == len(before)
+    assert all(torch.equal(row, b) for row, b in zip(stacked, before))
+
+
+def test_a_cp_round_hands_each_loop_one_tensor_of_batches_on_the_device(tmp_path: Path) -> None:
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=1, batch_size=16,
+                       method_settings={"proj_hidden": 32, "proj_dim": 16})
+    ctx = PretrainAttackContext(images=images, labels=torch.arange(40) % 4, num_classes=4, epsilon=8 / 255,
+                                poison_fraction=0.5, budget=20, ssl=recipe, generator=torch.Generator().manual_seed(0),
+                                device=CPU, checkpoints=DirectoryCheckpoints(tmp_path), cached=lambda k, c, build: build())
+    config = cp_module.CPConfig(mode="classwise", rounds=1, model_steps=2, noise_batches=3, pgd_steps=1)
+    run = cp_module._Generation(ctx, config, torch.arange(0, 40, 2), base_seed=7)
+    state = run.new_state(None)
+    seen: dict[str, torch.Tensor] = {}
+    for loop in ("_model_steps", "_noise_steps"):
+        real = getattr(run, loop)
+
+        def spy(state_: cp_module._State, batches: torch.Tensor, _loop: str = loop, _real=real) -> None:  # noqa: ANN001
+            seen[_loop] = batches
+            _real(state_, batches)
+
+        setattr(run, loop, spy)
+    run.run_round(state)
+    assert seen["_model_steps"].shape == (2, 16) and seen["_noise_steps"].shape == (3, 16)
+    assert all(b.device == run.device for b in seen.values())
+    assert set(seen["_noise_steps"].flatten().tolist()) <= set(range(0, 40, 2))  # noise steps: poisoned images only
+
+
 # ------------------------------------------------------------------------------------ on a GPU
 @pytest.mark.gpu
 @cuda
@@ -87,3 +134,23 @@ def test_pgd_and_the_me_net_bank_run_without_host_syncs_on_the_gpu() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert adv.device.type == "cuda" and out.device.type == "cuda"
+
+
+@pytest.mark.gpu
+@cuda
+def test_me_net_fresh_masks_are_drawn_and_picked_without_host_syncs_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import defenses.matrix_completion as mc_module
+
+    # the hook's own work only: the batched SVD is cuSOLVER's (stubbed: mask, rescale, clip, average)
+    monkeypatch.setattr(mc_module, "usvt", lambda observed, p_hat, rank_fraction: observed / p_hat[:, None, None])
+    device = torch.device("cuda")
+    x = torch.rand(16, 3, 8, 8, device=device)
+    ctx = DefenseContext(track="pretrain-availability", num_classes=10, seed=0, generator=torch.Generator(), device=device)
+    hooks = [MatrixCompletion(MatrixCompletionConfig(n_masks=2, ssl_prob=p)).ssl_hooks(None, ctx) for p in (1.0, 0.5)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outs = [h.batch_transform(x) for h in hooks]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(o.device.type == "cuda" and o.shape == x.shape for o in outs)
