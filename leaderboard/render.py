@@ -422,10 +422,11 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     undefended = df[(df["defense"] == "none") & (df["attack"] != "none")]
     if col is None or undefended.empty:
         return [], None
-    per_attack = {a: _per_column(g, col) for a, g in undefended.groupby("attack")}
+    groups = dict(tuple(undefended.groupby("attack")))
+    per_attack = {a: _per_column(g, col) for a, g in groups.items()}
     columns = sorted({k for stats in per_attack.values() for k in stats})
     modules = _modules(undefended, "attack")
-    controls = {a for a in per_attack if _control(undefended[undefended["attack"] == a], modules.get(a))}
+    controls = {a for a, g in groups.items() if _control(g, modules.get(a))}
     wins = {a: 0 for a in per_attack}
     for key in columns:  # won by the one attack with an effect strictly above every other's (controls do not compete)
         present = sorted(((stats[key][0], a) for a, stats in per_attack.items() if key in stats and a not in controls),
@@ -437,10 +438,10 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     ranked = sorted(per_attack, key=lambda a: -_pooled(per_attack[a])[0])
     rows = [[_linked(a, modules) + (" *(control)*" if a in controls else _attack_label(a, track, feature, modules)),
              _pm(*_pooled(per_attack[a])), "–" if a in controls else f"{wins[a]} of {len(columns)}",
-             diagnostic_text(undefended[undefended["attack"] == a])] for a in ranked]
+             diagnostic_text(groups[a])] for a in ranked]
     if track == "pretrain-targeted":
         pulls = {a: [_pm(*_pooled(_per_column(g, col))) if col in g else "" for col in TARGETED_PULL_COLUMNS]
-                 for a, g in undefended.groupby("attack")}
+                 for a, g in groups.items()}
         rows = [row[:3] + pulls[a] + row[3:] for row, a in zip(rows, ranked)]
     nulls = {a for a in ranked if _expected_null(a, track, modules)}
     defended = set(df[df["defense"] != "none"]["attack"])  # a tier may defend only some attacks
