@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 import attacks.cp as cp_module
 from benchmark.api import DefenseContext, DirectoryCheckpoints, PretrainAttackContext
-from benchmark.pretrain import SSLRecipe
 from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
+from benchmark.pretrain import SSLRecipe
 from defenses.adversarial_training import _attack_generator, _batches, device_generator, pgd
 from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig
 
