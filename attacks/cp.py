@@ -161,7 +161,6 @@ class _Generation:
         self.labels = ctx.labels.to(self.device)
         self.poisoned = torch.zeros(len(ctx.images), dtype=torch.bool, device=self.device)
         self.poisoned[indices.to(self.device)] = True
-        self.indices = indices.to(self.device)
         self.indices_cpu = indices.cpu()  # where the batches are drawn (no device-to-host copy per round)
         # row of δ used by each image: its class (CP-C) or its own row (CP-S)
         self.row = self.labels if config.mode == "classwise" else torch.arange(len(ctx.images), device=self.device)

@@ -170,14 +170,18 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
     model.train()
     step = 0
     for _ in progress(range(n_epochs), desc=desc, total=n_epochs):
-        order = torch.randperm(total_n, generator=generator).to(device)
+        order = torch.randperm(total_n, generator=generator)
+        if extra is None:
+            order = order.to(device)
+        else:
+            split_batches = _split_batches(order, n, batch, steps_per_epoch, device)
         for b in range(steps_per_epoch):
-            idx = order[b * batch : (b + 1) * batch]
             if extra is None:
+                idx = order[b * batch : (b + 1) * batch]
                 x = transform(data[idx], idx, 0)
                 groups = [x]
             else:
-                clean_idx, extra_idx = idx[idx < n], idx[idx >= n] - n
+                clean_idx, extra_idx = split_batches[b]
                 x = transform(data[clean_idx], clean_idx, 0) if len(clean_idx) else data[clean_idx]
                 groups = [g for g in (x, transform(extra[extra_idx], extra_idx, 1) if len(extra_idx) else None)
                           if g is not None and len(g)]
@@ -199,6 +203,30 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
             step += 1
     model.eval()
     return model
+
+
+def _split_batches(order: torch.Tensor, n: int, batch: int, steps: int,
+                   device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each step's rows of the epoch's permutation ``order`` (on the host, over N + M images) split into
+    indices into the main set (< N) and into the extra set (≥ N, offset by −N), in permutation order.
+
+    The split runs on the host, where every piece's length is known, and each kind of index reaches the
+    device in one copy per epoch: the loop slices device tensors by host-known lengths, so no step waits
+    for the device (a per-step ``idx[idx < n]`` on the device costs a ``nonzero`` sync each step).
+    """
+    rows = order[: steps * batch].view(steps, batch)
+    main_pieces = [row[row < n] for row in rows]
+    extra_pieces = [row[row >= n] - n for row in rows]
+    main = _to_device(torch.cat(main_pieces), device).split([len(p) for p in main_pieces])
+    extra = _to_device(torch.cat(extra_pieces), device).split([len(p) for p in extra_pieces])
+    return list(zip(main, extra))
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One host-to-device copy (pinned and asynchronous on CUDA)."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _prepared(hooks: SSLTrainingHooks, data: torch.Tensor,

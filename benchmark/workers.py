@@ -177,8 +177,14 @@ def _serve(conn: Any, process: Any, bridge: Bridge, deadline: float | None, time
 
 
 def _child_entry(conn: Any, function: str, request: bytes) -> None:  # runs in the child
+    from tqdm import tqdm
+
     from benchmark.plugin_host import serve_call
 
+    # tqdm's default lock is a multiprocessing RLock: a named semaphore that the ``os._exit`` below would
+    # leave to the resource tracker (a "leaked semaphore" warning per call at shutdown). The child is one
+    # process, so a thread lock is all its progress bars need.
+    tqdm.set_lock(threading.RLock())
     serve_call(conn, function, request)
     conn.close()
     os._exit(0)  # skip interpreter teardown (and any atexit hook a plugin registered)

@@ -1,6 +1,7 @@
 """The device path: augmentation parameters, PGD starts, ME-Net bank draws and fresh masks come from
-generators on the compute device, CP's batches reach it once per round (no per-step host copy or sync),
-and on a CPU every number is what it was before."""
+generators on the compute device, CP's batches reach it once per round and pre-training with injected
+images gets its split batches once per epoch (no per-step host copy or sync), and on a CPU every number is
+what it was before."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 import attacks.cp as cp_module
 from benchmark.api import DefenseContext, DirectoryCheckpoints, PretrainAttackContext
 from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
-from benchmark.pretrain import SSLRecipe
+from benchmark.pretrain import SSLRecipe, SSLTrainingHooks, _split_batches, train_ssl
 from defenses.adversarial_training import _attack_generator, _batches, device_generator, pgd
 from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig
 
@@ -102,6 +103,19 @@ def test_a_cp_round_hands_each_loop_one_tensor_of_batches_on_the_device(tmp_path
     assert set(seen["_noise_steps"].flatten().tolist()) <= set(range(0, 40, 2))  # noise steps: poisoned images only
 
 
+@pytest.mark.parametrize(("n", "m", "batch"), [(10, 5, 4), (30, 2, 8), (3, 20, 5), (12, 0, 4), (0, 9, 3)])
+def test_pretraining_with_injected_images_splits_each_step_as_it_always_did(n: int, m: int, batch: int) -> None:
+    """The epoch's batches split on the host (main-set rows, then injected rows offset by −N) are the
+    per-step device split the loop did before: same rows, same order, including empty pieces."""
+    order = torch.randperm(n + m, generator=torch.Generator().manual_seed(n * 31 + m))
+    steps = max(1, (n + m) // batch)
+    split = _split_batches(order, n, batch, steps, CPU)
+    assert len(split) == steps
+    for b, (main, extra) in enumerate(split):
+        idx = order[b * batch : (b + 1) * batch]
+        assert torch.equal(main, idx[idx < n]) and torch.equal(extra, idx[idx >= n] - n)
+
+
 # ------------------------------------------------------------------------------------ on a GPU
 @pytest.mark.gpu
 @cuda
@@ -154,3 +168,29 @@ def test_me_net_fresh_masks_are_drawn_and_picked_without_host_syncs_on_the_gpu(m
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(o.device.type == "cuda" and o.shape == x.shape for o in outs)
+
+
+@pytest.mark.gpu
+@cuda
+def test_pretraining_with_injected_images_steps_without_host_syncs_on_the_gpu() -> None:
+    """From the first step on (model and data placed), two epochs over main and injected images of another
+    size run with CUDA's sync debugger set to raise."""
+    device = torch.device("cuda")
+    recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=2, batch_size=8,
+                       method_settings={"proj_hidden": 32, "proj_dim": 16})
+    images = torch.rand(24, 1, 16, 16, device=device)
+    extra = torch.rand(6, 1, 16, 32, device=device)
+    steps = []
+
+    def loss_fn(model, x, v1, v2):  # noqa: ANN001, ANN202
+        if not steps:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        steps.append(len(v1))
+        return model.loss(v1, v2)
+
+    try:
+        train_ssl(recipe, images, seed=0, device=device, hooks=SSLTrainingHooks(loss_fn=loss_fn), extra_images=extra)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert steps == [8] * 6

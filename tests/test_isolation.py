@@ -241,3 +241,22 @@ def test_the_hostile_reader_finds_a_path_handed_over_however_deep() -> None:
 
     assert found({"a": [Holder()]}) and found(closure) and found((1, {"k": str(secret)}))
     assert not any(v is sys.path for v in _reachable(closure))  # a module's globals are not entered
+
+
+def test_plugin_processes_leave_no_semaphores_behind(tmp_path: Path, write_suite: Any) -> None:
+    """A run whose plugin children draw progress bars (a training-stage defense pre-trains its victim in
+    one, with the loop's bar) ends without the resource tracker's "leaked semaphore" warning: the children
+    end with ``os._exit``, so a multiprocessing lock made in one (tqdm's default) would never be released."""
+    import subprocess
+    import sys
+
+    raw = tiny_pretrain_suite({"pretrain-availability": {"budgets": [0.5], "attacks": ["none"],
+                                                         "defenses": ["_test_training"],
+                                                         "victim": {"l2": 0.001}, "recipe": {"epochs": 1}}}, n=100)
+    done = subprocess.run([sys.executable, "-m", "benchmark", "run", "--suite", str(write_suite(raw)), "--device", "cpu",
+                           "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+                           "--no-leaderboard"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "POISONBENCH_PROGRESS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "computed 1 cells (1 ok)" in done.stdout + done.stderr
+    assert "leaked semaphore" not in done.stderr

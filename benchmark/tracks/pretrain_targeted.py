@@ -171,9 +171,10 @@ def target_scores(head: LinearHead, extractor: FeatureExtractor, targets: torch.
     ``head`` on ``extractor``."""
     with torch.no_grad():
         logits = head.logits(extractor(targets.to(device))).float().cpu()
-    mine = logits.gather(1, classes.reshape(-1, 1)).flatten()
-    others = logits.scatter(1, classes.reshape(-1, 1), float("-inf")).amax(dim=1)
-    return torch.softmax(logits, dim=1).gather(1, classes.reshape(-1, 1)).flatten(), mine - others
+    column = classes.reshape(-1, 1)
+    mine = logits.gather(1, column).flatten()
+    others = logits.scatter(1, column, float("-inf")).amax(dim=1)
+    return torch.softmax(logits, dim=1).gather(1, column).flatten(), mine - others
 
 
 def pull_metrics(setting: PretrainSetting, head: LinearHead, extractor: FeatureExtractor, clean_head: LinearHead,
