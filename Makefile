@@ -6,7 +6,7 @@ SUITE ?= smoke
 STAMP := $(VENV)/.installed
 SCRATCH ?= .poisonbench-scratch
 
-.PHONY: install run plan test test-all bench leaderboard plots verify clean
+.PHONY: install run plan test test-all bench gpu-check leaderboard plots verify clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 bench: $(STAMP)  ## pytest-benchmark speed benchmarks
 	$(PY) -m pytest tests/benchmarks -q --benchmark-enable -m "not slow or slow"
+
+gpu-check: $(STAMP)  ## on a CUDA machine: GPU tests, throughput (s/epoch, % of bf16 peak), calibrated estimates, fake full run
+	PY=$(PY) .ci/gpu-check $(SCRATCH)/gpu-check
 
 leaderboard: $(STAMP)
 	$(PY) -m benchmark leaderboard

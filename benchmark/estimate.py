@@ -465,6 +465,45 @@ def forward_flops(backbone: str, size: int) -> float:
     return float(max(counter.get_total_flops(), 1))
 
 
+def ssl_step_flops(recipe: Any, image_size: int, channels: int = 3, batch: int = 4) -> float:
+    """FLOPs of one SSL training step per image (two views, forward + backward, and the momentum branch of
+    MoCo v2 / BYOL), counted by ``torch.utils.flop_counter`` on a CPU batch of ``batch`` images: what a
+    device must compute per image-epoch, against which its measured throughput is a fraction of peak."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = recipe.build_model(channels).train()
+    views = torch.rand(2, batch, channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.loss(views[0], views[1]).backward()
+    return counter.get_total_flops() / batch
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by a substring of
+# ``torch.cuda.get_device_name``; the first match wins, so the longer names come first.
+BF16_DENSE_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("GH200", 989.4), ("H200", 989.4),
+    ("B200", 2250.0), ("A100", 312.0), ("A6000", 154.8), ("L40S", 362.1), ("L40", 181.0), ("L4", 121.0),
+    ("A10", 125.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0), ("V100", 125.0),  # V100: fp16 (no bf16 units)
+)
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU named ``device_name`` (None where it is not in the table)."""
+    return next((peak for key, peak in BF16_DENSE_PEAK_TFLOPS if key in device_name), None)
+
+
+def utilisation_text(flops_per_second: float, device_name: str) -> str:
+    """"123 TFLOP/s (12.4 % of the H200's 989 TFLOP/s bf16 dense peak)", or only the rate."""
+    text = f"{flops_per_second / 1e12:,.3g} TFLOP/s"
+    peak = bf16_peak_tflops(device_name)
+    if peak is not None:
+        text += f" ({100 * flops_per_second / (peak * 1e12):.1f} % of the {peak:,.0f} TFLOP/s bf16 dense peak)"
+    return text
+
+
 def profile_names() -> list[str]:
     return sorted(load_profiles())
 
@@ -487,7 +526,9 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
     from benchmark.utils import resolve_device
 
     dev = resolve_device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     table: dict[str, dict[str, float]] = {}
+    achieved: list[str] = []
     for cell in expand_cells(suite)[0]:
         enc = cell.spec["encoder"]
         size = int(cell.spec["data"]["image_size"] or 32)
@@ -501,14 +542,15 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
         seconds = [_timed(lambda e=e: train_ssl(recipe, x, seed=0, device=dev, model=model, epochs=e,
                                                desc=f"calibrate {enc['method']}"), dev) for e in (1, 3)]
         entry[enc["method"]] = max(seconds[1] - seconds[0], 1e-12) / (2 * len(x))
+        rate = ssl_step_flops(recipe, size) / entry[enc["method"]]
+        achieved.append(f"{enc['method']} {_backbone_id(enc)}@{size}: {utilisation_text(rate, name)}")
         if "pass" not in entry:
             entry["pass"] = _time_pass(model, x, dev)
     mats = torch.rand(1024, 32, 32, device=dev)
     torch.linalg.svd(mats[:64])
     svd = _timed(lambda: torch.linalg.svd(mats), dev) / len(mats)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return DeviceProfile(name=f"calibrated: {name}", source=f"measured now on {name}", ssl_image_epoch=table,
-                         svd_seconds=svd)
+    return DeviceProfile(name=f"calibrated: {name}", source=f"measured now on {name}; achieved " + "; ".join(achieved),
+                         ssl_image_epoch=table, svd_seconds=svd)
 
 
 def _time_pass(model: Any, images: Any, device: Any, batch: int = 256) -> float:
@@ -607,5 +649,5 @@ def hours_text(hours: float) -> str:
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:,.1f} h"
 
 
-__all__ = ["DeviceProfile", "Estimate", "Work", "calibrate", "estimate", "load_profiles", "profile_names", "render",
-           "suite_work"]
+__all__ = ["DeviceProfile", "Estimate", "Work", "bf16_peak_tflops", "calibrate", "estimate", "load_profiles",
+           "profile_names", "render", "ssl_step_flops", "suite_work", "utilisation_text"]

@@ -5,6 +5,9 @@ what it was before."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import kornia.augmentation as K
@@ -194,3 +197,13 @@ def test_pretraining_with_injected_images_steps_without_host_syncs_on_the_gpu() 
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert steps == [8] * 6
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path: Path) -> None:
+    """`make gpu-check` says why it stops, before it writes anything, where there is no GPU."""
+    script = Path(__file__).resolve().parents[1] / ".ci" / "gpu-check"
+    out = subprocess.run([str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                         env={**os.environ, "PY": sys.executable}, check=False)
+    assert out.returncode == 2 and "no CUDA device" in out.stderr
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from benchmark.__main__ import main
-from benchmark.estimate import DeviceProfile, _mc_pretrain, calibrate, estimate, load_profiles, suite_work
+from benchmark.estimate import (DeviceProfile, _mc_pretrain, bf16_peak_tflops, calibrate, estimate, forward_flops,
+                                load_profiles, ssl_step_flops, suite_work, utilisation_text)
+from benchmark.pretrain import SSLRecipe
 from benchmark.suite import expand_cells, load_suite, suite_names
 
 # A profile with round numbers: 1 s per SimCLR image-epoch, 2 s for the momentum methods, 0.25 s a pass.
@@ -86,6 +88,29 @@ def test_calibration_measures_this_machine() -> None:
     measured = profile.ssl_image_epoch["cnn_micro@16"]
     assert measured["simclr"] > 0 and measured["pass"] > 0 and profile.svd_seconds > 0
     assert estimate(suite, profile).total > 0
+    assert "achieved" in profile.source and "TFLOP/s" in profile.source  # the rate each method reached
+
+
+def test_an_ssl_step_costs_two_views_of_forward_and_backward() -> None:
+    """SimCLR: two views, each a forward and a backward of about twice its FLOPs, so ≈ 6 forwards (the
+    projection head adds a little); the momentum methods add a branch. 6.66 GFLOP per image on ResNet-18
+    with the CIFAR stem, the figure the A6000 anchor's utilisation in device_profiles.yaml is based on."""
+    def step(method: str, backbone: str, cifar_stem: bool = False) -> float:
+        return ssl_step_flops(SSLRecipe(method=method, backbone=backbone, cifar_stem=cifar_stem, epochs=1,
+                                        batch_size=8), 32)
+
+    simclr = step("simclr", "resnet18", cifar_stem=True)
+    assert simclr == pytest.approx(6.66e9, rel=0.01)
+    assert 5.9 <= simclr / forward_flops("resnet18+cifar_stem", 32) <= 6.1  # no input gradient: a little under 6
+    assert step("byol", "cnn_micro") > step("simclr", "cnn_micro")
+
+
+def test_utilisation_names_the_fraction_of_the_gpus_bf16_peak() -> None:
+    assert bf16_peak_tflops("NVIDIA H200") == bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0 and bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bf16_peak_tflops("NVIDIA RTX A6000") == 154.8 and bf16_peak_tflops("cpu (2 threads)") is None
+    assert utilisation_text(98.94e12, "NVIDIA H200") == "98.9 TFLOP/s (10.0 % of the 989 TFLOP/s bf16 dense peak)"
+    assert utilisation_text(2e9, "cpu (2 threads)") == "0.002 TFLOP/s"
 
 
 def test_plan_estimate_prints_the_total_and_fails_over_budget(capsys) -> None:

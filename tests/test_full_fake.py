@@ -4,11 +4,12 @@ scenario, attack and defense of `full`, with every schedule shrunk to one or two
 paths `--suite full` takes on a user's machine (loaders, resizing STL-10, the ResNet recipes, the skipped
 combinations), not numbers: every cell must end `ok` (the FT decoder may be refused by its quality gate).
 One seed, one downstream budget, SimCLR's whole matrix and the other methods' no-attack cells: about 260
-cells, ≈ 20 min on 2 CPU cores."""
+cells, ≈ 15 min on 2 CPU cores."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from benchmark.suite import expand_cells, load_suite
 from tests.test_data import _fake_cifar, _md5
 
 pytestmark = pytest.mark.slow
+# The device the run uses: the CPU here; `make gpu-check` runs the same test with POISONBENCH_TEST_DEVICE=cuda.
+DEVICE = os.environ.get("POISONBENCH_TEST_DEVICE", "cpu")
 
 TINY = {  # one or two steps of everything; names as in full.yaml
     "gc": {"steps": 2, "gradpc_steps": 2}, "gc_unclipped": {"steps": 2, "gradpc_steps": 2},
@@ -102,7 +105,7 @@ def test_full_suite_runs_every_track_on_fake_torchvision_files(tmp_path: Path, f
     assert {c.spec["scenario"]["name"] for c in chosen} == {s["name"] for s in full["scenarios"]}
     computed = []
     for only in (["method=simclr"], ["attack=none"]):
-        summary = run_suite(suite, results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu",
+        summary = run_suite(suite, results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device=DEVICE,
                             only=only)
         computed += summary.computed
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]

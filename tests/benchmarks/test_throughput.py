@@ -9,7 +9,9 @@
 
 ``make bench`` runs them (``pytest tests/benchmarks --benchmark-enable``). On a CPU the backbone is
 ``cnn_micro`` at 32 px; on CUDA, ResNet-18 with the CIFAR stem (the ``full`` suites'), so the GPU run gives
-seconds per CIFAR-10-sized SimCLR epoch (``extra_info`` records images/s and the 50k-image epoch time).
+seconds per CIFAR-10-sized SimCLR epoch. ``extra_info`` records images/s, the 50k-image epoch time and the
+achieved TFLOP/s (the SSL step's FLOPs counted by ``torch.utils.flop_counter``), with the fraction of the
+GPU's dense bf16 peak where the GPU is in ``benchmark.estimate.BF16_DENSE_PEAK_TFLOPS``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torchvision import transforms
 
 from attacks.cp import ContrastivePoisoning
 from benchmark.api import DirectoryCheckpoints, PretrainAttackContext
+from benchmark.estimate import bf16_peak_tflops, ssl_step_flops, utilisation_text
 from benchmark.pretrain import SSLRecipe, train_ssl
 from benchmark.utils import resolve_device
 from defenses.matrix_completion import MatrixCompletion
@@ -32,6 +35,7 @@ from defenses.matrix_completion import MatrixCompletion
 pytestmark = pytest.mark.slow
 DEVICE = resolve_device("auto")
 CUDA = DEVICE.type == "cuda"
+DEVICE_NAME = torch.cuda.get_device_name(DEVICE) if CUDA else "cpu"
 BACKBONE = {"backbone": "resnet18", "cifar_stem": True} if CUDA else {"backbone": "cnn_micro"}
 N_IMAGES = 8192 if CUDA else 1024
 BATCH = 512 if CUDA else 256
@@ -94,8 +98,15 @@ def _sync() -> None:
 def _record(benchmark, key: str, images_per_epoch: int) -> None:  # noqa: ANN001
     seconds = benchmark.stats.stats.median
     SECONDS[key] = seconds
+    flops = ssl_step_flops(recipe(), 32) * images_per_epoch / seconds
     benchmark.extra_info["images_per_second"] = images_per_epoch / seconds
     benchmark.extra_info["seconds_per_50k_epoch"] = seconds * 50_000 / images_per_epoch
+    benchmark.extra_info["tflops"] = flops / 1e12
+    peak = bf16_peak_tflops(DEVICE_NAME)
+    if peak is not None:
+        benchmark.extra_info["bf16_peak_fraction"] = flops / (peak * 1e12)
+    print(f"\nSimCLR epoch, {key} pipeline ({BACKBONE['backbone']}, {DEVICE_NAME}): "
+          f"{benchmark.extra_info['seconds_per_50k_epoch']:.2f} s per 50k images, {utilisation_text(flops, DEVICE_NAME)}")
 
 
 def test_simclr_epoch_project_pipeline(benchmark, images) -> None:
