@@ -472,8 +472,9 @@ def ssl_step_flops(recipe: Any, image_size: int, channels: int = 3, batch: int =
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    torch.manual_seed(0)
-    model = recipe.build_model(channels).train()
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(0)
+        model = recipe.build_model(channels).train()
     views = torch.rand(2, batch, channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
     counter = FlopCounterMode(display=False)
     with counter:
@@ -496,7 +497,7 @@ def bf16_peak_tflops(device_name: str) -> float | None:
 
 
 def utilisation_text(flops_per_second: float, device_name: str) -> str:
-    """"123 TFLOP/s (12.4 % of the H200's 989 TFLOP/s bf16 dense peak)", or only the rate."""
+    """"123 TFLOP/s (12.4 % of the 989 TFLOP/s bf16 dense peak)" for a GPU of the table, else the rate alone."""
     text = f"{flops_per_second / 1e12:,.3g} TFLOP/s"
     peak = bf16_peak_tflops(device_name)
     if peak is not None:

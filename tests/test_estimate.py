@@ -4,6 +4,7 @@ and every built-in suite inside the budget it states (benchmark/estimate.py)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmark.__main__ import main
 from benchmark.estimate import (DeviceProfile, _mc_pretrain, bf16_peak_tflops, calibrate, estimate, forward_flops,
@@ -99,7 +100,9 @@ def test_an_ssl_step_costs_two_views_of_forward_and_backward() -> None:
         return ssl_step_flops(SSLRecipe(method=method, backbone=backbone, cifar_stem=cifar_stem, epochs=1,
                                         batch_size=8), 32)
 
+    before = torch.random.get_rng_state()
     simclr = step("simclr", "resnet18", cifar_stem=True)
+    assert torch.equal(torch.random.get_rng_state(), before)  # counting draws nothing from the caller's stream
     assert simclr == pytest.approx(6.66e9, rel=0.01)
     assert 5.9 <= simclr / forward_flops("resnet18+cifar_stem", 32) <= 6.1  # no input gradient: a little under 6
     assert step("byol", "cnn_micro") > step("simclr", "cnn_micro")
