@@ -496,6 +496,13 @@ def bf16_peak_tflops(device_name: str) -> float | None:
     return next((peak for key, peak in BF16_DENSE_PEAK_TFLOPS if key in device_name), None)
 
 
+def device_name(device: Any) -> str:
+    """The name the peak table is keyed by: CUDA's name for a GPU, "cpu (N threads)" for a CPU."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
 def utilisation_text(flops_per_second: float, device_name: str) -> str:
     """"123 TFLOP/s (12.4 % of the 989 TFLOP/s bf16 dense peak)" for a GPU of the table, else the rate alone."""
     text = f"{flops_per_second / 1e12:,.3g} TFLOP/s"
@@ -527,7 +534,7 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
     from benchmark.utils import resolve_device
 
     dev = resolve_device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    name = device_name(dev)
     table: dict[str, dict[str, float]] = {}
     achieved: list[str] = []
     for cell in expand_cells(suite)[0]:
@@ -650,5 +657,5 @@ def hours_text(hours: float) -> str:
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:,.1f} h"
 
 
-__all__ = ["DeviceProfile", "Estimate", "Work", "bf16_peak_tflops", "calibrate", "estimate", "load_profiles",
-           "profile_names", "render", "ssl_step_flops", "suite_work", "utilisation_text"]
+__all__ = ["DeviceProfile", "Estimate", "Work", "bf16_peak_tflops", "calibrate", "device_name", "estimate",
+           "load_profiles", "profile_names", "render", "ssl_step_flops", "suite_work", "utilisation_text"]

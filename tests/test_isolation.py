@@ -7,6 +7,8 @@ import copy
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -222,9 +224,6 @@ def test_a_plugin_call_equals_the_same_call_in_process_under_the_same_seed() -> 
 def test_the_hostile_reader_finds_a_path_handed_over_however_deep() -> None:
     """The positive control of ``hostile_test_reader``'s walk: a path inside containers, an object's
     attributes or a closure is found; module globals (the import system's, the environment) are not walked."""
-    import os
-    import sys
-
     from tests.plugins.hostile import _reachable
 
     secret = Path("/tmp/pytest-of-someone/cache/poison.pt")
@@ -247,9 +246,6 @@ def test_plugin_processes_leave_no_semaphores_behind(tmp_path: Path, write_suite
     """A run whose plugin children draw progress bars (a training-stage defense pre-trains its victim in
     one, with the loop's bar) ends without the resource tracker's "leaked semaphore" warning: the children
     end with ``os._exit``, so a multiprocessing lock made in one (tqdm's default) would never be released."""
-    import subprocess
-    import sys
-
     raw = tiny_pretrain_suite({"pretrain-availability": {"budgets": [0.5], "attacks": ["none"],
                                                          "defenses": ["_test_training"],
                                                          "victim": {"l2": 0.001}, "recipe": {"epochs": 1}}}, n=100)

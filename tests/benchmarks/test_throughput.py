@@ -16,6 +16,7 @@ GPU's dense bf16 peak where the GPU is in ``benchmark.estimate.BF16_DENSE_PEAK_T
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -27,7 +28,7 @@ from torchvision import transforms
 
 from attacks.cp import ContrastivePoisoning
 from benchmark.api import DirectoryCheckpoints, PretrainAttackContext
-from benchmark.estimate import bf16_peak_tflops, ssl_step_flops, utilisation_text
+from benchmark.estimate import bf16_peak_tflops, device_name, ssl_step_flops, utilisation_text
 from benchmark.pretrain import SSLRecipe, train_ssl
 from benchmark.utils import resolve_device
 from defenses.matrix_completion import MatrixCompletion
@@ -35,7 +36,7 @@ from defenses.matrix_completion import MatrixCompletion
 pytestmark = pytest.mark.slow
 DEVICE = resolve_device("auto")
 CUDA = DEVICE.type == "cuda"
-DEVICE_NAME = torch.cuda.get_device_name(DEVICE) if CUDA else "cpu"
+DEVICE_NAME = device_name(DEVICE)
 BACKBONE = {"backbone": "resnet18", "cifar_stem": True} if CUDA else {"backbone": "cnn_micro"}
 N_IMAGES = 8192 if CUDA else 1024
 BATCH = 512 if CUDA else 256
@@ -95,10 +96,15 @@ def _sync() -> None:
         torch.cuda.synchronize(DEVICE)
 
 
+@functools.cache
+def _step_flops_per_image() -> float:
+    return ssl_step_flops(recipe(), 32)
+
+
 def _record(benchmark, key: str, images_per_epoch: int) -> None:  # noqa: ANN001
     seconds = benchmark.stats.stats.median
     SECONDS[key] = seconds
-    flops = ssl_step_flops(recipe(), 32) * images_per_epoch / seconds
+    flops = _step_flops_per_image() * images_per_epoch / seconds
     benchmark.extra_info["images_per_second"] = images_per_epoch / seconds
     benchmark.extra_info["seconds_per_50k_epoch"] = seconds * 50_000 / images_per_epoch
     benchmark.extra_info["tflops"] = flops / 1e12
