@@ -2,23 +2,23 @@
 Indiscriminate Data Poisoning Attacks", ICML 2023; on a frozen feature extractor as in Lu, Yang, Kamath, Yu,
 "Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024.
 
-Given a target head θ̂ (GradPC, :mod:`attacks._gradpc`), choose ``budget`` clean training points at
-random (labels fixed to theirs, ``base_indices`` kept) and optimise their *images* x_p by Adam so that θ̂
-is a stationary point of the victim's objective on D_c ∪ D_p:
+Given a target head θ̂ (GradPC, :mod:`attacks._gradpc`, with ε_w chosen per cell so that feature-space GC
+attains it: :func:`attacks._feature_gc.attainable_target`), choose ``budget`` clean training points at
+random (labels fixed to theirs, ``base_indices`` kept) and optimise their *images* x_p so that θ̂ is a
+stationary point of the victim's objective on D_c ∪ D_p:
 
     min_{x_p} ‖∇_θ [ 1/(N+n_p) Σ_{D_c ∪ D_p} CE(θ̂; f(x), y) + l2/2·‖W‖² ]‖²,
 
-differentiating the head gradient w.r.t. the images through the frozen f (second-order autograd,
-``create_graph=True``). After every step the images are clipped to [0, 1] and, under an input
-constraint ε, projected onto the ℓ∞ ball of radius ε around their base images. The pixel clip is ours
+differentiating the head gradient w.r.t. the images through the frozen f (second-order autograd). Solver:
+``steps`` Adam steps whose size decays from ``lr`` to 0 (cosine, as the authors' code decays its step;
+min(lr, ε/4) under an input constraint ε). After every step the images are clipped to [0, 1] and, under an
+input constraint, projected onto the ℓ∞ ball of radius ε around their base images. The pixel clip is ours
 (the poisons must be valid images); the authors' code does not clip, which :mod:`attacks.gc_unclipped`
-reproduces (same code, ``clip_pixels = False``). The [0, 1] box limits GC: on the cpu tier it plateaus at
-≈ 1000 steps (REFERENCE §6).
-Published setting: GC runs until the residual stops decreasing (thousands of steps); default here
-300 Adam steps of 0.05 on the pixels (min(0.05, ε/4) under an input constraint). Diagnostics:
-``gc_residual_start`` / ``gc_residual_end`` (residual norm at θ̂ with the poisons) and
-``gc_residual_ratio`` = end / start (how far the schedule got: near 1 means it barely moved),
-``target_train_acc``.
+reproduces (``clip_pixels = False``). The [0, 1] box and the ε ball limit what input-space GC reaches:
+``target_attained`` records whether the cell's residual fell to ``attained_ratio`` of its start.
+Diagnostics: those of the target choice, ``gc_residual_start`` / ``gc_residual_end`` /
+``gc_residual_ratio``, ``gc_last_quarter_share`` (the part of the residual's fall made in the last quarter
+of the steps), ``target_attained``, ``target_distance_ratio``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import ClassVar
 import torch
 
 from attacks._common import GradientResidual, choose_base, loss_and_input_gradient, project_images
-from attacks._feature_gc import residual_ratio
-from attacks._gradpc import GradPCConfig, target_for
+from attacks._feature_gc import attainable_target, cosine_adam, poisoned_head_diagnostics, schedule_diagnostics
+from attacks._gradpc import GradPCConfig
 from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, check_range, register_attack
 
 
@@ -41,7 +41,7 @@ class GCConfig(GradPCConfig):
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        check_range(problems, "steps", self.steps, 0, 1_000_000)
+        check_range(problems, "steps", self.steps, 1, 1_000_000)
         check_range(problems, "lr", self.lr, 0.0, 10.0, low_open=True)
         return problems
 
@@ -59,33 +59,38 @@ class GradientCanceling(DownstreamAttack):
         cfg: GCConfig = self.config
         features = ctx.train_features.to(ctx.device).float()
         labels = ctx.train_labels.to(ctx.device)
-        target, diagnostics = target_for(cfg, features, labels, ctx.num_classes, ctx.head.l2)
+        target, clean_head, diagnostics = attainable_target(cfg, features, labels, ctx.num_classes, ctx.head.l2,
+                                                            ctx.budget, ctx.generator, box=True)
         base = choose_base(len(labels), ctx.budget, ctx.generator)
         clean = ctx.train_images[base].to(ctx.device).float()
         poison_labels = labels[base.to(ctx.device)].clone()
         residual = GradientResidual(target, features, labels, len(base), ctx.head.l2)
-        images = self._optimise(ctx, residual, clean, poison_labels, diagnostics)
+        images, trajectory = self._optimise(ctx, residual, clean, poison_labels)
+        diagnostics |= schedule_diagnostics(trajectory, cfg.attained_ratio)
+        diagnostics |= poisoned_head_diagnostics(features, labels, ctx.extractor.features(images), poison_labels,
+                                                 target, clean_head, ctx.num_classes, ctx.head.l2)
         return DownstreamPoison(images=images.cpu(), labels=poison_labels.long().cpu(), base_indices=base,
                                 diagnostics=diagnostics)
 
     def _optimise(self, ctx: DownstreamAttackContext, residual: GradientResidual, clean: torch.Tensor,
-                  labels: torch.Tensor, diagnostics: dict[str, float]) -> torch.Tensor:
+                  labels: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        """(poison images, residual norm before every step and at the end)."""
         cfg: GCConfig = self.config
         x = clean.clone().requires_grad_(True)
         batch = ctx.extractor.batch_size
-        diagnostics["gc_residual_start"] = residual.norm(ctx.extractor.features(x), labels)
         lr = cfg.lr if ctx.input_epsilon is None else min(cfg.lr, ctx.input_epsilon / 4)
-        optimizer = torch.optim.Adam([x], lr=lr)
+        optimizer, schedule = cosine_adam([x], lr, cfg.steps)
+        trajectory = []
         for _ in range(cfg.steps):  # the exact full-set gradient, one chunk of images at a time
-            _, x.grad = loss_and_input_gradient(ctx.extractor, x, lambda f: residual.squared(f, labels), batch)
+            squared, x.grad = loss_and_input_gradient(ctx.extractor, x, lambda f: residual.squared(f, labels), batch)
+            trajectory.append(max(squared, 0.0) ** 0.5)
             optimizer.step()
+            schedule.step()
             with torch.no_grad():
                 x.copy_(self._project(x, clean, ctx.input_epsilon))
         x = x.detach()
-        diagnostics["gc_residual_end"] = residual.norm(ctx.extractor.features(x), labels)
-        diagnostics["gc_residual_ratio"] = residual_ratio(diagnostics["gc_residual_start"],
-                                                          diagnostics["gc_residual_end"])
-        return x
+        trajectory.append(residual.norm(ctx.extractor.features(x), labels))
+        return x, trajectory
 
     def _project(self, x: torch.Tensor, clean: torch.Tensor, epsilon: float | None) -> torch.Tensor:
         """Into the ε ball around the base images (under an input constraint) and, with ``clip_pixels``, [0, 1]."""

@@ -481,9 +481,13 @@ def _expected_null(attack: str, track: str, modules: dict[str, str]) -> str:
 
 # diagnostic (name in the attack's diagnostics) → how the board shows it; the first ones present are shown
 DIAGNOSTICS: tuple[tuple[str, str], ...] = (
+    ("epsilon_w", "target ε_w {:.3f}·‖θ‖"),
+    ("target_attained", "target attained {:.0%} of cells"),
     ("gc_residual_ratio", "GC residual end/start {:.2f}"),
+    ("gc_last_quarter_share", "of its fall in the last quarter {:.1%}"),
+    ("target_distance_ratio", "poisoned head to target / clean head to target {:.1f}"),
     ("tgda_objective_gain", "TGDA objective gain {:.3f}"),
-    ("tgda_last_quarter_gain", "of it in the last quarter {:.3f}"),
+    ("tgda_last_quarter_share", "of it in the last quarter {:.1%}"),
     ("zeta_norm_ratio", "‖ζ‖/‖clean‖ {:.2f}"),
     ("feature_match_error", "feature-match error {:.2f}"),
     ("single_part_view_fraction", "single-part views {:.1%}"),
@@ -590,6 +594,9 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 headers = ["attack", "mean ± spread", "won"] + (TARGETED_PULL_HEADERS if track == "pretrain-targeted" else []) + ["diagnostics"]
                 blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
                            ("table", (headers, attacks[:8]))]
+                bound = upper_bound_note(tdf) if track == "downstream" else ""
+                if bound:
+                    blocks.append(("p", bound))
                 paper = published_headline(track, set(tdf["attack"]))
                 if paper:
                     blocks.append(("p", paper))
@@ -598,6 +605,39 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                     blocks += [("p", f"Defenses against `{strongest}` (the strongest input-space attack here):"),
                                ("table", (["defense", "restored", "cost", "privacy ε", "columns"], defenses))]
     return blocks
+
+
+UPPER_BOUND_WHY = (
+    "it keeps every poison's clean label and its ζ inside the clean-feature box, where gradient canceling "
+    "attains only targets close to the clean head (see its ε_w and residual beside it); label flipping changes "
+    "labels, which no label-preserving attack here does, so the feature-space row bounds GC, TGDA and the "
+    "inversions, not label flipping")
+
+
+def upper_bound_note(df: pd.DataFrame) -> str:
+    """Whether each feature-space row bounds the input-space attacks on its columns: '' when it is ≥ the best
+    of them within the seed spread on every column, else the columns where it is not, and why."""
+    undefended = df[(df["defense"] == "none") & (df["attack"] != "none")]
+    col = _metric_column(undefended, "accuracy_drop")
+    if col is None:
+        return ""
+    modules = _modules(undefended, "attack")
+    inputs = {a: _per_column(g, col) for a, g in undefended[undefended["space"] == "input"].groupby("attack")
+              if not _expected_null(a, "downstream", modules) and not _control(g, modules.get(a))}
+    notes = []
+    for bound, g in undefended[undefended["space"] == "feature"].groupby("attack"):
+        below = []
+        for key, (mean, std) in sorted(_per_column(g, col).items()):
+            present = [(stats[key][0], stats[key][1], a) for a, stats in inputs.items() if key in stats]
+            if not present:
+                continue
+            best, best_std, best_attack = max(present)
+            if mean < best - max(std, best_std):
+                below.append(f"{' · '.join(map(str, key))} ({_pm(mean, std)} vs `{best_attack}` {_pm(best, best_std)})")
+        if below:
+            notes.append(f"`{bound}` is below the best input-space attack beyond the seed spread on {len(below)} "
+                         f"column(s): {'; '.join(below)}. Why: {UPPER_BOUND_WHY}.")
+    return " ".join(notes)
 
 
 def headlines(df: pd.DataFrame) -> list[str]:
