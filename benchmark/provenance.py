@@ -2,7 +2,8 @@
 
 Every record lists, under ``provenance.sources.files``, the sha256 (16 hex digits) of each file on its
 compute path: the engine modules every track uses, its own track's modules, its attack's and defense's
-modules and their packages' private helpers (``attacks/_*.py``). :func:`staleness` says what no longer
+modules and the modules of their packages (``attacks/_common.py``, ``attacks/gc.py`` …) that those
+modules import, directly or through one another. :func:`staleness` says what no longer
 matches the working tree (an edited or removed file, or a record computed from a dirty tree); the board's
 ``--check`` fails on any, and ``run --stale`` recomputes exactly those cells. No torch here: the board
 check stays fast.
@@ -10,6 +11,7 @@ check stays fast.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -45,10 +47,53 @@ def relative(path: str | Path) -> str:
 
 
 def plugin_files(source: str) -> list[str]:
-    """A plugin module and the private helpers of its package (``_*.py`` beside it)."""
+    """A plugin module and the modules of its package that it imports (a private helper, another plugin)."""
     path = Path(source).resolve()
-    helpers = sorted(p for p in path.parent.glob("_*.py") if p.name != "__init__.py")
-    return [relative(path)] + [relative(p) for p in helpers]
+    return [relative(path)] + [relative(p) for p in package_imports(path) if p != path]
+
+
+def package_imports(path: Path) -> list[Path]:
+    """The modules of ``path``'s package (``<package>/*.py``) that the module imports, directly or through
+    one another, read from its ``import`` statements (absolute imports, as the plugins write them)."""
+    package = path.parent
+    found: set[Path] = set()
+    todo = [path]
+    while todo:
+        for name in _imported_names(todo.pop()):
+            head, _, rest = name.partition(".")
+            helper = package / f"{rest}.py"
+            if head == package.name and rest and "." not in rest and rest != "__init__" and helper.exists() \
+                    and helper not in found:
+                found.add(helper)
+                todo.append(helper)
+    return sorted(found)
+
+
+def _imported_names(path: Path) -> list[str]:
+    """``a.b`` for every ``import a.b``, ``from a.b import …`` and ``from a import b`` in ``path``."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _is_package_module(path: str) -> bool:
+    """A module of a plugin package (``attacks/``, ``defenses/``), other than its ``__init__.py``."""
+    return Path(path).name != "__init__.py" and Path(path).parent.name in ("attacks", "defenses")
+
+
+def _plugin_paths(provenance: Mapping[str, Any]) -> set[str] | None:
+    """The files the record's attack and defense modules depend on now, or None when it names no module."""
+    sources = provenance.get("sources") if isinstance(provenance.get("sources"), Mapping) else {}
+    modules = [entry.get("module") for kind, entry in sources.items()
+               if kind != "files" and isinstance(entry, Mapping) and isinstance(entry.get("module"), str)]
+    paths = [REPO_ROOT / (module.replace(".", "/") + ".py") for module in modules]
+    if not paths or not all(p.exists() for p in paths):
+        return None
+    return {f for p in paths for f in plugin_files(str(p))}
 
 
 def dependencies(track: str, plugin_sources: Iterable[str]) -> list[str]:
@@ -90,8 +135,13 @@ def staleness(record: Mapping[str, Any]) -> list[str]:
     files = (provenance.get("sources") or {}).get("files") if isinstance(provenance.get("sources"), Mapping) else None
     if not isinstance(files, Mapping) or not files:
         return ["it names no source hashes (computed before provenance checks)"]
+    on_path = _plugin_paths(provenance)
+    if on_path is not None:  # a module its plugins do not import is off its path; one they now import is on it
+        files = {p: d for p, d in files.items() if not _is_package_module(p) or p in on_path}
     reasons = [f"{path} changed" if file_hash(path) is not None else f"{path} is gone"
                for path, digest in sorted(files.items()) if file_hash(path) != digest]
+    if on_path is not None:
+        reasons += [f"{path} is now on its path" for path in sorted(on_path - set(files)) if _is_package_module(path)]
     if (provenance.get("code") or {}).get("dirty"):
         reasons.append("it was computed from a working tree with uncommitted changes")
     return reasons
