@@ -99,3 +99,43 @@ def test_a_control_row_neither_wins_nor_is_the_attack_the_defenses_face(tmp_path
     zero = df[(df["attack"] == "poisoned_encoder") & (df["defense"] == "none")]["m:asr_gain"]
     if (zero <= 0).all():
         assert by_name["poisoned_encoder"][2].startswith("0 of")
+
+
+def _downstream_frame(drops: dict[str, list[float]]) -> "pd.DataFrame":
+    import pandas as pd
+
+    rows = []
+    for attack, values in drops.items():
+        for seed, drop in enumerate(values):
+            rows.append({"attack": attack, "defense": "none", "space": "feature" if attack == "ft_feature_space" else "input",
+                         "m:accuracy_drop": drop, "encoder": "simclr/cnn_micro", "scenario": "finetune", "budget": 0.1,
+                         "constraint": "unconstrained", "seed": seed, "attack_settings": "{}", "attack_module": None})
+    return pd.DataFrame(rows)
+
+
+def test_the_board_marks_a_column_the_feature_space_bound_does_not_bound() -> None:
+    """Issue #25: the feature-space row is an upper bound of the input-space attacks only where it is ≥ the best
+    of them within the seed spread; elsewhere the board names the column, both numbers and why."""
+    from leaderboard.render import upper_bound_note
+
+    bounded = _downstream_frame({"ft_feature_space": [0.05, 0.06, 0.055], "gc": [0.01, 0.02, 0.015]})
+    assert upper_bound_note(bounded) == ""
+    within_spread = _downstream_frame({"ft_feature_space": [0.03, 0.05, 0.04], "label_flip": [0.03, 0.06, 0.045]})
+    assert upper_bound_note(within_spread) == ""
+    below = _downstream_frame({"ft_feature_space": [0.010, 0.012, 0.011], "label_flip": [0.05, 0.06, 0.04],
+                               "gc": [0.005, 0.006, 0.004]})
+    note = upper_bound_note(below)
+    assert "`ft_feature_space` is below the best input-space attack" in note and "`label_flip` 5.0 ± 1.0" in note
+    assert "1.1 ± 0.1" in note and "Why:" in note
+
+
+def test_tgda_last_quarter_share_on_the_board_is_weighted_by_gain() -> None:
+    """A cell whose leader gained almost nothing has a meaningless share; the board's share is the mean
+    last-quarter gain over the mean gain."""
+    import pandas as pd
+
+    from leaderboard.render import diagnostic_text
+
+    df = pd.DataFrame({"d:tgda_objective_gain": [1.0, 0.001], "d:tgda_last_quarter_gain": [0.02, 0.001],
+                       "d:tgda_last_quarter_share": [0.02, 1.0]})
+    assert "last quarter's share of it 2.1%" in diagnostic_text(df)

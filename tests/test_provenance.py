@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.provenance import ENGINE_FILES, dependencies, staleness
+from benchmark.provenance import ENGINE_FILES, dependencies, file_hash, plugin_files, staleness
 from leaderboard.render import stale_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,23 @@ def test_dependencies_name_the_engine_the_track_and_the_plugins() -> None:
     assert {"benchmark/tracks/downstream.py", "attacks/gc.py", "attacks/_common.py", "defenses/dp_sgd.py"} <= set(files)
     assert "benchmark/tracks/pretrain_targeted.py" not in files
     assert all((ROOT / f).exists() for f in files)
+
+
+def test_a_plugin_depends_on_the_package_modules_it_imports_only() -> None:
+    """label_flip imports no helper: an edit of GC's helpers does not stale its records; gc_unclipped builds on
+    gc.py, so gc.py and gc's helpers are on its path."""
+    assert plugin_files(str(ROOT / "attacks" / "label_flip.py")) == ["attacks/label_flip.py"]
+    unclipped = set(plugin_files(str(ROOT / "attacks" / "gc_unclipped.py")))
+    assert {"attacks/gc.py", "attacks/_gradpc.py", "attacks/_feature_gc.py", "attacks/_common.py"} <= unclipped
+    files = {f: file_hash(f) for f in dependencies("downstream", [str(ROOT / "attacks" / "label_flip.py")])}
+    sources = {"attack": {"module": "attacks.label_flip"}}
+    assert staleness({"provenance": {"sources": {**sources, "files": {**files, "attacks/_gradpc.py": "0" * 16}}}}) == []
+    gc_files = {f: file_hash(f) for f in dependencies("downstream", [str(ROOT / "attacks" / "gc.py")])}
+    gc_sources = {"attack": {"module": "attacks.gc"}}
+    assert staleness({"provenance": {"sources": {**gc_sources, "files": {**gc_files, "attacks/_gradpc.py": "0" * 16}}}})
+    missing = {f: h for f, h in gc_files.items() if f != "attacks/_feature_gc.py"}
+    assert any("attacks/_feature_gc.py is now on its path" in r
+               for r in staleness({"provenance": {"sources": {**gc_sources, "files": missing}}}))
 
 
 def test_a_record_without_hashes_or_from_a_dirty_tree_is_stale() -> None:
