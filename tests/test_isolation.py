@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +183,20 @@ def test_ctrl_c_stops_the_run_kills_the_plugin_and_resumes(tmp_path: Path) -> No
 
     path.write_text(yaml.safe_dump(raw))
     suite = load_suite(str(path))
-    timer = threading.Timer(6.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    results = tmp_path / "results"
+
+    def interrupt_while_the_sleeper_runs() -> None:  # after the first cell's record, not at a fixed time
+        deadline = time.monotonic() + 100
+        while time.monotonic() < deadline and not list(results.rglob("*.json")):
+            time.sleep(0.1)
+        time.sleep(2.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_while_the_sleeper_runs, daemon=True)
+    interrupter.start()
     with pytest.raises(KeyboardInterrupt):
-        run_suite(suite, results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu")
-    timer.cancel()
+        run_suite(suite, results_dir=results, cache_dir=tmp_path / "cache", device="cpu")
+    interrupter.join()
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
     names = sorted(p.name for p in (tmp_path / "results").rglob("*.json"))
     assert len(names) == 1 and "__none__" in names[0]
