@@ -54,7 +54,15 @@ def plugin_files(source: str) -> list[str]:
 
 def package_imports(path: Path) -> list[Path]:
     """The modules of ``path``'s package (``<package>/*.py``) that the module imports, directly or through
-    one another, read from its ``import`` statements (absolute imports, as the plugins write them)."""
+    one another, read from its ``import`` statements (absolute imports, as the plugins write them). Parsed
+    once per version of the package's files: ``--check`` asks for every record."""
+    package = path.parent
+    versions = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(package.glob("*.py")))
+    return list(_package_imports(path, versions))
+
+
+@lru_cache(maxsize=256)
+def _package_imports(path: Path, versions: tuple[tuple[str, int, int], ...]) -> tuple[Path, ...]:
     package = path.parent
     found: set[Path] = set()
     todo = [path]
@@ -66,7 +74,7 @@ def package_imports(path: Path) -> list[Path]:
                     and helper not in found:
                 found.add(helper)
                 todo.append(helper)
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def _imported_names(path: Path) -> list[str]:
@@ -136,12 +144,13 @@ def staleness(record: Mapping[str, Any]) -> list[str]:
     if not isinstance(files, Mapping) or not files:
         return ["it names no source hashes (computed before provenance checks)"]
     on_path = _plugin_paths(provenance)
+    added: list[str] = []
     if on_path is not None:  # a module its plugins do not import is off its path; one they now import is on it
         files = {p: d for p, d in files.items() if not _is_package_module(p) or p in on_path}
+        added = sorted(p for p in on_path - set(files) if _is_package_module(p))
     reasons = [f"{path} changed" if file_hash(path) is not None else f"{path} is gone"
                for path, digest in sorted(files.items()) if file_hash(path) != digest]
-    if on_path is not None:
-        reasons += [f"{path} is now on its path" for path in sorted(on_path - set(files)) if _is_package_module(path)]
+    reasons += [f"{path} is now on its path" for path in added]
     if (provenance.get("code") or {}).get("dirty"):
         reasons.append("it was computed from a working tree with uncommitted changes")
     return reasons
