@@ -187,8 +187,9 @@ def test_feature_gc_reports_its_residual_ratio(setting: Setting) -> None:
 
 def test_tgda_reports_its_progress(setting: Setting) -> None:
     d = craft("tgda", setting.ctx(0), epochs=8, follower_steps=5, cg_iters=4).diagnostics
-    assert d["tgda_objective_gain"] == pytest.approx(d["leader_loss_end"] - d["leader_loss_start"])
+    # the objective is measured at the follower's best response (a refitted head), not at its iterate
+    assert d["tgda_objective_gain"] == pytest.approx(d["val_ce_refit"] - d["refit_ce_start"])
+    assert d["tgda_last_quarter_gain"] == pytest.approx(d["val_ce_refit"] - d["refit_ce_three_quarters"])
     assert d["val_ce_refit_gain"] == pytest.approx(d["val_ce_refit"] - d["leader_loss_start"])
-    assert d["tgda_objective_gain"] > 0  # the leader raises the follower's validation loss
-    assert isinstance(d["tgda_last_quarter_gain"], float)
+    assert d["tgda_objective_gain"] > 0  # the leader raises the best response's validation loss
     assert d["tgda_last_quarter_share"] == pytest.approx(d["tgda_last_quarter_gain"] / d["tgda_objective_gain"])
