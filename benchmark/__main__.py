@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]",
                        help="extra plugin modules to load beside attacks/ and defenses/ (an out-of-tree submission)")
     for name in ("run", "verify"):
+        sub.choices[name].add_argument(
+            "--sandbox", choices=("auto", "required", "off"), default=os.environ.get("POISONBENCH_SANDBOX", "auto"),
+            help="run plugin calls in the bubblewrap sandbox (benchmark/sandbox.py): auto (the default, or "
+                 "$POISONBENCH_SANDBOX) uses it where the machine can and warns where it cannot; required stops "
+                 "instead (what the committed boards are computed with); off")
         sub.choices[name].add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
         sub.choices[name].add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                                        help="only the cells matching (repeatable): attack=ID, defense=ID, track=, scenario=, method=, seed=")
@@ -193,12 +198,27 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _sandbox(args: argparse.Namespace, suite, *extra: Path) -> bool:  # noqa: ANN001
+    """Configure the plugin sandbox for ``args.sandbox``, hiding the results, the cache, the data root, the
+    embedded data sets and the suite's own data files from plugin processes."""
+    from benchmark.data import dataset_path, default_data_root, embedded_data_dirs
+    from benchmark.workers import configure_sandbox
+
+    data_root = suite.section("data", "root")
+    hidden = [args.results_dir, args.cache_dir, Path(data_root).expanduser() if data_root else default_data_root(),
+              *embedded_data_dirs(), *extra]
+    for scenario in suite.raw.get("scenarios") or []:
+        hidden += [p for p in (dataset_path(str(scenario.get(k, ""))) for k in ("pretrain", "downstream")) if p is not None]
+    return configure_sandbox(args.sandbox, hidden)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_suite
 
     if not _device_ok(args.device):
         return 2
     suite = _load(args)
+    _sandbox(args, suite)
     tracks = args.tracks.split(",") if args.tracks else None
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
@@ -214,8 +234,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
     print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
-    print(f"plugin isolation: {STATS.calls} plugin calls, {STATS.seconds:.1f} s in all, "
-          f"{STATS.overhead_seconds:.1f} s of it process and transfer overhead")
+    from benchmark.workers import sandboxed
+
+    print(f"plugin isolation: {STATS.calls} plugin calls{' in the sandbox' if sandboxed() else ' (no sandbox)'}, "
+          f"{STATS.seconds:.1f} s in all, {STATS.overhead_seconds:.1f} s of it process and transfer overhead")
     if args.board is not None:
         from leaderboard.render import write_leaderboard
 
@@ -251,6 +273,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not _device_ok(args.device):
         return 2
     suite = _load(args)
+    _sandbox(args, suite)
     rows, tolerance = verify_suite(suite, committed_dir=args.results_dir, sample=args.sample, seed=args.seed,
                                    only=args.only, device=args.device, tolerance=args.tolerance)
     print(comparison_table(rows))
@@ -373,12 +396,13 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_leaderboard(args) if args.command == "leaderboard" else cmd_plot(args)
     from benchmark.data import DatasetNotFoundError
     from benchmark.registry import UnknownNameError
+    from benchmark.sandbox import SandboxUnavailable
     from benchmark.suite import SuiteError
 
     try:
         commands = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "verify": cmd_verify, "examples": cmd_examples}
         return commands[args.command](args)
-    except (SuiteError, UnknownNameError, DatasetNotFoundError) as exc:
+    except (SuiteError, UnknownNameError, DatasetNotFoundError, SandboxUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`

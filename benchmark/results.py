@@ -36,6 +36,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
 # the benchmark's own outputs: rewritten by runs, never read to compute a cell, so a tree that differs from
 # its commit only in them is not dirty (a run started while another one's records are uncommitted)
 OUTPUT_PATHS = ("leaderboard/results", "leaderboard/README.md", "leaderboard/index.html", "leaderboard/plots")
+SOURCE_FOLDERS = ("benchmark", "attacks", "defenses")
+"""Where an untracked file makes the tree dirty too (a module a plugin could import that no commit holds)."""
 
 
 def _git(root: Path, *args: str) -> str:
@@ -46,10 +48,12 @@ def _git(root: Path, *args: str) -> str:
 
 
 def git_version(root: Path) -> dict[str, Any]:
-    """The commit of the checkout at ``root`` and whether a tracked file other than an output differs from it."""
+    """The commit of the checkout at ``root`` and whether a tracked file other than an output differs from it
+    (or an untracked file lies in a source folder)."""
     commit = _git(root, "rev-parse", "HEAD")
     outputs = [f":(exclude){p}" for p in OUTPUT_PATHS]
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs)) if commit else None
+    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs)
+                 or _git(root, "status", "--porcelain", "--untracked-files=all", "--", *SOURCE_FOLDERS)) if commit else None
     return {"commit": commit or "unknown", "dirty": dirty}
 
 

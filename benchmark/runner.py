@@ -102,12 +102,24 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     shared with other cells is checked against its fingerprint (:meth:`RunEnv.verify`): a change makes the
     cell ``invalid`` and the changed objects are rebuilt for the next cell."""
     from benchmark.plugins import catalogue, resolved_config
-    from benchmark.provenance import dependencies, recorded_hash, recorded_hashes, relative
+    from benchmark.provenance import changed_during, dependencies, recorded_hash, recorded_hashes, relative, snapshot
     from benchmark.results import code_version, device_info, package_versions
     from benchmark.utils import seed_everything
-    from benchmark.workers import PluginError, PluginTimeout
+    from benchmark.workers import PluginError, PluginTimeout, sandboxed
 
     runners = load_tracks()  # imported once per process (Python caches modules)
+    sources: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    plugins, plugin_sources = catalogue(), []
+    for kind, entry in (("attack", cell.attack), ("defense", cell.defense)):
+        if entry.id in plugins.of(kind):
+            info = plugins.get(kind, entry.id)
+            sources[kind] = {"module": info.module, "sha256": recorded_hash(relative(info.source))}
+            plugin_sources.append(info.source)
+            configs[f"{kind}_config"] = resolved_config(kind, entry.id, entry.settings).config
+    files = dependencies(cell.track, plugin_sources)
+    sources["files"] = recorded_hashes(files)
+    before = snapshot(files)
     start = time.perf_counter()
     seed_everything(int(cell.spec["seed"]))
     spec_before = config_hash(cell.spec, 64)
@@ -125,21 +137,16 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     if changed:
         status, metrics = "invalid", {}
         message = f"shared state changed during this cell ({', '.join(changed)}); it is rebuilt for the next cell"
-    sources: dict[str, Any] = {}
-    configs: dict[str, Any] = {}
-    plugins, plugin_sources = catalogue(), []
-    for kind, entry in (("attack", cell.attack), ("defense", cell.defense)):
-        if entry.id in plugins.of(kind):
-            info = plugins.get(kind, entry.id)
-            sources[kind] = {"module": info.module, "sha256": recorded_hash(relative(info.source))}
-            plugin_sources.append(info.source)
-            configs[f"{kind}_config"] = resolved_config(kind, entry.id, entry.settings).config
-    sources["files"] = recorded_hashes(dependencies(cell.track, plugin_sources))
+    edited = changed_during(before)
+    if edited:
+        status, metrics = "invalid", {}
+        message = f"source files changed during this cell or since this process imported them: {', '.join(edited)}"
     return {
         "cell_id": cell.id, "suite": cell.spec["suite"], "tier": cell.spec["tier"], "track": cell.track,
         "status": status, "message": message, "cell": cell.spec, "metrics": metrics, "details": details,
         "provenance": {"code": code_version(), "packages": package_versions(), "device": device_info(env.device),
-                       "sources": sources, **configs, "wall_seconds": round(time.perf_counter() - start, 3)},
+                       "sandbox": sandboxed(), "sources": sources, **configs,
+                       "wall_seconds": round(time.perf_counter() - start, 3)},
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from benchmark.api import TRACKS, MethodConfig, check_range, config_problems, value_problems
-from benchmark.utils import config_hash
+from benchmark.utils import cell_id, config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
 NO_ATTACK = "none"
@@ -167,13 +167,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        s = self.spec
-        parts = [self.track, s["encoder"]["method"], s["encoder"]["backbone"], s["scenario"]["name"],
-                 s["attack"]["name"], s["defense"]["name"], f"b{s['budget']:g}"]
-        if s.get("input_epsilon") is not None:
-            parts.append(f"eps{s['input_epsilon']:.4g}")
-        parts.append(f"s{s['seed']}")
-        return "__".join(parts).replace("/", "-") + "__" + config_hash(self.spec, 10)
+        return cell_id(self.track, self.spec)
 
     @property
     def attack(self) -> MethodEntry:

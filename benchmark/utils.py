@@ -27,6 +27,16 @@ def config_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
+def cell_id(track: str, spec: dict[str, Any]) -> str:
+    """A cell's id: its readable axes, then the hash of its full resolved spec (what names its record file)."""
+    parts = [track, spec["encoder"]["method"], spec["encoder"]["backbone"], spec["scenario"]["name"],
+             spec["attack"]["name"], spec["defense"]["name"], f"b{spec['budget']:g}"]
+    if spec.get("input_epsilon") is not None:
+        parts.append(f"eps{spec['input_epsilon']:.4g}")
+    parts.append(f"s{spec['seed']}")
+    return "__".join(parts).replace("/", "-") + "__" + config_hash(spec, 10)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA). kornia draws from torch's global generator."""
     import numpy as np

@@ -19,8 +19,10 @@ child that dies without answering is a :class:`PluginError` too. A Ctrl-C of the
 scoring process, which kills the child and stops the run (no record is written for the interrupted cell).
 The child ignores SIGINT, so only the user's interrupt of the scoring process stops the run.
 
-What this is not: an operating-system sandbox. The child can still open files by name; a submission that
-deliberately reads the test set from disk is caught by review and by ``verify`` re-computation, not here.
+The pristine server can itself run in an operating-system sandbox (:mod:`benchmark.sandbox`,
+:func:`configure_sandbox`): then no plugin call can read or write the disk outside its scratch directory,
+see the scoring process, or leave a process behind (every process a call started is killed when it
+returns). Without it, a plugin can still open files by name, which review and ``verify`` must catch.
 """
 
 from __future__ import annotations
@@ -28,18 +30,24 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmark.sandbox import SandboxSpec, fresh_scratch, kill_strays, launcher_directory, resolve_mode
+
 PRELOAD = ("torch", "numpy", "kornia", "timm", "opacus", "benchmark.api", "benchmark.pretrain", "benchmark.probe",
            "benchmark.tracks.common", "benchmark.plugin_host")
 """Modules the pristine server imports once (engine and libraries only; never a plugin module)."""
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a plugin may name a cache kind: no path separators, no dots."""
 
 
 class PluginError(Exception):
@@ -70,17 +78,65 @@ def decode(data: bytes) -> Any:
 # --------------------------------------------------------------------------------------------- the pool
 _CONTEXT: Any = None
 _LOCK = threading.Lock()
+_SANDBOX: SandboxSpec | None = None
+_SANDBOXED_SERVER: int | None = None  # the pid of the (bwrap) server process started in the sandbox
+
+
+def configure_sandbox(mode: str, hidden: Iterable[str | Path] = ()) -> bool:
+    """Run plugin calls in the sandbox (``mode`` auto / required / off, :func:`benchmark.sandbox.resolve_mode`)
+    with ``hidden`` directories out of sight; returns whether calls are sandboxed. A server already
+    running under other settings is stopped (the next call starts the right one)."""
+    global _SANDBOX
+    spec = SandboxSpec(hidden=tuple(str(Path(p).resolve()) for p in hidden)) if resolve_mode(mode) else None
+    with _LOCK:
+        if spec != _SANDBOX:
+            _stop_server()
+            _SANDBOX = spec
+    return spec is not None
+
+
+def sandboxed() -> bool:
+    """Whether this process's plugin calls run in the sandbox (recorded as ``provenance.sandbox``)."""
+    return _SANDBOX is not None
+
+
+def _stop_server() -> None:
+    global _SANDBOXED_SERVER
+    from multiprocessing import forkserver
+
+    if forkserver._forkserver._forkserver_pid is not None:
+        forkserver._forkserver._stop()
+    _SANDBOXED_SERVER = None
 
 
 def _context() -> Any:
-    """The forkserver context with the engine preloaded (started on first use, once per process)."""
-    global _CONTEXT
+    """The forkserver context with the engine preloaded (started on first use, once per process; in the
+    sandbox when one is configured)."""
+    global _CONTEXT, _SANDBOXED_SERVER
+    from multiprocessing import forkserver, resource_tracker, spawn
+
     with _LOCK:
         if _CONTEXT is None:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(list(PRELOAD))
             _CONTEXT = ctx
+        if _SANDBOX is not None and (_SANDBOXED_SERVER is None or _SANDBOXED_SERVER != _server_pid()):
+            _stop_server()
+            resource_tracker.ensure_running()  # outside the sandbox, with the plain interpreter
+            interpreter = spawn.get_executable()
+            spawn.set_executable(str(_SANDBOX.launcher(launcher_directory())))
+            try:
+                forkserver.ensure_running()
+            finally:
+                spawn.set_executable(interpreter)
+            _SANDBOXED_SERVER = _server_pid()
         return _CONTEXT
+
+
+def _server_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return forkserver._forkserver._forkserver_pid
 
 
 @dataclass
@@ -90,6 +146,7 @@ class CallStats:
     calls: int = 0
     seconds: float = 0.0
     plugin_seconds: float = 0.0
+    last_seconds: float = 0.0  # the wall time of the latest call, measured here (never reported by a plugin)
 
     @property
     def overhead_seconds(self) -> float:
@@ -122,22 +179,35 @@ def call_plugin(function: str, request: Mapping[str, Any], *, timeout: float | N
     its decoded answer. Raises :class:`PluginTimeout` or :class:`PluginError`."""
     start = time.perf_counter()
     ctx = _context()
+    server = _SANDBOXED_SERVER
     parent, child = ctx.Pipe(duplex=True)
-    process = ctx.Process(target=_child_entry, args=(child, function, encode(dict(request))), daemon=True)
+    process = ctx.Process(target=_child_entry, args=(child, function, encode(dict(request)), server is not None),
+                          daemon=True)
     process.start()
     child.close()
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
+        if server is not None and _server_pid() != server:
+            raise PluginError("the sandboxed plugin server was replaced during the call")
         answer, plugin_seconds = _serve(parent, process, bridge or Bridge(), deadline, timeout)
     finally:
-        if process.is_alive():
-            process.kill()
-        process.join()
+        _end_call(process, server)
         parent.close()
         STATS.calls += 1
-        STATS.seconds += time.perf_counter() - start
+        STATS.last_seconds = time.perf_counter() - start
+        STATS.seconds += STATS.last_seconds
     STATS.plugin_seconds += plugin_seconds
     return answer
+
+
+def _end_call(process: Any, server: int | None) -> None:
+    """Stop the call's process; in the sandbox, every process the call started too (its pid there is
+    a pid of the sandbox's namespace, so it is found through ``/proc``, never signalled by number)."""
+    if server is not None:
+        kill_strays(server)
+    elif process.is_alive():
+        process.kill()
+    process.join()
 
 
 def _serve(conn: Any, process: Any, bridge: Bridge, deadline: float | None, timeout: float | None) -> tuple[Any, float]:
@@ -176,11 +246,13 @@ def _serve(conn: Any, process: Any, bridge: Bridge, deadline: float | None, time
             raise PluginError(f"the plugin process sent an unknown message {op!r}")
 
 
-def _child_entry(conn: Any, function: str, request: bytes) -> None:  # runs in the child
+def _child_entry(conn: Any, function: str, request: bytes, sandboxed: bool) -> None:  # runs in the child
     from tqdm import tqdm
 
     from benchmark.plugin_host import serve_call
 
+    if sandboxed:
+        fresh_scratch()
     # tqdm's default lock is a multiprocessing RLock: a named semaphore that the ``os._exit`` below would
     # leave to the resource tracker (a "leaked semaphore" warning per call at shutdown). The child is one
     # process, so a thread lock is all its progress bars need.
@@ -199,14 +271,15 @@ class CacheBridge(Bridge):
         self.cache, self.namespace, self.scope, self.checkpoint_key = cache, namespace, dict(scope), checkpoint_key
 
     def _kind(self, kind: str) -> str:
+        if not PLAIN_NAME.fullmatch(kind):
+            raise PluginError(f"cache kind {kind[:80]!r} is not a plain name (letters, digits, '-', '_'; at most 64)")
         return f"{self.namespace}-{kind}"
 
     def _config(self, config: Any) -> dict[str, Any]:
         return {"scope": self.scope, "config": config}
 
     def get(self, kind: str, config: Any) -> dict[str, torch.Tensor] | None:
-        kind = self._kind(kind)
-        return self.cache.load(kind, self._config(config)) if self.cache.has(kind, self._config(config)) else None
+        return self.cache.get(self._kind(kind), self._config(config))
 
     def put(self, kind: str, config: Any, tensors: dict[str, torch.Tensor]) -> None:
         self.cache.save(self._kind(kind), self._config(config), tensors)

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from leaderboard.schema import record_problems
+from leaderboard.schema import location_problems, record_problems
 
 TIER_ORDER = ("full", "cpu", "smoke", "custom")
 TIER_NOTES = {
@@ -62,6 +62,7 @@ def load_records(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
             problems.append(f"{path}: unreadable ({exc})")
             continue
         bad = record_problems(record)
+        bad = bad or location_problems(record, path)
         if bad:
             problems.append(f"{path}: {'; '.join(bad)}")
         else:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -51,4 +52,25 @@ def record_problems(record: Any) -> list[str]:
     for key in ("encoder", "scenario", "attack", "defense", "budget", "seed"):
         if key not in record["cell"]:
             problems.append(f"cell.{key}: missing")
+    return problems
+
+
+def location_problems(record: dict[str, Any], path: Path) -> list[str]:
+    """Whether a valid record sits where its content says: ``<suite>/<cell_id>.json``, and its ``cell_id`` is
+    the id of the cell spec it holds (a record copied to another cell's file, or edited, fails here)."""
+    from benchmark.utils import cell_id
+
+    problems = []
+    if path.name != f"{record['cell_id']}.json":
+        problems.append(f"file name {path.name} is not its cell_id {record['cell_id']}.json")
+    if path.parent.name != record["suite"]:
+        problems.append(f"it lies in folder {path.parent.name}/, not in its suite's folder {record['suite']}/")
+    try:
+        expected = cell_id(record["track"], record["cell"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return problems + [f"its cell spec does not give a cell id ({exc})"]
+    if record["cell_id"] != expected:
+        problems.append(f"its cell_id is not the id of its cell spec ({expected})")
+    if record["cell"].get("suite") not in (None, record["suite"]) or record["cell"].get("tier") not in (None, record["tier"]):
+        problems.append("its suite or tier differs from its cell spec's")
     return problems

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 os.environ.setdefault("POISONBENCH_PROGRESS", "0")
+os.environ.setdefault("POISONBENCH_SANDBOX", "off")  # tests/test_sandbox.py turns it on where it is tested
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 TINY_SUITE = {
@@ -53,3 +54,13 @@ def write_suite(tmp_path: Path):
 # their call records is fixed before the first plugin process starts (they inherit the environment).
 os.environ.setdefault("POISONBENCH_PLUGINS", "tests.plugins.hooks,tests.plugins.hostile")
 os.environ.setdefault("POISONBENCH_TEST_CALLS", __import__("tempfile").mkdtemp(prefix="poisonbench-calls-"))
+
+
+@pytest.fixture(autouse=True)
+def _no_sandbox_after_test():
+    """A test that sandboxes plugin calls leaves the next test the plain plugin server."""
+    yield
+    from benchmark.workers import configure_sandbox, sandboxed
+
+    if sandboxed():
+        configure_sandbox("off")

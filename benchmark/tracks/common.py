@@ -100,12 +100,15 @@ def plugin_call(env: RunEnv, function: str, kind: str, entry: Any, request: Mapp
     """Run ``function`` of :mod:`benchmark.plugin_host` for the attack or defense ``entry`` in its own plugin
     process (:mod:`benchmark.workers`), with ``request`` (plain data: what the threat model grants)."""
     from benchmark.plugins import catalogue
-    from benchmark.workers import call_plugin
+    from benchmark.workers import STATS, call_plugin
 
     info = catalogue().get(kind, entry.id)
     full = {"module": info.module, "kind": kind, "id": entry.id, "settings": dict(entry.settings),
             "device": str(env.device), "rng_seed": int(rng_seed), "threads": torch.get_num_threads(), **request}
-    return call_plugin(function, full, timeout=env.plugin_seconds, bridge=bridge)
+    answer = call_plugin(function, full, timeout=env.plugin_seconds, bridge=bridge)
+    if isinstance(answer, dict) and "seconds" in answer:  # a call's time is measured here, never reported by it
+        answer["seconds"] = STATS.last_seconds
+    return answer
 
 
 def extractor_spec(encoder: Mapping[str, Any], extractor: FeatureExtractor, in_chans: int) -> dict[str, Any]:
