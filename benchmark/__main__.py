@@ -14,6 +14,7 @@ Heavy modules (torch) are imported only by the commands that compute, so ``leade
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -83,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write plots/screenshot-index.png of the page (headless Chromium)")
     board.add_argument("--check", action="store_true",
                        help="exit 1 if README.md, the page or a figure differs from what the results give, or a result is stale")
+    board.add_argument("--base", default=None, metavar="REF",
+                       help="with --check: also re-compute the records added or modified since REF (e.g. main), "
+                            "within --verify-seconds, and fail on any that does not reproduce")
+    board.add_argument("--verify-seconds", type=float, default=None, metavar="S",
+                       help="with --base: the recorded compute time to re-compute (default 300; a seeded sample beyond it)")
+    board.add_argument("--sandbox", choices=("auto", "required", "off"), default=os.environ.get("POISONBENCH_SANDBOX", "auto"),
+                       help="with --base: the sandbox of the re-computation (as for run)")
     examples = sub.add_parser("examples", help="a figure of clean vs poisoned images per attack of a suite (runs the attacks)")
     examples.add_argument("--suite", default="smoke", help="built-in suite name or a YAML path (default: smoke)")
     examples.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -100,7 +108,8 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
     from benchmark.suite import load_suite
 
     if args.plugins:
-        os.environ[EXTRA_PLUGINS_ENV] = ",".join(filter(None, [os.environ.get(EXTRA_PLUGINS_ENV, ""), args.plugins]))
+        modules = [m for m in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") + args.plugins.split(",") if m.strip()]
+        os.environ[EXTRA_PLUGINS_ENV] = ",".join(dict.fromkeys(m.strip() for m in modules))
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -325,7 +334,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboard.render import render_leaderboard, stale_report
+    from leaderboard.render import pending_counts, render_leaderboard, stale_report
     from leaderboard.site import render_site
 
     plots_dir = args.output.parent / "plots"
@@ -345,13 +354,42 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for path in outdated:
         print(f"{path} is out of date: run `python -m benchmark leaderboard` (figures: `python -m benchmark plot`)",
               file=sys.stderr)
-    stale = stale_report(args.results_dir)
+    committed = args.results_dir.resolve() == DEFAULT_RESULTS.resolve()
+    stale = stale_report(args.results_dir, committed=committed)
     if stale:
         print(stale, file=sys.stderr)
-    if outdated or problems or stale:
+    for suite, waiting in (pending_counts(args.results_dir) if committed else {}).items():
+        print(f"suite {suite}: {waiting} record(s) await the recompute named in leaderboard/recompute.yaml", file=sys.stderr)
+    differ = _verify_changed(args) if args.base else 0
+    if outdated or problems or stale or differ:
         return 1
     print(f"{args.output}, {args.site} and the figures are up to date, and every result matches the code in this tree")
     return 0
+
+
+def _verify_changed(args: argparse.Namespace) -> int:
+    """Re-compute the records changed since ``args.base`` (within the time budget); how many differ."""
+    from benchmark.verify import VERIFY_SECONDS, changed_records, choose_within, comparison_table, failed, verify_records
+
+    paths = changed_records(args.results_dir, args.base)
+    records = [json.loads(p.read_text()) for p in paths]
+    records = [r for r in records if isinstance(r, dict) and r.get("status") == "ok"]
+    if not records:
+        print(f"no result changed since {args.base}: nothing to re-compute")
+        return 0
+    budget = VERIFY_SECONDS if args.verify_seconds is None else args.verify_seconds
+    chosen = choose_within(records, budget)
+    print(f"re-computing {len(chosen)} of the {len(records)} result(s) changed since {args.base} "
+          f"(recorded compute {budget:g} s at most)")
+    from benchmark.data import default_data_root, embedded_data_dirs
+    from benchmark.workers import configure_sandbox
+
+    configure_sandbox(args.sandbox, [args.results_dir, DEFAULT_CACHE, default_data_root(), *embedded_data_dirs()])
+    rows = verify_records(chosen, device="cpu")
+    bad = failed(rows)
+    print(comparison_table(rows))
+    print(f"{len(rows) - len(bad)} of {len(rows)} re-computed results reproduce; {len(bad)} differ", file=sys.stderr if bad else sys.stdout)
+    return len(bad)
 
 
 def write_board(results_dir: Path, readme: Path, site: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import subprocess
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -182,3 +183,44 @@ def sandboxed(record: Mapping[str, Any]) -> bool:
     """Whether the record says its plugin calls ran in the sandbox (``run --sandbox``)."""
     provenance = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
     return provenance.get("sandbox") is True
+
+
+# --------------------------------------------------------------------------------------------- recomputes
+RECOMPUTE_FILE = "recompute.yaml"
+"""Beside the results directory: an engine change whose recompute of a tier takes longer than one sitting."""
+
+
+def pending_recompute(results_dir: str | Path) -> dict[str, Any] | None:
+    """The recompute in progress for the records under ``results_dir`` (``reason``, ``before``: the last
+    commit whose code the not-yet-recomputed records describe, ``suites``), or None. Malformed: ValueError."""
+    import yaml
+
+    path = Path(results_dir).parent / RECOMPUTE_FILE
+    if not path.exists():
+        return None
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict) or not all(isinstance(spec.get(k), str) and spec.get(k) for k in ("reason", "before")) \
+            or not isinstance(spec.get("suites"), list) or not spec["suites"]:
+        raise ValueError(f"{path}: expected reason: str, before: commit, suites: [suite, ...]")
+    if _git_hash_at(spec["before"], "benchmark/api.py") is None:
+        raise ValueError(f"{path}: before: {spec['before']!r} is not a commit of this repository")
+    return spec
+
+
+def fresh_at(record: Mapping[str, Any], commit: str) -> bool:
+    """Whether ``record`` described the code of ``commit``: every source file it hashed had that content
+    then, and it was computed from a clean tree."""
+    provenance = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
+    files = (provenance.get("sources") or {}).get("files") if isinstance(provenance.get("sources"), Mapping) else None
+    if not isinstance(files, Mapping) or not files or (provenance.get("code") or {}).get("dirty") is not False:
+        return False
+    return all(_git_hash_at(commit, path) == digest for path, digest in files.items())
+
+
+@lru_cache(maxsize=4096)
+def _git_hash_at(commit: str, path: str) -> str | None:
+    try:
+        data = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return hashlib.sha256(data).hexdigest()[:16]

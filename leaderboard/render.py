@@ -223,10 +223,13 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
         return "\n".join(lines), problems
     df = _rows(records)
     body: list[str] = []
+    waiting = pending_counts(results_dir)
     for tier in [t for t in TIER_ORDER if t in set(df["tier"])]:
         for suite in sorted(set(df[df["tier"] == tier]["suite"])):
             sdf = df[(df["tier"] == tier) & (df["suite"] == suite)]
             body += [f"## Tier `{tier}`: suite `{suite}`", "", f"*{TIER_NOTES[tier]}.*", ""]
+            if waiting.get(suite):
+                body += [_pending_note(results_dir, suite, waiting[suite], len(sdf)), ""]
             for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
                 section = _track_section(sdf[sdf["track"] == track], track)
                 if tier in SMALL_SCALE_NOTES.get(track, {}):  # right under the track's heading
@@ -340,6 +343,16 @@ def _pooled_cell(df: pd.DataFrame, col: str) -> str:
     return f"{mean:.1f}" + ("" if math.isnan(spread) else f" ± {spread:.1f}")
 
 
+def _pending_note(results_dir: Path, suite: str, waiting: int, total: int) -> str:
+    from benchmark.provenance import pending_recompute
+
+    pending = pending_recompute(results_dir) or {}
+    return (f"> **Recompute in progress:** {waiting} of this suite's {total} records were computed with the code of "
+            f"commit `{pending['before'][:10]}` and await the recompute for: {pending['reason']} "
+            f"(`python -m benchmark run --suite {suite} --stale --sandbox required`). The rest are recomputed; "
+            "both describe the same protocol, on possibly different CPUs.")
+
+
 def write_leaderboard(results_dir: Path, output: Path) -> Path:
     text, problems = render_leaderboard(results_dir)
     for p in problems:
@@ -349,29 +362,64 @@ def write_leaderboard(results_dir: Path, output: Path) -> Path:
     return output
 
 
-def stale_report(results_dir: Path) -> str:
-    """Every committed record that no longer describes the code in this tree, grouped by suite with the
-    files that changed and the command that recomputes exactly those cells; empty when all are current."""
-    from benchmark.provenance import staleness
+def stale_report(results_dir: Path, *, committed: bool = False) -> str:
+    """Every record that no longer describes the code in this tree, grouped by suite with the files that
+    changed and the command that recomputes exactly those cells; empty when all are current.
 
+    ``committed`` (the board's own results): a record computed without the sandbox is stale too, and a
+    recompute in progress (:func:`benchmark.provenance.pending_recompute`) excuses the records of its
+    suites that still describe its ``before`` commit, and nothing else (:func:`pending_counts` counts them)."""
+    from benchmark.provenance import pending_recompute, sandboxed, staleness
+
+    pending = pending_recompute(results_dir) if committed else None
     by_suite: dict[str, list[tuple[str, list[str]]]] = {}
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # reported by the schema check
-        if isinstance(record, dict) and record_problems(record) == []:
-            reasons = staleness(record)
-            if reasons:
-                by_suite.setdefault(record["suite"], []).append((record["cell_id"], reasons))
+    for record in _valid_records(results_dir):
+        reasons = staleness(record) + ([] if not committed or sandboxed(record) else ["its plugin calls ran without the sandbox"])
+        if reasons and not _excused(record, pending):
+            by_suite.setdefault(record["suite"], []).append((record["cell_id"], reasons))
     lines = []
     for suite, stale in sorted(by_suite.items()):
         causes = sorted({r for _, reasons in stale for r in reasons})
         lines.append(f"{len(stale)} result(s) of suite {suite} no longer match the code: {'; '.join(causes[:12])}"
                      + (f" (+{len(causes) - 12} more)" if len(causes) > 12 else ""))
         lines += [f"  stale: {cell_id}" for cell_id, _ in stale[:20]] + ([f"  … and {len(stale) - 20} more"] if len(stale) > 20 else [])
-        lines.append(f"  recompute exactly these: python -m benchmark run --suite {suite} --stale, then python -m benchmark leaderboard")
+        lines.append(f"  recompute exactly these: python -m benchmark run --suite {suite} --stale --sandbox required, "
+                     "then python -m benchmark leaderboard")
+    if pending is not None and not any(pending_counts(results_dir).values()):
+        lines.append(f"{Path(results_dir).parent / 'recompute.yaml'} names a recompute that is finished: remove it")
     return "\n".join(lines)
+
+
+def _valid_records(results_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # reported by the schema check
+        if isinstance(record, dict) and record_problems(record) == []:
+            records.append(record)
+    return records
+
+
+def _excused(record: dict[str, Any], pending: dict[str, Any] | None) -> bool:
+    from benchmark.provenance import fresh_at
+
+    return pending is not None and record["suite"] in pending["suites"] and fresh_at(record, pending["before"])
+
+
+def pending_counts(results_dir: Path) -> dict[str, int]:
+    """Per suite of a recompute in progress: how many records still await it (computed before it)."""
+    from benchmark.provenance import pending_recompute, sandboxed, staleness
+
+    pending = pending_recompute(results_dir)
+    if pending is None:
+        return {}
+    counts = {suite: 0 for suite in pending["suites"]}
+    for record in _valid_records(results_dir):
+        if record["suite"] in counts and (staleness(record) or not sandboxed(record)) and _excused(record, pending):
+            counts[record["suite"]] += 1
+    return counts
 
 
 # ------------------------------------------------------------------------------------------ headlines
