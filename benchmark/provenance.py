@@ -214,6 +214,9 @@ def fresh_at(record: Mapping[str, Any], commit: str) -> bool:
     files = (provenance.get("sources") or {}).get("files") if isinstance(provenance.get("sources"), Mapping) else None
     if not isinstance(files, Mapping) or not files or (provenance.get("code") or {}).get("dirty") is not False:
         return False
+    on_path = _plugin_paths(provenance)  # as in staleness: a package module its plugins do not import is off its path
+    if on_path is not None:
+        files = {p: d for p, d in files.items() if not _is_package_module(p) or p in on_path}
     return all(_git_hash_at(commit, path) == digest for path, digest in files.items())
 
 
