@@ -655,9 +655,9 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 headers = ["attack", "mean ± spread", "won"] + (TARGETED_PULL_HEADERS if track == "pretrain-targeted" else []) + ["diagnostics"]
                 blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
                            ("table", (headers, attacks))]
-                bound = upper_bound_note(tdf) if track == "downstream" else ""
-                if bound:
-                    blocks.append(("p", bound))
+                for note in ([upper_bound_note(tdf), unattained_note(tdf)] if track == "downstream" else []):
+                    if note:
+                        blocks.append(("p", note))
                 paper = published_headline(track, set(tdf["attack"]))
                 if paper:
                     blocks.append(("p", paper))
@@ -673,6 +673,40 @@ UPPER_BOUND_WHY = (
     "target that gradient canceling attains there, which lies close to the clean head (its ε_w and residual are "
     "in its diagnostics); it bounds the attacks that aim at the same target (GC, the FT inversions), not one "
     "that changes labels or degrades the head without a target (TGDA maximises the validation loss directly)")
+
+
+def unattained_note(df: pd.DataFrame) -> str:
+    """The model-targeted cells (no defense) whose GradPC target was not attained (the cell's GC residual
+    stayed above its ``attained_ratio`` of the start), per attack, with the reason their diagnostics give:
+    the ε_w sweep attained the target in feature space but gradient canceling could not reach it from
+    inputs through the encoder (the ℓ∞ ball, the pixel range), or not even the sweep's weakest target was
+    attained in feature space."""
+    if "d:target_attained" not in df:
+        return ""
+    cells = df[(df["defense"] == "none") & (df["d:target_attained"] == 0)]
+    parts = []
+    for attack, g in sorted(cells.groupby("attack"), key=lambda item: -len(item[1])):
+        total = int(((df["attack"] == attack) & (df["defense"] == "none") & df["d:target_attained"].notna()).sum())
+        swept = g["d:sweep_attained"] if "d:sweep_attained" in g else pd.Series(math.nan, index=g.index)
+        reasons = []
+        inputs = g[swept == 1]
+        if len(inputs):
+            route = "its feature-space GC run" if (g["space"] == "feature").all() else "GC from inputs through the encoder"
+            reasons.append(f"{len(inputs)} attained in feature space on the attacker's ε_w sweep (residual ratio "
+                           f"{inputs['d:sweep_residual_ratio'].median():.2f}) but not by {route} "
+                           f"(ratio {inputs['d:gc_residual_ratio'].median():.2f})")
+        weakest = g[swept == 0]
+        if len(weakest):
+            reasons.append(f"{len(weakest)} with no target on the sweep attained even in feature space "
+                           f"(ratio {weakest['d:gc_residual_ratio'].median():.2f})")
+        other = g[swept.isna()]
+        if len(other):
+            reasons.append(f"{len(other)} where GC stopped above the threshold (ratio {other['d:gc_residual_ratio'].median():.2f})")
+        parts.append(f"`{attack}` {len(g)} of {total} ({'; '.join(reasons)})")
+    if not parts:
+        return ""
+    return ("Cells whose GradPC target was not attained (GC residual end/start above its threshold, 0.2), and "
+            "why (medians): " + "; ".join(parts) + ". Their drops measure the attack short of its target.")
 
 
 def upper_bound_note(df: pd.DataFrame) -> str:
