@@ -18,11 +18,11 @@ def _some_results(tmp_path: Path) -> Path:
     """A slice of the committed smoke results: two attacks downstream (with their defenses) and the
     pre-training availability track."""
     out = tmp_path / "results"
-    out.mkdir()
+    (out / "smoke").mkdir(parents=True)  # where records lie: <results>/<suite>/<cell_id>.json
     for path in SMOKE.glob("*.json"):
         track, _method, _backbone, _scenario, attack, *_ = path.name.split("__")
         if track == "pretrain-availability" or (track == "downstream" and attack in ("none", "label_flip")):
-            shutil.copy(path, out / path.name)
+            shutil.copy(path, out / "smoke" / path.name)
     return out
 
 
@@ -58,9 +58,9 @@ def test_the_examples_figure_shows_every_input_space_attack(tmp_path: Path) -> N
 def _targeted_results(tmp_path: Path) -> Path:
     """The committed smoke results of the pre-training targeted track."""
     out = tmp_path / "results"
-    out.mkdir()
+    (out / "smoke").mkdir(parents=True)
     for path in SMOKE.glob("pretrain-targeted__*.json"):
-        shutil.copy(path, out / path.name)
+        shutil.copy(path, out / "smoke" / path.name)
     return out
 
 
@@ -76,7 +76,7 @@ def test_targeted_margins_are_shown_in_logits_beside_the_probability_gain(tmp_pa
     text, problems = render_leaderboard(out)
     assert not problems
     assert "margin gain (logits)" in text and "targets pulled (%)" in text
-    margins = [json.loads(p.read_text())["metrics"].get("target_margin_gain") for p in out.glob("*poisoned_encoder__none__*")]
+    margins = [json.loads(p.read_text())["metrics"].get("target_margin_gain") for p in (out / "smoke").glob("*poisoned_encoder__none__*")]
     assert margins and all(m is not None for m in margins)
     mean = sum(margins) / len(margins)
     assert f"{mean:.1f}" in text  # one seed per column: the mean of the column means is the plain mean
