@@ -76,15 +76,19 @@ def failed(rows: list[Comparison]) -> list[Comparison]:
     return [r for r in rows if r.status == "differs"]
 
 
-def compare_dirs(new_dir: Path, committed_dir: Path, suite_name: str, cell_ids: list[str], tolerance: float) -> list[Comparison]:
-    """The records of ``cell_ids`` in ``new_dir`` against those in ``committed_dir`` (same suite)."""
+def compare_dirs(new_dir: Path, committed_dir: Path, suite_name: str, cell_ids: list[str], tolerance: float | None,
+                 device: Any = "cpu") -> list[Comparison]:
+    """The records of ``cell_ids`` in ``new_dir`` against those in ``committed_dir`` (same suite); with
+    ``tolerance`` None, each committed record's own (:func:`tolerance_for` on ``device``)."""
     from benchmark.results import read_record, result_path
 
     rows = []
     for cell_id in cell_ids:
         new = read_record(result_path(new_dir, suite_name, cell_id))
         if new is not None:
-            rows.append(compare_records(new, read_record(result_path(committed_dir, suite_name, cell_id)), tolerance))
+            committed = read_record(result_path(committed_dir, suite_name, cell_id))
+            tol = tolerance if tolerance is not None or committed is None else tolerance_for(committed, device)
+            rows.append(compare_records(new, committed, tol or 0.0))
     return rows
 
 
@@ -110,13 +114,14 @@ def verify_suite(suite: Any, *, committed_dir: Path, sample: int | None, seed: i
     if sample is not None and sample < len(cells):
         cells = sorted(random.Random(seed).sample(cells, sample), key=lambda c: cells.index(c))
     resolved = resolve_device(device)
-    tolerance = (0.0 if resolved.type == "cpu" else GPU_TOLERANCE) if tolerance is None else tolerance
-    rows = []
+    rows, largest = [], 0.0
     with tempfile.TemporaryDirectory(prefix="poisonbench-verify-") as scratch:
         env = RunEnv(cache=ArtifactCache(Path(scratch)), device=resolved, plugin_seconds=suite.plugin_seconds)
         for cell in progress(cells, desc=f"verify {suite.name}", total=len(cells), leave=True):
-            rows.append(compare_records(run_cell(cell, env), committed[cell.id], tolerance))
-    return rows, tolerance
+            tol = tolerance if tolerance is not None else tolerance_for(committed[cell.id], resolved)
+            largest = max(largest, tol)
+            rows.append(compare_records(run_cell(cell, env), committed[cell.id], tol))
+    return rows, largest
 
 
 # --------------------------------------------------------------------------------------------- changed records

@@ -95,3 +95,23 @@ def test_a_forged_record_fails_its_recomputation_and_an_honest_one_passes(tmp_pa
     cheap, dear = {"provenance": {"wall_seconds": 1.0}}, {"provenance": {"wall_seconds": 100.0}}
     assert choose_within([cheap, dear], 200.0) == [cheap, dear]
     assert len(choose_within([cheap, dear, dear], 150.0)) < 3
+
+
+def test_run_compare_is_exact_on_the_same_cpu_and_tolerant_across_cpus(tmp_path: Path) -> None:
+    """``make run`` compares a newcomer's numbers with the committed ones: on another CPU model they differ
+    by float rounding (amplified by SSL pre-training), which is not a failure; a forged-size gap is."""
+    from benchmark.results import device_info
+    from benchmark.verify import CROSS_CPU_TOLERANCE, compare_dirs
+
+    record = _template()
+    record["provenance"]["device"] = device_info("cpu")
+    _write(tmp_path / "new", record)
+    for name, isa, shift, expected in (("same", None, 0.01, "differs"), ("other", ["sse4_2"], 0.01, "within tolerance"),
+                                       ("forged", ["sse4_2"], CROSS_CPU_TOLERANCE + 0.1, "differs")):
+        committed = copy.deepcopy(record)
+        committed["metrics"]["accuracy_drop"] += shift
+        if isa is not None:
+            committed["provenance"]["device"]["cpu_isa"] = isa
+        _write(tmp_path / name, committed)
+        [row] = compare_dirs(tmp_path / "new", tmp_path / name, record["suite"], [record["cell_id"]], None)
+        assert row.status == expected, name
