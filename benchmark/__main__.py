@@ -25,18 +25,38 @@ DEFAULT_RESULTS = Path("leaderboard/results")
 DEFAULT_CACHE = Path(os.environ.get("POISONBENCH_CACHE", ".poisonbench-cache"))
 
 
+EPILOGS = {
+    "run": "By default the records go to leaderboard/results/ (the committed ones: finished cells are kept, --stale "
+           "recomputes those the code no longer matches) and the committed board is re-rendered; use --results-dir "
+           "and --board for a scratch run.\nexamples:\n  python -m benchmark run                      # the smoke suite\n"
+           "  python -m benchmark run --suite cpu --only attack=gc --sandbox required\n"
+           "  python -m benchmark run --results-dir /tmp/r --board /tmp/r/README.md --compare leaderboard/results",
+    "plan": "examples:\n  python -m benchmark plan --suite cpu\n  python -m benchmark plan --suite smoke --cells --only attack=gc\n"
+            "  python -m benchmark plan --suite full --estimate --gpus 1,8",
+    "verify": "examples:\n  python -m benchmark verify --suite smoke --sample 20\n"
+              "  python -m benchmark verify --suite smoke --only attack=my_attack",
+    "leaderboard": "examples:\n  python -m benchmark leaderboard            # README.md and index.html from the records\n"
+                   "  python -m benchmark leaderboard --check --base main",
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written, and every option's default shown."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="PoisonBench: poisoning attacks and defenses on SSL encoders")
     sub = parser.add_subparsers(dest="command", required=True)
+    formatter = HelpFormatter
     for name, help_ in (("run", "compute every unfinished cell of a suite"), ("plan", "list a suite's cells without computing"),
                         ("verify", "re-compute a sample of committed cells from an empty cache and compare every metric")):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--suite", default="smoke", help="built-in suite name or a YAML path (default: smoke)")
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOGS[name], formatter_class=formatter)
+        p.add_argument("--suite", default="smoke", help="built-in suite name or a YAML path")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="dotted override, value parsed as YAML (repeatable), e.g. --set seeds=[0]")
         p.add_argument("--data-root", default=None, help="where torchvision data sets live (sets data.root)")
-        p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
-        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+        p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where records are read and written (the committed ones by default)")
+        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="the artifact cache (encoders, features, poisons; \$POISONBENCH_CACHE)")
         p.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]",
                        help="extra plugin modules to load beside attacks/ and defenses/ (an out-of-tree submission)")
     for name in ("run", "verify"):
@@ -49,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                                        help="only the cells matching (repeatable): attack=ID, defense=ID, track=, scenario=, method=, seed=")
     plan = sub.choices["plan"]
+    plan.add_argument("--cells", action="store_true", help="list every cell (by shared encoder) and every skipped combination")
+    plan.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                      help="only the cells matching (repeatable; as for run)")
     plan.add_argument("--estimate", action="store_true",
                       help="device-hours per track and per kind of work, total on 1 and N devices (benchmark/estimate.py)")
     plan.add_argument("--profile", default=None, metavar="NAME",
@@ -76,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="afterwards, compare every record of this suite with the committed ones under DIR")
     lst = sub.add_parser("list", help="list registered attacks, defenses, datasets, encoders or suites")
     lst.add_argument("what", nargs="?", default="all", choices=("all", "attacks", "defenses", "datasets", "encoders", "suites"))
-    board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON")
+    board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON",
+                           description="render leaderboard/README.md and index.html from result JSON, or check them",
+                           epilog=EPILOGS["leaderboard"], formatter_class=formatter)
     board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     board.add_argument("--output", type=Path, default=Path("leaderboard/README.md"))
     board.add_argument("--site", type=Path, default=Path("leaderboard/index.html"), help="the HTML page of the same board")
@@ -118,19 +143,34 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from benchmark.runner import encoder_groups, pending_cells
+    from benchmark.runner import encoder_groups, pending_cells, select_cells
     from benchmark.suite import expand_cells
 
     suite = _load(args)
     if args.estimate:
         return _estimate(args, suite)
     cells, skipped = expand_cells(suite)
+    if args.only:
+        cells = select_cells(cells, args.only)
     todo, done = pending_cells(cells, suite, args.results_dir)
-    print(f"suite {suite.name} (tier {suite.tier}): {len(cells)} cells, {len(done)} finished, {len(todo)} to compute")
-    for track, n in sorted(Counter(c.track for c in cells).items()):
-        print(f"  {track}: {n} cells")
+    groups = encoder_groups(cells)
+    print(f"suite {suite.name} (tier {suite.tier}): {len(cells)} cells, {len(done)} finished, {len(todo)} to compute; "
+          f"{len(groups)} shared encoders")
     done_ids = {c.id for c in done}
-    for group in encoder_groups(cells):
+    for track, n in sorted(Counter(c.track for c in cells).items()):
+        of_track = [c for c in cells if c.track == track]
+        attacks = ", ".join(dict.fromkeys(c.spec["attack"]["name"] for c in of_track))
+        defenses = ", ".join(dict.fromkeys(c.spec["defense"]["name"] for c in of_track))
+        print(f"  {track}: {n} cells ({sum(c.id in done_ids for c in of_track)} finished)\n    attacks: {attacks}\n"
+              f"    defenses: {defenses}")
+    if not args.cells:
+        reasons = Counter(s.reason.split(":")[0][:90] for s in skipped)
+        if skipped:
+            print(f"skipped combinations: {len(skipped)} ({'; '.join(f'{n}× {r}' for r, n in reasons.most_common(4))}"
+                  f"{'; …' if len(reasons) > 4 else ''})")
+        print("every cell by shared encoder, and each skipped combination: --cells; device-hours: --estimate")
+        return 0
+    for group in groups:
         s = group[0].spec
         print(f"\nshared encoder {s['encoder']['method']}/{s['encoder']['backbone']} pre-trained on "
               f"{s['scenario']['pretrain']} (seed {s['seed']}, {s['encoder']['epochs']} epochs), track {group[0].track}: {len(group)} cells")
@@ -344,8 +384,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not args.check:
         print(f"leaderboard written to {write_board(args.results_dir, args.output, args.site)}")
         if args.screenshot:
+            import shutil
+
             from leaderboard.site import screenshot
 
+            if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+                print("--screenshot needs headless Chromium and its driver: apt-get install chromium chromium-driver "
+                      "(the board itself is written)", file=sys.stderr)
+                return 2
             print(f"screenshot written to {screenshot(args.site, plots_dir / 'screenshot-index.png')}")
         return 0
     text, problems = render_leaderboard(args.results_dir)

@@ -205,3 +205,16 @@ def test_defended_methods_restricts_the_defended_cells_only(tiny_suite_dict, wri
     tiny_suite_dict["tracks"][track]["defended_methods"] = ["moco"]
     with pytest.raises(SuiteError, match="defended_methods: 'moco' is not one of the suite's methods"):
         load_suite(str(write_suite(tiny_suite_dict)))
+
+
+def test_plan_summarises_by_default_and_lists_cells_on_request(capsys, tmp_path) -> None:
+    """A newcomer's `plan --suite smoke` fits a screen (issue #28: it printed 1,314 lines); --cells lists them."""
+    from benchmark.__main__ import main
+
+    assert main(["plan", "--suite", "smoke", "--results-dir", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert len(summary) <= 40 and "1248 cells" in summary[0] and "0 finished" in summary[0]
+    assert main(["plan", "--suite", "smoke", "--results-dir", str(tmp_path), "--cells", "--only", "attack=gc",
+                 "--only", "seed=0"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("[todo]")]
+    assert listed and all("__gc__" in line for line in listed)
