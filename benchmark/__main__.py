@@ -409,11 +409,34 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(stale, file=sys.stderr)
     for suite, waiting in (pending_counts(args.results_dir) if committed else {}).items():
         print(f"suite {suite}: {waiting} record(s) await the recompute named in leaderboard/recompute.yaml", file=sys.stderr)
+    missing = _missing_cells(args.results_dir) if committed else []
+    for line in missing:
+        print(line, file=sys.stderr)
     differ = _verify_changed(args) if args.base else 0
-    if outdated or problems or stale or differ:
+    if outdated or problems or stale or differ or missing:
         return 1
     print(f"{args.output}, {args.site} and the figures are up to date, and every result matches the code in this tree")
     return 0
+
+
+def _missing_cells(results_dir: Path) -> list[str]:
+    """For every built-in suite with committed records: the cells it defines that have none (a suite entry
+    added without running it), named with the command that computes them."""
+    from benchmark.suite import expand_cells, load_suite, suite_names
+
+    lines = []
+    for name in suite_names():
+        folder = Path(results_dir) / name
+        if not folder.is_dir():
+            continue
+        have = {p.stem for p in folder.glob("*.json")}
+        cells, _ = expand_cells(load_suite(name, []))
+        absent = [c.id for c in cells if c.id not in have]
+        if absent:
+            lines.append(f"suite {name}: {len(absent)} cell(s) have no record: " + ", ".join(absent[:5])
+                         + (f" … (+{len(absent) - 5})" if len(absent) > 5 else "")
+                         + f"; compute them with python -m benchmark run --suite {name} --sandbox required")
+    return lines
 
 
 def _verify_changed(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ titles say so. Titles name the tier: a smoke figure is never the published proto
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +32,26 @@ import pandas as pd  # noqa: E402
 
 from leaderboard.render import _rows, _strongest_attacks, defense_effects, load_records, pooled_by  # noqa: E402
 
+
+
+
+def method_colours(names: Iterable[str]) -> dict[str, str]:
+    """A fixed colour per attack or defense id: its slot is a hash of the id into 60 colours (tab20, tab20b,
+    tab20c), taken in hash order with the next free slot on a collision. A new method recolours no other
+    (an alphabetical assignment recoloured every one after it), unless it collides with one."""
+    import hashlib
+
+    from matplotlib import colormaps
+
+    palette = [colormaps[m](i) for m in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    slot = {n: int(hashlib.sha256(n.encode()).hexdigest(), 16) % len(palette) for n in set(names)}
+    taken: dict[int, str] = {}
+    for name in sorted(slot, key=lambda n: (slot[n], n)):
+        i = slot[name]
+        while i in taken:
+            i = (i + 1) % len(palette)
+        taken[i] = name
+    return {name: "#{:02x}{:02x}{:02x}".format(*(int(c * 255) for c in palette[i][:3])) for i, name in taken.items()}
 
 
 def _bars(ax: plt.Axes, stats: pd.DataFrame, groups: list[str], series: list[str], group_key: str, series_key: str) -> None:
@@ -65,7 +87,7 @@ def downstream_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | N
         axes[0][0].legend(fontsize=7)
         _title(fig, sub, tier, suite, "Downstream input-space attacks (feature-space upper bounds: see the board)")
         return fig
-    colour = {a: f"C{i % 10}" for i, a in enumerate(sorted(set(sub["attack"])))}
+    colour = method_colours(set(df["attack"]) | set(df["defense"]))  # one mapping for the suite's figures
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4.2), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
         stats = pooled_by(sub[sub["scenario"] == scenario], ["attack", "budget"], "accuracy_drop")
@@ -128,7 +150,7 @@ def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
             panels.append((track, strongest, effects))
     if not panels:
         return None
-    colour = {d: f"C{i}" for i, d in enumerate(sorted({e["defense"] for _, _, es in panels for e in es}))}
+    colour = method_colours(set(df["attack"]) | set(df["defense"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
     for ax, (track, attack, effects) in zip(axes[0], panels):
         for e in effects:

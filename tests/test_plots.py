@@ -139,3 +139,16 @@ def test_tgda_last_quarter_share_on_the_board_is_weighted_by_gain() -> None:
     df = pd.DataFrame({"d:tgda_objective_gain": [1.0, 0.001], "d:tgda_last_quarter_gain": [0.02, 0.001],
                        "d:tgda_last_quarter_share": [0.02, 1.0]})
     assert "last quarter's share of it 2.1%" in diagnostic_text(df)
+
+
+def test_a_method_keeps_its_colour_when_another_joins() -> None:
+    """Issue #28: plot colours followed alphabetical order, so a new attack recoloured every existing one."""
+    from leaderboard.plots import method_colours
+
+    ids = ["none", "label_flip", "random_noise", "gc", "gc_unclipped", "tgda", "ue", "ue_classwise",
+           "ft_feature_space", "ft_decoder", "ft_feature_matching", "adversarial_training", "matrix_completion",
+           "finetune", "dp_sgd"]
+    before = method_colours(ids)
+    assert len(set(before.values())) == len(ids)
+    after = method_colours(ids + ["aaa_new_attack"])
+    assert sum(after[i] != before[i] for i in ids) <= 1  # only a method it collides with can move

@@ -115,3 +115,13 @@ def test_run_compare_is_exact_on_the_same_cpu_and_tolerant_across_cpus(tmp_path:
         _write(tmp_path / name, committed)
         [row] = compare_dirs(tmp_path / "new", tmp_path / name, record["suite"], [record["cell_id"]], None)
         assert row.status == expected, name
+
+
+def test_the_check_names_the_cells_of_a_suite_that_have_no_record(tmp_path: Path) -> None:
+    """Issue #28: an attack added to a suite and never run passed --check."""
+    from benchmark.__main__ import _missing_cells
+
+    record = _template()
+    _write(tmp_path, record)
+    [line] = _missing_cells(tmp_path)
+    assert line.startswith("suite smoke: 1247 cell(s) have no record") and "run --suite smoke" in line
