@@ -443,7 +443,14 @@ def _verify_changed(args: argparse.Namespace) -> int:
     """Re-compute the records changed since ``args.base`` (within the time budget); how many differ."""
     from benchmark.verify import VERIFY_SECONDS, changed_records, choose_within, comparison_table, failed, verify_records
 
-    paths = changed_records(args.results_dir, args.base)
+    import subprocess
+
+    try:
+        paths = changed_records(args.results_dir, args.base)
+    except (subprocess.CalledProcessError, IndexError, ValueError) as exc:  # no such ref, a shallow clone
+        print(f"warning: cannot tell which results changed since {args.base} ({exc}); nothing re-computed",
+              file=sys.stderr)
+        return 0
     records = [json.loads(p.read_text()) for p in paths]
     records = [r for r in records if isinstance(r, dict) and r.get("status") == "ok"]
     if not records:
