@@ -40,6 +40,12 @@ EPILOGS = {
 }
 
 
+def _add_sandbox_option(parser: argparse.ArgumentParser, help_: str) -> None:
+    from benchmark.sandbox import MODES
+
+    parser.add_argument("--sandbox", choices=MODES, default=os.environ.get("POISONBENCH_SANDBOX", "auto"), help=help_)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Examples kept as written, and every option's default shown."""
 
@@ -60,11 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]",
                        help="extra plugin modules to load beside attacks/ and defenses/ (an out-of-tree submission)")
     for name in ("run", "verify"):
-        sub.choices[name].add_argument(
-            "--sandbox", choices=("auto", "required", "off"), default=os.environ.get("POISONBENCH_SANDBOX", "auto"),
-            help="run plugin calls in the bubblewrap sandbox (benchmark/sandbox.py): auto (the default, or "
-                 "$POISONBENCH_SANDBOX) uses it where the machine can and warns where it cannot; required stops "
-                 "instead (what the committed boards are computed with); off")
+        _add_sandbox_option(sub.choices[name], "run plugin calls in the bubblewrap sandbox (benchmark/sandbox.py): "
+                            "auto (the default, or $POISONBENCH_SANDBOX) uses it where the machine can and warns where "
+                            "it cannot; required stops instead (what the committed boards are computed with); off")
         sub.choices[name].add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
         sub.choices[name].add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                                        help="only the cells matching (repeatable): attack=ID, defense=ID, track=, scenario=, method=, seed=")
@@ -114,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "within --verify-seconds, and fail on any that does not reproduce")
     board.add_argument("--verify-seconds", type=float, default=None, metavar="S",
                        help="with --base: the recorded compute time to re-compute (default 300; a seeded sample beyond it)")
-    board.add_argument("--sandbox", choices=("auto", "required", "off"), default=os.environ.get("POISONBENCH_SANDBOX", "auto"),
-                       help="with --base: the sandbox of the re-computation (as for run)")
+    _add_sandbox_option(board, "with --base: the sandbox of the re-computation (as for run)")
     examples = sub.add_parser("examples", help="a figure of clean vs poisoned images per attack of a suite (runs the attacks)")
     examples.add_argument("--suite", default="smoke", help="built-in suite name or a YAML path (default: smoke)")
     examples.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -250,15 +253,22 @@ def _interrupt(signum: int, frame: object) -> None:
 def _sandbox(args: argparse.Namespace, suite, *extra: Path) -> bool:  # noqa: ANN001
     """Configure the plugin sandbox for ``args.sandbox``, hiding the results, the cache, the data root, the
     embedded data sets and the suite's own data files from plugin processes."""
-    from benchmark.data import dataset_path, default_data_root, embedded_data_dirs
+    from benchmark.data import dataset_path
     from benchmark.workers import configure_sandbox
 
     data_root = suite.section("data", "root")
-    hidden = [args.results_dir, args.cache_dir, Path(data_root).expanduser() if data_root else default_data_root(),
-              *embedded_data_dirs(), *extra]
+    hidden = _always_hidden(args.results_dir, args.cache_dir, Path(data_root).expanduser() if data_root else None)
     for scenario in suite.raw.get("scenarios") or []:
         hidden += [p for p in (dataset_path(str(scenario.get(k, ""))) for k in ("pretrain", "downstream")) if p is not None]
-    return configure_sandbox(args.sandbox, hidden)
+    return configure_sandbox(args.sandbox, hidden + list(extra))
+
+
+def _always_hidden(results_dir: Path, cache_dir: Path, data_root: Path | None = None) -> list[Path]:
+    """What no plugin process may see whatever the suite: the results, the cache, the data root (the
+    default one unless given) and the embedded data sets' package files."""
+    from benchmark.data import default_data_root, embedded_data_dirs
+
+    return [results_dir, cache_dir, data_root or default_data_root(), *embedded_data_dirs()]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -377,7 +387,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboard.render import pending_counts, render_leaderboard, stale_report
+    from leaderboard.render import freshness_report, render_leaderboard
     from leaderboard.site import render_site
 
     plots_dir = args.output.parent / "plots"
@@ -404,10 +414,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"{path} is out of date: run `python -m benchmark leaderboard` (figures: `python -m benchmark plot`)",
               file=sys.stderr)
     committed = args.results_dir.resolve() == DEFAULT_RESULTS.resolve()
-    stale = stale_report(args.results_dir, committed=committed)
+    stale, waiting_by_suite = freshness_report(args.results_dir, committed=committed)
     if stale:
         print(stale, file=sys.stderr)
-    for suite, waiting in (pending_counts(args.results_dir) if committed else {}).items():
+    for suite, waiting in waiting_by_suite.items():
         print(f"suite {suite}: {waiting} record(s) await the recompute named in leaderboard/recompute.yaml", file=sys.stderr)
     missing = _missing_cells(args.results_dir) if committed else []
     for line in missing:
@@ -460,10 +470,9 @@ def _verify_changed(args: argparse.Namespace) -> int:
     chosen = choose_within(records, budget)
     print(f"re-computing {len(chosen)} of the {len(records)} result(s) changed since {args.base} "
           f"(recorded compute {budget:g} s at most)")
-    from benchmark.data import default_data_root, embedded_data_dirs
     from benchmark.workers import configure_sandbox
 
-    configure_sandbox(args.sandbox, [args.results_dir, DEFAULT_CACHE, default_data_root(), *embedded_data_dirs()])
+    configure_sandbox(args.sandbox, _always_hidden(args.results_dir, DEFAULT_CACHE))
     rows = verify_records(chosen, device="cpu")
     bad = failed(rows)
     print(comparison_table(rows))

@@ -160,17 +160,27 @@ def changed_during(before: Mapping[str, str | None]) -> list[str]:
     return sorted(f for f in before if now[f] != before[f] or before[f] != recorded_hash(f))
 
 
-def staleness(record: Mapping[str, Any]) -> list[str]:
-    """Why ``record`` no longer describes the code in this tree (empty when it does)."""
+def _hashed_files(record: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], Mapping[str, Any]] | None:
+    """The record's source hashes of the files on its path now, the package modules newly on it, and its
+    provenance; None when it names no hashes. A module its plugins do not import is off its path; one they
+    now import is on it."""
     provenance = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
     files = (provenance.get("sources") or {}).get("files") if isinstance(provenance.get("sources"), Mapping) else None
     if not isinstance(files, Mapping) or not files:
-        return ["it names no source hashes (computed before provenance checks)"]
+        return None
     on_path = _plugin_paths(provenance)
-    added: list[str] = []
-    if on_path is not None:  # a module its plugins do not import is off its path; one they now import is on it
-        files = {p: d for p, d in files.items() if not _is_package_module(p) or p in on_path}
-        added = sorted(p for p in on_path - set(files) if _is_package_module(p))
+    if on_path is None:
+        return dict(files), [], provenance
+    kept = {p: d for p, d in files.items() if not _is_package_module(p) or p in on_path}
+    return kept, sorted(p for p in on_path - set(kept) if _is_package_module(p)), provenance
+
+
+def staleness(record: Mapping[str, Any]) -> list[str]:
+    """Why ``record`` no longer describes the code in this tree (empty when it does)."""
+    hashed = _hashed_files(record)
+    if hashed is None:
+        return ["it names no source hashes (computed before provenance checks)"]
+    files, added, provenance = hashed
     reasons = [f"{path} changed" if file_hash(path) is not None else f"{path} is gone"
                for path, digest in sorted(files.items()) if file_hash(path) != digest]
     reasons += [f"{path} is now on its path" for path in added]
@@ -210,14 +220,10 @@ def pending_recompute(results_dir: str | Path) -> dict[str, Any] | None:
 def fresh_at(record: Mapping[str, Any], commit: str) -> bool:
     """Whether ``record`` described the code of ``commit``: every source file it hashed had that content
     then, and it was computed from a clean tree."""
-    provenance = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
-    files = (provenance.get("sources") or {}).get("files") if isinstance(provenance.get("sources"), Mapping) else None
-    if not isinstance(files, Mapping) or not files or (provenance.get("code") or {}).get("dirty") is not False:
+    hashed = _hashed_files(record)
+    if hashed is None or (hashed[2].get("code") or {}).get("dirty") is not False:
         return False
-    on_path = _plugin_paths(provenance)  # as in staleness: a package module its plugins do not import is off its path
-    if on_path is not None:
-        files = {p: d for p, d in files.items() if not _is_package_module(p) or p in on_path}
-    return all(_git_hash_at(commit, path) == digest for path, digest in files.items())
+    return all(_git_hash_at(commit, path) == digest for path, digest in hashed[0].items())
 
 
 @lru_cache(maxsize=4096)

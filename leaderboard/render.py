@@ -369,14 +369,12 @@ def stale_report(results_dir: Path, *, committed: bool = False) -> str:
     ``committed`` (the board's own results): a record computed without the sandbox is stale too, and a
     recompute in progress (:func:`benchmark.provenance.pending_recompute`) excuses the records of its
     suites that still describe its ``before`` commit, and nothing else (:func:`pending_counts` counts them)."""
-    from benchmark.provenance import pending_recompute, sandboxed, staleness
+    return freshness_report(results_dir, committed=committed)[0]
 
-    pending = pending_recompute(results_dir) if committed else None
-    by_suite: dict[str, list[tuple[str, list[str]]]] = {}
-    for record in _valid_records(results_dir):
-        reasons = staleness(record) + ([] if not committed or sandboxed(record) else ["its plugin calls ran without the sandbox"])
-        if reasons and not _excused(record, pending):
-            by_suite.setdefault(record["suite"], []).append((record["cell_id"], reasons))
+
+def freshness_report(results_dir: Path, *, committed: bool = False) -> tuple[str, dict[str, int]]:
+    """:func:`stale_report` and :func:`pending_counts` from one pass over the records."""
+    by_suite, waiting, pending = _review(results_dir, committed)
     lines = []
     for suite, stale in sorted(by_suite.items()):
         causes = sorted({r for _, reasons in stale for r in reasons})
@@ -385,9 +383,33 @@ def stale_report(results_dir: Path, *, committed: bool = False) -> str:
         lines += [f"  stale: {cell_id}" for cell_id, _ in stale[:20]] + ([f"  … and {len(stale) - 20} more"] if len(stale) > 20 else [])
         lines.append(f"  recompute exactly these: python -m benchmark run --suite {suite} --stale --sandbox required, "
                      "then python -m benchmark leaderboard")
-    if pending is not None and not any(pending_counts(results_dir).values()):
+    if pending is not None and not any(waiting.values()):
         lines.append(f"{Path(results_dir).parent / 'recompute.yaml'} names a recompute that is finished: remove it")
-    return "\n".join(lines)
+    return "\n".join(lines), waiting
+
+
+def pending_counts(results_dir: Path) -> dict[str, int]:
+    """Per suite of a recompute in progress: how many records still await it (computed before it)."""
+    return _review(results_dir, committed=True)[1]
+
+
+def _review(results_dir: Path, committed: bool) -> tuple[dict[str, list[tuple[str, list[str]]]], dict[str, int], dict[str, Any] | None]:
+    """One pass over the records: the stale ones by suite (with their reasons), the number awaiting a
+    recompute in progress per suite, and that recompute (None without one, or when not ``committed``)."""
+    from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
+
+    pending = pending_recompute(results_dir) if committed else None
+    by_suite: dict[str, list[tuple[str, list[str]]]] = {}
+    waiting = {suite: 0 for suite in (pending or {}).get("suites", [])}
+    for record in _valid_records(results_dir):
+        reasons = staleness(record) + ([] if not committed or sandboxed(record) else ["its plugin calls ran without the sandbox"])
+        if not reasons:
+            continue
+        if record["suite"] in waiting and fresh_at(record, pending["before"]):
+            waiting[record["suite"]] += 1
+        else:
+            by_suite.setdefault(record["suite"], []).append((record["cell_id"], reasons))
+    return by_suite, waiting, pending
 
 
 def _valid_records(results_dir: Path) -> list[dict[str, Any]]:
@@ -400,26 +422,6 @@ def _valid_records(results_dir: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict) and record_problems(record) == []:
             records.append(record)
     return records
-
-
-def _excused(record: dict[str, Any], pending: dict[str, Any] | None) -> bool:
-    from benchmark.provenance import fresh_at
-
-    return pending is not None and record["suite"] in pending["suites"] and fresh_at(record, pending["before"])
-
-
-def pending_counts(results_dir: Path) -> dict[str, int]:
-    """Per suite of a recompute in progress: how many records still await it (computed before it)."""
-    from benchmark.provenance import pending_recompute, sandboxed, staleness
-
-    pending = pending_recompute(results_dir)
-    if pending is None:
-        return {}
-    counts = {suite: 0 for suite in pending["suites"]}
-    for record in _valid_records(results_dir):
-        if record["suite"] in counts and (staleness(record) or not sandboxed(record)) and _excused(record, pending):
-            counts[record["suite"]] += 1
-    return counts
 
 
 # ------------------------------------------------------------------------------------------ headlines
