@@ -7,6 +7,7 @@
     python -m benchmark verify [--suite ...] [--sample N] [--only attack=ID]   # re-compute committed cells
     python -m benchmark leaderboard [--check]         # render leaderboard/README.md; --check: fresh and current
     python -m benchmark plot                          # figures under leaderboard/plots/
+    python -m benchmark submit ID                     # a new method's cells, board, verify, check, PR text
 
 Heavy modules (torch) are imported only by the commands that compute, so ``leaderboard --check`` is fast.
 """
@@ -35,6 +36,11 @@ EPILOGS = {
             "  python -m benchmark plan --suite full --estimate --gpus 1,8",
     "verify": "examples:\n  python -m benchmark verify --suite smoke --sample 20\n"
               "  python -m benchmark verify --suite smoke --only attack=my_attack",
+    "submit": "Steps (each timed; the first failure stops): preflight (id registered, suites have its cells, tree "
+              "committed, sandbox), run its cells into leaderboard/results/, render board, page and figures, verify "
+              "the new records from an empty cache, leaderboard --check; then the pull-request text.\nexamples:\n"
+              "  python -m benchmark submit my_attack\n  python -m benchmark submit my_defense --suite smoke --suite cpu\n"
+              "  make submit ID=my_attack",
     "leaderboard": "examples:\n  python -m benchmark leaderboard            # README.md and index.html from the records\n"
                    "  python -m benchmark leaderboard --check --base main",
 }
@@ -47,7 +53,10 @@ def _add_sandbox_option(parser: argparse.ArgumentParser, help_: str) -> None:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Examples kept as written, and every option's default shown."""
+    """Examples kept as written, and every option's default shown (an option without one says nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dotted override, value parsed as YAML (repeatable), e.g. --set seeds=[0]")
         p.add_argument("--data-root", default=None, help="where torchvision data sets live (sets data.root)")
         p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where records are read and written (the committed ones by default)")
-        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="the artifact cache (encoders, features, poisons; \$POISONBENCH_CACHE)")
+        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="the artifact cache (encoders, features, poisons; $POISONBENCH_CACHE)")
         p.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]",
                        help="extra plugin modules to load beside attacks/ and defenses/ (an out-of-tree submission)")
     for name in ("run", "verify"):
@@ -101,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also recompute cells whose record no longer matches the code (edited sources, dirty tree)")
     run.add_argument("--compare", type=Path, default=None, metavar="DIR",
                      help="afterwards, compare every record of this suite with the committed ones under DIR")
+    from benchmark.verify import VERIFY_SECONDS
+
+    submit = sub.add_parser("submit", help="compute a new method's cells, render the board, verify, check; print the PR text",
+                            description="compute a new method's cells, render the board, verify, check; print the PR text",
+                            epilog=EPILOGS["submit"], formatter_class=formatter)
+    submit.add_argument("id", help="the attack's or defense's registry id")
+    submit.add_argument("--kind", choices=("attack", "defense"), default=None, help="needed only when the id is both")
+    submit.add_argument("--suite", dest="suites", action="append", default=None, metavar="SUITE",
+                        help="built-in suite(s) whose cells of the method to compute (repeatable; default: smoke)")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    submit.add_argument("--data-root", default=None, help="where torchvision data sets live (sets data.root)")
+    submit.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="the artifact cache")
+    submit.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]", help="an out-of-tree plugin module")
+    submit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
+    submit.add_argument("--verify-seconds", type=float, default=VERIFY_SECONDS, metavar="S",
+                        help="recorded compute of the new records to re-compute (a seeded sample beyond it)")
+    submit.add_argument("--sandbox", choices=("required", "auto", "off"), default="required",
+                        help="committed records must come from the sandbox: required (the default) stops where it is missing")
+    submit.set_defaults(results_dir=DEFAULT_RESULTS)
     lst = sub.add_parser("list", help="list registered attacks, defenses, datasets, encoders or suites")
     lst.add_argument("what", nargs="?", default="all", choices=("all", "attacks", "defenses", "datasets", "encoders", "suites"))
     board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON",
@@ -131,14 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def _use_plugins(extra: str | None) -> None:
+    """Load the out-of-tree plugin modules of ``--plugins`` beside the shipped ones."""
     from benchmark.plugins import EXTRA_PLUGINS_ENV
-    from benchmark.suite import load_suite
 
-    if args.plugins:
-        modules = [m for m in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") + args.plugins.split(",") if m.strip()]
+    if extra:
+        modules = [m for m in os.environ.get(EXTRA_PLUGINS_ENV, "").split(",") + extra.split(",") if m.strip()]
         os.environ[EXTRA_PLUGINS_ENV] = ",".join(dict.fromkeys(m.strip() for m in modules))
 
+
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from benchmark.suite import load_suite
+
+    _use_plugins(args.plugins)
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
@@ -354,6 +387,20 @@ def cmd_examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from benchmark.submit import SubmitError, submit
+
+    _use_plugins(args.plugins)
+    args.suites = args.suites or ["smoke"]
+    if args.data_root:
+        args.overrides.append(f"data.root={args.data_root}")
+    try:
+        return submit(args)
+    except SubmitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what in ("all", "attacks", "defenses"):
@@ -526,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.suite import SuiteError
 
     try:
-        commands = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "verify": cmd_verify, "examples": cmd_examples}
+        commands = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "verify": cmd_verify, "examples": cmd_examples,
+                    "submit": cmd_submit}
         return commands[args.command](args)
     except (SuiteError, UnknownNameError, DatasetNotFoundError, SandboxUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)

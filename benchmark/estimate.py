@@ -20,8 +20,11 @@ Linear probes, L-BFGS heads and feature-space optimisation (GradPC, feature-spac
 are not counted: they cost seconds where the counted work costs hours. Iterative attacks are counted at
 their maximum number of rounds (UE's early stop can only make them cheaper).
 
-Each cost model below mirrors one method's loops (see the module it names); a plugin without one is
-listed as *not estimated* rather than guessed.
+A plugin declares its own cost model as a class attribute ``cost`` (:mod:`benchmark.cost_models`
+explains the form: arithmetic over its config fields and the cell's sizes, read from the module's source
+without importing it); the built-in methods' models are the functions below, each mirroring one
+method's loops (see the module it names). A plugin with neither is listed as *not estimated* rather
+than guessed, with the attribute to declare.
 """
 
 from __future__ import annotations
@@ -279,12 +282,112 @@ def add_clean_encoder(work: WorkList, cell: Cell, sizes: Sizes) -> dict[str, Any
     return identity
 
 
+def _declared(kind: str, plugin_id: str, track: str) -> tuple[bool, Any]:
+    """(whether the plugin declares a cost model, its entry for ``track``; None where the track is absent)."""
+    from benchmark.cost_models import declared_cost
+    from benchmark.plugins import catalogue
+
+    declared = declared_cost(catalogue().get(kind, plugin_id).source, plugin_id)
+    return declared is not None, (declared or {}).get(track)
+
+
+def _names(ctx: Context, n: float = 0.0) -> dict[str, Any]:
+    from benchmark.cost_models import names_for
+
+    return names_for(ctx.config, n_poison=ctx.n_poison, n=n, train=ctx.sizes.train, test=ctx.sizes.test,
+                     pretrain=ctx.sizes.pretrain, ssl_batch=ctx.ssl_batch, epochs=int(ctx.spec["encoder"]["epochs"]))
+
+
+def _not_estimated(kind: str, plugin_id: str, track: str, why: str = "") -> str:
+    return (f"{kind} {plugin_id} ({track}): {why or 'no cost model'}; declare `cost` on its class "
+            "(benchmark/cost_models.py shows the form)")
+
+
 def attack_cost(work: WorkList, cell: Cell, ctx: Context) -> dict[str, float]:
+    """The attack's declared cost model for the cell's track, else its built-in one (:data:`ATTACK_COSTS`)."""
+    from benchmark.cost_models import CostModelError, work as declared_work
+
+    try:
+        has, declared = _declared("attack", cell.attack.id, cell.track)
+        if declared is not None:
+            return declared_work(declared, _names(ctx), f"attack {cell.attack.id} cost for {cell.track}")
+    except CostModelError as exc:
+        work.unmodelled.add(_not_estimated("attack", cell.attack.id, cell.track, str(exc)))
+        return {}
     model = ATTACK_COSTS.get((cell.track, cell.attack.id))
     if model is None:
-        work.unmodelled.add(f"attack {cell.attack.id} ({cell.track})")
+        work.unmodelled.add(_not_estimated("attack", cell.attack.id, cell.track,
+                                           "its `cost` names no entry for this track" if has else ""))
         return {}
     return model(ctx)
+
+
+@dataclass(frozen=True)
+class DefenseCost:
+    """What one defense adds, by stage: in downstream cells a head trained on n images (``head``), a
+    transform of n images (``data``), a post-hoc repair (``repair``); in pre-training cells a factor on the
+    victim's SSL training and on the supervised victim's, SVDs over the pre-training images, a repair."""
+
+    head: Callable[[Context, float], dict[str, float]] | None = None
+    data: Callable[[Context, float], dict[str, float]] | None = None
+    repair: Callable[[Context, float], dict[str, float]] | None = None
+    ssl_factor: Callable[[Context], float] = lambda ctx: 1.0
+    supervised_factor: Callable[[Context], float] = lambda ctx: 1.0
+    svds: Callable[[Context, int, int], float] = lambda ctx, epochs, n: 0.0
+    supervised_svds: Callable[[Context, int], float] = lambda ctx, n: 0.0
+
+
+def _builtin_defense(did: str, track: str) -> DefenseCost | None:
+    if track == "downstream":
+        if did not in DEFENSE_HEAD_COSTS:
+            return None
+        return DefenseCost(head=DEFENSE_HEAD_COSTS[did], data=DEFENSE_DATA_COSTS.get(did), repair=DEFENSE_REPAIR_COSTS.get(did))
+    if did not in ("adversarial_training", "matrix_completion", "dp_sgd", *DEFENSE_REPAIR_COSTS):
+        return None
+    return DefenseCost(repair=DEFENSE_REPAIR_COSTS.get(did), ssl_factor=lambda ctx: ssl_factor(did, ctx.config),
+                       supervised_factor=lambda ctx: supervised_factor(did, ctx.config),
+                       svds=lambda ctx, epochs, n: _mc_pretrain(ctx.config, epochs, n)["svds"] if did == "matrix_completion" else 0.0,
+                       supervised_svds=lambda ctx, n: ctx.config["n_masks"] * n if did == "matrix_completion" else 0.0)
+
+
+def _declared_defense(did: str, track: str, declared: Mapping[str, Any]) -> DefenseCost:
+    from benchmark.cost_models import check_defense_track, evaluate, work as declared_work
+
+    where = f"defense {did} cost for {track}"
+    check_defense_track(declared, track, where)
+
+    def stage(name: str) -> Callable[[Context, float], dict[str, float]] | None:
+        if name not in declared:
+            return None
+        return lambda ctx, n: declared_work(declared[name], _names(ctx, n), f"{where}, {name}")
+
+    def factor(name: str) -> Callable[[Context], float]:
+        return lambda ctx: evaluate(declared.get(name, 1), _names(ctx))
+
+    if track == "downstream":
+        return DefenseCost(head=stage("head") or (lambda ctx, n: {}), data=stage("data"), repair=stage("repair"))
+    return DefenseCost(repair=stage("repair"), ssl_factor=factor("ssl_factor"), supervised_factor=factor("supervised_factor"),
+                       svds=lambda ctx, epochs, n: evaluate(declared.get("svds", 0), {**_names(ctx, n), "epochs": epochs}),
+                       supervised_svds=lambda ctx, n: evaluate(declared.get("supervised_svds", 0), _names(ctx, n)))
+
+
+def defense_cost(work: WorkList, cell: Cell) -> DefenseCost | None:
+    """The defense's declared cost model for the cell's track, else its built-in one; None (and the cell's
+    defense listed as not estimated) without either."""
+    from benchmark.cost_models import CostModelError
+
+    did = cell.defense.id
+    try:
+        has, declared = _declared("defense", did, cell.track)
+        if declared is not None:
+            return _declared_defense(did, cell.track, declared)
+    except CostModelError as exc:
+        work.unmodelled.add(_not_estimated("defense", did, cell.track, str(exc)))
+        return None
+    model = _builtin_defense(did, cell.track)
+    if model is None:
+        work.unmodelled.add(_not_estimated("defense", did, cell.track, "its `cost` names no entry for this track" if has else ""))
+    return model
 
 
 def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
@@ -302,28 +405,38 @@ def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     if cell.defense.id == NO_DEFENSE:
         return
     dctx = Context(cell, sizes, _resolved("defense", cell.defense), n_poison)
-    did = cell.defense.id
-    head = DEFENSE_HEAD_COSTS.get(did)
-    if head is None:
-        work.unmodelled.add(f"defense {did} ({cell.track})")
+    model = defense_cost(work, cell)
+    if model is None:
         return
-    defense = [did, cell.defense.settings]
+    from benchmark.cost_models import CostModelError
+
+    try:
+        _defended_downstream(work, cell, sizes, dctx, model, encoder, poison_identity, method)
+    except CostModelError as exc:
+        work.unmodelled.add(_not_estimated("defense", cell.defense.id, cell.track, str(exc)))
+
+
+def _defended_downstream(work: WorkList, cell: Cell, sizes: Sizes, dctx: Context, model: DefenseCost, encoder: Any,
+                         poison_identity: Any, method: str) -> None:
+    spec, n_poison = cell.spec, dctx.n_poison
+    head = model.head or (lambda ctx, n: {})
+    defense = [cell.defense.id, cell.defense.settings]
     clean_identity = {"encoder": encoder, "scenario": spec["scenario"], "defense": defense}
     # the defended clean head (with its same-schedule reference, for training-stage defenses) once per defense
     work.add(cell, sizes, "defense", clean_identity, **_amounts(head(dctx, sizes.train), method))
-    if did in DEFENSE_DATA_COSTS:
+    if model.data is not None:
         work.add(cell, sizes, "defense", {"data": clean_identity},
-                 **_amounts(DEFENSE_DATA_COSTS[did](dctx, sizes.train + sizes.test), method),)
+                 **_amounts(model.data(dctx, sizes.train + sizes.test), method),)
         work.add(cell, sizes, "features", {"data": clean_identity}, passes=FORWARD_PASS * (sizes.train + sizes.test))
-    if did in DEFENSE_REPAIR_COSTS:
-        work.add(cell, sizes, "defense", {"repair": clean_identity}, **_amounts(DEFENSE_REPAIR_COSTS[did](dctx, 0), method))
+    if model.repair is not None:
+        work.add(cell, sizes, "defense", {"repair": clean_identity}, **_amounts(model.repair(dctx, 0), method))
         work.add(cell, sizes, "features", {"repair": clean_identity}, passes=FORWARD_PASS * (sizes.train + sizes.test))
     if poison_identity is not None:
         n = sizes.train + n_poison
         extra = dict(head(dctx, n))
-        if did in DEFENSE_DATA_COSTS:
-            extra = _sum(extra, DEFENSE_DATA_COSTS[did](dctx, n_poison), {"passes": FORWARD_PASS * n_poison})
-        if did in DEFENSE_REPAIR_COSTS:
+        if model.data is not None:
+            extra = _sum(extra, model.data(dctx, n_poison), {"passes": FORWARD_PASS * n_poison})
+        if model.repair is not None:
             extra = _sum(extra, {"passes": FORWARD_PASS * n_poison})
         work.add(cell, sizes, "defense", {"poison": poison_identity, "defense": defense}, **_amounts(extra, method))
 
@@ -358,23 +471,36 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
         work.add(cell, sizes, "victim encoder", victim, ssl_epochs={method: epochs * n_pre})
         work.add(cell, sizes, "features", {"victim": victim}, passes=features)
     dctx = Context(cell, sizes, _resolved("defense", cell.defense), n_extra) if did != NO_DEFENSE else None
-    if dctx is not None:
-        stage_cost = _defended_victim(work, cell, dctx, epochs, n_pre)
-        if stage_cost is not None:
-            work.add(cell, sizes, "victim encoder" if did not in DEFENSE_REPAIR_COSTS else "defense",
+    model = defense_cost(work, cell) if dctx is not None else None
+    from benchmark.cost_models import CostModelError
+
+    try:
+        if dctx is not None and model is not None:
+            stage_cost = _defended_victim(dctx, model, epochs, n_pre)
+            work.add(cell, sizes, "victim encoder" if model.repair is None else "defense",
                      {**victim, "defense": [did, cell.defense.settings]}, **_amounts(stage_cost, method))
             work.add(cell, sizes, "features", {**victim, "defense": [did, cell.defense.settings]}, passes=features)
-    if not targeted and spec["victim"].get("supervised_eval"):
-        sup_epochs = int(spec["victim"].get("supervised_epochs", 5))
-        work.add(cell, sizes, "supervised victim", {"scenario": spec["scenario"], "data": spec["data"], "seed": spec["seed"],
-                                             "backbone": spec["encoder"]["backbone"]},
-                 passes=sup_epochs * sizes.pretrain)
-        if poison is not None or dctx is not None:
-            factor = supervised_factor(did, dctx.config) if dctx is not None else 1.0
-            svds = dctx.config["n_masks"] * sizes.pretrain if did == "matrix_completion" else 0.0
-            work.add(cell, sizes, "supervised victim", {"poison": poison, "defense": [did, cell.defense.settings],
-                                                 "seed": spec["seed"], "backbone": spec["encoder"]["backbone"]},
-                     passes=factor * sup_epochs * sizes.pretrain, svds=svds)
+        if not targeted and spec["victim"].get("supervised_eval"):
+            _supervised_victims(work, cell, sizes, poison, dctx, model)
+    except CostModelError as exc:
+        work.unmodelled.add(_not_estimated("defense", did, cell.track, str(exc)))
+
+
+def _supervised_victims(work: WorkList, cell: Cell, sizes: Sizes, poison: Any, dctx: Context | None,
+                        model: DefenseCost | None) -> None:
+    """The cross-evaluation's supervised victims: the clean one, and the poisoned and/or defended one."""
+    spec, did = cell.spec, cell.defense.id
+    sup_epochs = int(spec["victim"].get("supervised_epochs", 5))
+    work.add(cell, sizes, "supervised victim", {"scenario": spec["scenario"], "data": spec["data"], "seed": spec["seed"],
+                                         "backbone": spec["encoder"]["backbone"]},
+             passes=sup_epochs * sizes.pretrain)
+    if poison is None and dctx is None:
+        return
+    factor = model.supervised_factor(dctx) if dctx is not None and model is not None else 1.0
+    svds = model.supervised_svds(dctx, sizes.pretrain) if dctx is not None and model is not None else 0.0
+    work.add(cell, sizes, "supervised victim", {"poison": poison, "defense": [did, cell.defense.settings],
+                                         "seed": spec["seed"], "backbone": spec["encoder"]["backbone"]},
+             passes=factor * sup_epochs * sizes.pretrain, svds=svds)
 
 
 def _attacker_encoder(cell: Cell, encoder: Any) -> Any:
@@ -390,18 +516,13 @@ def _attacker_encoder(cell: Cell, encoder: Any) -> Any:
             "seed": spec["seed"]}
 
 
-def _defended_victim(work: WorkList, cell: Cell, dctx: Context, epochs: int, n_pre: int) -> dict[str, float] | None:
+def _defended_victim(dctx: Context, model: DefenseCost, epochs: int, n_pre: int) -> dict[str, float]:
     """The cost of a defended victim beyond the undefended one it replaces (or repairs)."""
-    did, cfg = cell.defense.id, dctx.config
-    if did in DEFENSE_REPAIR_COSTS:  # post-hoc: the undefended victim (counted) repaired
-        return DEFENSE_REPAIR_COSTS[did](dctx, 0)
-    if did not in ("adversarial_training", "matrix_completion", "dp_sgd"):
-        work.unmodelled.add(f"defense {did} ({cell.track})")
-        return None
-    cost: dict[str, float] = {"ssl_epochs": ssl_factor(did, cfg) * epochs * n_pre}
-    if did == "matrix_completion":
-        cost |= _mc_pretrain(cfg, epochs, n_pre)
-    return cost
+    if model.repair is not None:  # post-hoc: the undefended victim (counted) repaired
+        return model.repair(dctx, 0)
+    cost: dict[str, float] = {"ssl_epochs": model.ssl_factor(dctx) * epochs * n_pre}
+    svds = model.svds(dctx, epochs, n_pre)
+    return cost | ({"svds": svds} if svds else {})
 
 
 TRACK_WORK: dict[str, Callable[[WorkList, Cell, Sizes], None]] = {

@@ -3,11 +3,13 @@ and every built-in suite inside the budget it states (benchmark/estimate.py)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from benchmark.__main__ import main
-from benchmark.estimate import (DeviceProfile, _mc_pretrain, bf16_peak_tflops, calibrate, estimate, forward_flops,
+from benchmark.estimate import (DeviceProfile, _mc_pretrain, bf16_peak_tflops, calibrate, cell_sizes, estimate, forward_flops,
                                 load_profiles, ssl_step_flops, suite_work, utilisation_text)
 from benchmark.pretrain import SSLRecipe
 from benchmark.suite import expand_cells, load_suite, suite_names
@@ -140,3 +142,59 @@ def test_an_availability_poison_that_reads_only_the_backbone_is_counted_once_for
     assert len(methods) == 3
     shared = len(by_attack["ue"]) + len(by_attack["random_noise"])  # random_noise reads no recipe field
     assert len(poisons) == shared + len(methods) * n_cp_settings * len(by_attack["cp"])
+
+
+# ------------------------------------------------------------------------------------------ declared cost models
+def _costed_suite(tiny_suite_dict: dict, write_suite, attacks: list[str], defenses: list[str]):  # noqa: ANN001, ANN202
+    tiny_suite_dict["tracks"]["downstream"]["attacks"] = attacks
+    tiny_suite_dict["tracks"]["downstream"]["defenses"] = defenses
+    return load_suite(str(write_suite(tiny_suite_dict)))
+
+
+@pytest.fixture
+def costed_plugins(monkeypatch):  # noqa: ANN001, ANN201
+    from benchmark.plugins import EXTRA_PLUGINS_ENV
+
+    monkeypatch.setenv(EXTRA_PLUGINS_ENV, os.environ.get(EXTRA_PLUGINS_ENV, "") + ",tests.plugins.costed")
+
+
+def test_a_plugin_declares_its_own_cost_model_and_its_subclasses_inherit_it(costed_plugins, tiny_suite_dict,
+                                                                            write_suite) -> None:
+    """A new attack or defense is estimated from the ``cost`` on its class (tests/plugins/costed.py): no
+    central table to edit; the model is read from source and evaluated, never imported or run."""
+    suite = _costed_suite(tiny_suite_dict, write_suite, ["none", "_test_costed", "_test_costed_child"],
+                          ["none", "_test_costed_defense"])
+    cells = expand_cells(suite)[0]
+    work = suite_work(suite, cells)
+    assert not work.unmodelled, work.unmodelled
+    poisons = {w.passes for w in work.items.values() if w.kind == "poison"}
+    n_poison = {int(c.spec["budget"] * cell_sizes(c.spec).train) for c in cells if c.attack.id != "none"}
+    assert poisons == {7.0 * n + 1 for n in n_poison}  # steps × n_poison + 1 (steps > 5)
+    svds = [w.svds for w in work.items.values() if w.kind == "defense" and w.svds > 0]
+    assert svds and all(s % 3 == 0 for s in svds)  # rounds × images
+
+
+def test_a_plugin_without_a_cost_model_is_listed_with_the_attribute_to_declare(costed_plugins, tiny_suite_dict,
+                                                                               write_suite) -> None:
+    suite = _costed_suite(tiny_suite_dict, write_suite, ["none", "_test_uncosted"], ["none"])
+    (problem,) = suite_work(suite).unmodelled
+    assert "_test_uncosted" in problem and "declare `cost`" in problem and "benchmark/cost_models.py" in problem
+
+
+def test_cost_expressions_evaluate_arithmetic_only(tmp_path) -> None:
+    from benchmark.cost_models import CostModelError, declared_cost, evaluate
+
+    assert evaluate("steps * n + max(1, k // 2) if mode == 'a' and not off else 0",
+                    {"steps": 3, "n": 10, "k": 5, "mode": "a", "off": False}) == 32.0
+    assert evaluate(12, {}) == 12.0
+    for bad, why in (("__import__('os').system('x')", "may not"), ("steps.real", "may not"),
+                     ("unknown * 2", "neither a config field"), ("steps *", "does not parse"), ("'text'", "not a number")):
+        with pytest.raises(CostModelError, match=why):
+            evaluate(bad, {"steps": 3})
+    module = tmp_path / "mine.py"
+    module.write_text("class Base:\n    cost = {'downstream': {'passes': 'n_poison'}}\n\n"
+                      "class Mine(Base):\n    id = 'mine'\n\nclass Computed:\n    id = 'computed'\n    cost = make()\n")
+    assert declared_cost(module, "mine") == {"downstream": {"passes": "n_poison"}}
+    with pytest.raises(CostModelError, match="not a literal"):
+        declared_cost(module, "computed")
+    assert declared_cost(module, "absent") is None
