@@ -763,7 +763,7 @@ def render(est: Estimate, suite: Suite, gpus: Iterable[int] = (1, 8)) -> str:
         f"{n} device{'s' if n > 1 else ''}: {hours_text(est.wall_hours(n))} wall" for n in gpus)
         + f" (the longest single artifact takes {hours_text(est.longest_hours)})")
     if est.unmodelled:
-        lines.append("  not estimated (no cost model): " + ", ".join(est.unmodelled))
+        lines.append("  not estimated: " + "; ".join(est.unmodelled))
     return "\n".join(lines)
 
 
