@@ -5,7 +5,7 @@
     python -m benchmark plan --suite full --estimate  # device-hours per track and kind of work (--calibrate)
     python -m benchmark list [attacks|defenses|datasets|encoders|suites]
     python -m benchmark verify [--suite ...] [--sample N] [--only attack=ID]   # re-compute committed cells
-    python -m benchmark leaderboard [--check]         # render leaderboard/README.md; --check: fresh and current
+    python -m benchmark leaderboard [--check]         # board, page and figures; --check: fresh and current
     python -m benchmark plot                          # figures under leaderboard/plots/
     python -m benchmark submit ID                     # a new method's cells, board, verify, check, PR text
 
@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(results_dir=DEFAULT_RESULTS)
     lst = sub.add_parser("list", help="list registered attacks, defenses, datasets, encoders or suites")
     lst.add_argument("what", nargs="?", default="all", choices=("all", "attacks", "defenses", "datasets", "encoders", "suites"))
-    board = sub.add_parser("leaderboard", help="render leaderboard/README.md from result JSON",
-                           description="render leaderboard/README.md and index.html from result JSON, or check them",
+    board = sub.add_parser("leaderboard", help="render the board, its page and its figures from result JSON",
+                           description="render leaderboard/README.md, index.html and the figures under plots/ from "
+                                       "result JSON, or check them",
                            epilog=EPILOGS["leaderboard"], formatter_class=formatter)
     board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     board.add_argument("--output", type=Path, default=Path("leaderboard/README.md"))
@@ -458,7 +459,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                 if (path.read_text() if path.exists() else "") != fresh]
     outdated += _outdated_plots(args.results_dir, plots_dir)
     for path in outdated:
-        print(f"{path} is out of date: run `python -m benchmark leaderboard` (figures: `python -m benchmark plot`)",
+        print(f"{path} is out of date: run `python -m benchmark leaderboard` (it writes the board, the page and the figures)",
               file=sys.stderr)
     committed = args.results_dir.resolve() == DEFAULT_RESULTS.resolve()
     stale, waiting_by_suite = freshness_report(args.results_dir, committed=committed)
@@ -528,11 +529,17 @@ def _verify_changed(args: argparse.Namespace) -> int:
 
 
 def write_board(results_dir: Path, readme: Path, site: Path) -> Path:
-    """README.md and the HTML page from the same result files."""
+    """The figures, then README.md and the HTML page (which list the figures), from the same result files."""
+    from leaderboard.plots import write_plots
     from leaderboard.render import write_leaderboard
     from leaderboard.site import write_site
 
-    write_site(results_dir, readme.parent / "plots", site)
+    plots = readme.parent / "plots"
+    written = {p.name for p in write_plots(results_dir, plots)}
+    for figure in plots.glob("*.png"):  # a figure the results no longer make
+        if figure.name not in written and not figure.name.startswith(NOT_FROM_RESULTS):
+            figure.unlink()
+    write_site(results_dir, plots, site)
     return write_leaderboard(results_dir, readme)
 
 

@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from leaderboard.render import _rows, _strongest_attacks, defense_effects, load_records, pooled_by  # noqa: E402
+from leaderboard.render import _rows, _strongest_attacks, broken_reference, defense_effects, load_records, pooled_by  # noqa: E402
 
 
 
@@ -153,10 +153,12 @@ def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
     colour = method_colours(set(df["attack"]) | set(df["defense"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
     for ax, (track, attack, effects) in zip(axes[0], panels):
-        for e in effects:
+        for e in effects:  # a defense whose same-schedule reference is broken: hollow, and labelled so
+            broken = broken_reference(e)
             ax.errorbar(e["cost"], e["restored"], xerr=0.0 if e["cost_spread"] != e["cost_spread"] else e["cost_spread"],
                         yerr=0.0 if e["restored_spread"] != e["restored_spread"] else e["restored_spread"],
-                        marker="o", capsize=3, color=colour[e["defense"]], label=e["defense"])
+                        marker="o", capsize=3, color=colour[e["defense"]], mfc="none" if broken else colour[e["defense"]],
+                        label=e["defense"] + (" (reference broken: not comparable)" if broken else ""))
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.axvline(0.0, color="grey", lw=0.8)
         probe = " (probe=poisoned)" if track == "pretrain-availability" else ""

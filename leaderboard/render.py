@@ -321,13 +321,12 @@ def _defense_matrix(df: pd.DataFrame, metric: str) -> str:
         sub = df[df["attack"] == attack]
         body.append([attack] + [_pooled_cell(sub[sub["defense"] == d], col) for d in defenses])
     if "m:defense_cost" in df:
-        cost = df[df["attack"] == "none"] if (df["attack"] == "none").any() else df
-        row = ["*defense cost (clean accuracy lost, no attack)*"]
-        for d in defenses:
-            values = cost[cost["defense"] == d].drop_duplicates(["encoder", "budget", "seed"])
-            row.append("0.0" if d == "none" else _pooled_cell(values, "m:defense_cost"))
+        row = ["*defense cost (clean accuracy lost against its same-schedule reference, every cell)*"]
+        row += ["0.0" if d == "none" else _pooled_cell(defense_cells(df, d), "m:defense_cost") for d in defenses]
         body.append(row)
-    return tabulate(body, headers=["attack"] + [f"defense `{d}`" for d in defenses], tablefmt="github", disable_numparse=True)
+    broken = {d for d in defenses if d != "none" and reference_shortfall(df, d) > REFERENCE_SHORTFALL_POINTS}
+    headers = ["attack"] + [f"defense `{d}`" + (" (reference broken)" if d in broken else "") for d in defenses]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def _pooled_cell(df: pd.DataFrame, col: str) -> str:
@@ -598,20 +597,65 @@ def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str,
             restored = _pool([base[k][0] - defended[k][0] for k in shared], spreads)
         if not shared:
             continue
+        cost = _pooled(_per_column(defense_cells(df, defense), "m:defense_cost")) if "m:defense_cost" in df else (math.nan, math.nan)
         clean = df[(df["attack"] == "none") & (df["defense"] == defense)]
-        cost = _pooled(_per_column(clean, "m:defense_cost")) if "m:defense_cost" in clean else (math.nan, math.nan)
         eps = clean["m:privacy_epsilon"].dropna() if "m:privacy_epsilon" in clean else pd.Series(dtype=float)
         effects.append({"defense": defense, "restored": restored[0], "restored_spread": restored[1], "cost": cost[0],
                         "cost_spread": cost[1], "privacy_epsilon": float(eps.mean()) if len(eps) else math.nan,
-                        "columns": len(shared)})
+                        "columns": len(shared), "attack_columns": len(base),
+                        "reference_shortfall": reference_shortfall(df, defense)})
     return sorted(effects, key=lambda e: (-e["restored"] if not math.isnan(e["restored"]) else math.inf, e["defense"]))
 
 
+# a same-schedule reference this many points (median over the defense's cells) below the undefended victim
+# is broken: the schedule itself, not the defense, loses the accuracy, and restored / cost measure nothing
+REFERENCE_SHORTFALL_POINTS = 5.0
+CLEAN_CELL_KEYS = ["encoder", "scenario", "budget", "constraint", "seed"]
+
+
+def defense_cells(df: pd.DataFrame, defense: str) -> pd.DataFrame:
+    """One row per clean head of ``defense``: every cell records its ``defense_cost`` (the clean heads do not
+    depend on the attack), so the cost is read from all of them, each (column, seed) once."""
+    return df[df["defense"] == defense].drop_duplicates(CLEAN_CELL_KEYS)
+
+
+def reference_shortfall(df: pd.DataFrame, defense: str) -> float:
+    """Median over the defense's cells of (undefended clean accuracy − its same-schedule reference's), in
+    points; NaN for a defense without a reference (data and post-hoc stages)."""
+    cells = defense_cells(df, defense)
+    if "m:reference_clean_accuracy" not in cells or "m:clean_accuracy" not in cells:
+        return math.nan
+    gap = (cells["m:clean_accuracy"] - cells["m:reference_clean_accuracy"]).dropna()
+    return float(gap.median() * 100) if len(gap) else math.nan
+
+
+def broken_reference(effect: dict[str, Any]) -> bool:
+    return not math.isnan(effect["reference_shortfall"]) and effect["reference_shortfall"] > REFERENCE_SHORTFALL_POINTS
+
+
 def _defense_rows(df: pd.DataFrame, track: str, attack: str) -> list[list[Any]]:
+    """Each defense against ``attack``: ranked by what it restores (a difference inside the spread is no
+    ranking; one seed, no ranking) among the defenses measured on the most columns with a sound reference;
+    one on fewer columns or whose same-schedule reference is broken is not ranked ("–", listed last) and
+    says why. *columns* = its columns of the attack's undefended ones."""
     modules = _modules(df, "defense")
-    return [[_linked(e["defense"], modules), _pm(e["restored"], e["restored_spread"]), _pm(e["cost"], e["cost_spread"]),
-             "–" if math.isnan(e["privacy_epsilon"]) else f"{e['privacy_epsilon']:.2f}", e["columns"]]
-            for e in defense_effects(df, track, attack)]
+    effects = defense_effects(df, track, attack)
+    most = max((e["columns"] for e in effects), default=0)
+    rankable = [e for e in effects if e["columns"] == most and not broken_reference(e)]
+    stats = [(e["defense"], e["restored"], e["restored_spread"]) for e in rankable]
+    ranked = any(not math.isnan(sd) for _, _, sd in stats)
+    ranks = _ranks(stats, True) if ranked else {}
+    ordered = sorted(effects, key=lambda e: (e not in rankable, _rank_key(ranks.get(e["defense"], "–")),
+                                             -e["restored"] if not math.isnan(e["restored"]) else math.inf, e["defense"]))
+    rows = []
+    for e in ordered:
+        why = ([f"on {e['columns']} columns, others on {most}"] if e["columns"] < most else []) + (
+            [f"reference broken: {e['reference_shortfall']:.1f} points below the undefended victim"] if broken_reference(e) else [])
+        rows.append([ranks.get(e["defense"], "–"), _linked(e["defense"], modules) + (f" *({'; '.join(why)})*" if why else ""),
+                     _pm(e["restored"], e["restored_spread"]), _pm(e["cost"], e["cost_spread"]),
+                     "–" if math.isnan(e["privacy_epsilon"]) else f"{e['privacy_epsilon']:.2f}",
+                     f"{e['columns']} of {e['attack_columns']}"])
+    return rows
 
 
 def pooled_by(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
@@ -632,7 +676,11 @@ HEADLINE_INTRO = ("Per tier and track: the strongest attacks (mean over every en
                   "(> 0) strictly above every other's; a *(control)* row does not compete), then each defense against the strongest input-space attack: **restored** = accuracy with the "
                   "defense − without it, under the attack, **cost** = clean accuracy lost with the defense and no attack, both "
                   "against an undefended victim trained the same way (for adversarial training and DP-SGD heads: the same "
-                  "optimiser, epochs and batches with ε = 0 / σ = 0). "
+                  "optimiser, epochs and batches with ε = 0 / σ = 0), cost read from every cell of the defense. Defenses are "
+                  "ranked by restored only among those measured on the most *columns* (of the attack's undefended ones) "
+                  "with a sound reference: a defense whose same-schedule victim is more than "
+                  f"{REFERENCE_SHORTFALL_POINTS:g} points below the undefended one (median over its cells) is marked "
+                  "*reference broken* and not ranked (its restored and cost measure the schedule, not the defense). "
                   "Numbers are points; *paper protocol* is yes only for the `full` tier: the published numbers are in "
                   "[Published numbers](#published-numbers), beside the `full` tier's; the smaller tiers are not comparable to them.")
 
@@ -666,7 +714,7 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 defenses = _defense_rows(tdf, track, strongest) if strongest else []
                 if defenses:
                     blocks += [("p", f"Defenses against `{strongest}` (the strongest input-space attack here):"),
-                               ("table", (["defense", "restored", "cost", "privacy ε", "columns"], defenses))]
+                               ("table", (["rank", "defense", "restored", "cost", "privacy ε", "columns"], defenses))]
     return blocks
 
 

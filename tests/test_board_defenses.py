@@ -1,0 +1,62 @@
+"""The board's defense rows (leaderboard/render.py): cost from every cell, no rank for a defense whose
+same-schedule reference is broken or that was measured on fewer columns, no rank on one seed."""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+
+from leaderboard.render import _defense_matrix, _defense_rows, defense_effects
+
+
+def _cells(defense: str, *, restored: float, cost_by_attack: dict[str, float], reference_gap: float = 0.0,
+           encoders: tuple[str, ...] = ("simclr/cnn", "byol/cnn"), seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
+    rows = []
+    for attack, encoder, seed in itertools.product(("none", "label_flip"), encoders, seeds):
+        wobble = 0.01 * (seed - 1)
+        rows.append({"attack": attack, "defense": defense, "encoder": encoder, "scenario": "finetune", "budget": 0.1,
+                     "constraint": "unconstrained", "seed": seed, "space": "input",
+                     "m:accuracy_drop": (0.0 if attack == "none" else 0.2) - (0.0 if defense == "none" else restored) + wobble,
+                     "m:accuracy_restored": None if defense == "none" or attack == "none" else restored + wobble,
+                     "m:defense_cost": None if defense == "none" else cost_by_attack[attack] + wobble,
+                     "m:clean_accuracy": 0.9,
+                     "m:reference_clean_accuracy": None if defense == "none" else 0.9 - reference_gap})
+    return rows
+
+
+def _board(*defenses: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(_cells("none", restored=0.0, cost_by_attack={}) + [row for d in defenses for row in d])
+
+
+def test_cost_is_read_from_every_cell_of_the_defense() -> None:
+    """A defense measured only under attack still has a cost (every cell records ``defense_cost``)."""
+    attacked_only = [r for r in _cells("filter", restored=0.1, cost_by_attack={"none": 0.0, "label_flip": 0.04})
+                     if r["attack"] != "none"]
+    (effect,) = defense_effects(_board(attacked_only), "downstream", "label_flip")
+    assert abs(effect["cost"] - 4.0) < 1e-6 and abs(effect["restored"] - 10.0) < 1e-6
+
+
+def test_a_broken_reference_is_flagged_and_not_ranked() -> None:
+    sound = _cells("sound", restored=0.05, cost_by_attack={"none": 0.01, "label_flip": 0.01})
+    broken = _cells("broken", restored=0.15, cost_by_attack={"none": -0.02, "label_flip": -0.02}, reference_gap=0.3)
+    rows = _defense_rows(_board(sound, broken), "downstream", "label_flip")
+    assert [row[0] for row in rows] == ["1", "–"]  # the broken one restores "more" and still ranks last, unranked
+    assert rows[1][1].startswith("broken") and "reference broken: 30.0 points" in rows[1][1]
+    assert "(reference broken)" in _defense_matrix(_board(sound, broken), "accuracy_drop")
+
+
+def test_a_defense_on_fewer_columns_is_not_ranked_against_the_others() -> None:
+    everywhere = _cells("everywhere", restored=0.05, cost_by_attack={"none": 0.0, "label_flip": 0.0})
+    one_column = _cells("partial", restored=0.2, cost_by_attack={"none": 0.0, "label_flip": 0.0}, encoders=("simclr/cnn",))
+    rows = _defense_rows(_board(everywhere, one_column), "downstream", "label_flip")
+    assert [(row[0], row[-1]) for row in rows] == [("1", "2 of 2"), ("–", "1 of 2")]
+    assert "on 1 columns, others on 2" in rows[1][1]
+
+
+def test_one_seed_gives_no_rank() -> None:
+    one = _cells("a", restored=0.05, cost_by_attack={"none": 0.0, "label_flip": 0.0}, seeds=(0,))
+    other = _cells("b", restored=0.01, cost_by_attack={"none": 0.0, "label_flip": 0.0}, seeds=(0,))
+    rows = _defense_rows(pd.DataFrame(_cells("none", restored=0.0, cost_by_attack={}, seeds=(0,)) + one + other),
+                         "downstream", "label_flip")
+    assert [row[0] for row in rows] == ["–", "–"] and rows[0][1] == "a"
