@@ -202,7 +202,7 @@ def board_rows(submission: Submission) -> list[str]:
             paragraph = payload
         else:
             headers, rows = payload
-            mine = [row for row in rows if _names(row[0], submission.plugin_id)]
+            mine = [row for row in rows if any(_names(str(cell), submission.plugin_id) for cell in row[:2])]  # (rank,) name
             if mine:
                 out += [f"**{heading}** — {paragraph}", "", tabulate(mine, headers=headers, tablefmt="github",
                                                                    disable_numparse=True), ""]

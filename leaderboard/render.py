@@ -489,10 +489,10 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     rows = [[_linked(a, modules) + (" *(control)*" if a in controls else _attack_label(a, track, feature, modules)),
              _pm(*_pooled(per_attack[a])), "–" if a in controls else f"{wins[a]} of {len(columns)}",
              diagnostic_text(groups[a])] for a in ranked]
-    if track == "pretrain-targeted":
-        pulls = {a: [_pm(*_pooled(_per_column(g, col))) if col in g else "" for col in TARGETED_PULL_COLUMNS]
-                 for a, g in groups.items()}
-        rows = [row[:3] + pulls[a] + row[3:] for row, a in zip(rows, ranked)]
+    extra, _ = HEADLINE_EXTRA_COLUMNS.get(track, ((), []))
+    if extra:
+        values = {a: [_pm(*_pooled(_per_column(g, col))) if col in g else "" for col in extra] for a, g in groups.items()}
+        rows = [row[:3] + values[a] + row[3:] for row, a in zip(rows, ranked)]
     nulls = {a for a in ranked if _expected_null(a, track, modules)}
     defended = set(df[df["defense"] != "none"]["attack"])  # a tier may defend only some attacks
     strongest = next((a for a in ranked if a not in feature | unclipped | nulls | controls
@@ -500,8 +500,12 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     return rows, strongest
 
 
-TARGETED_PULL_COLUMNS = ("m:target_probability_gain", "m:target_margin_gain", "m:targets_pulled")
-TARGETED_PULL_HEADERS = ["target-prob. gain", "margin gain (logits)", "targets pulled (%)"]
+# per track: metrics shown beside the one the headline ranks by (pooled the same way), and their headers
+HEADLINE_EXTRA_COLUMNS: dict[str, tuple[tuple[str, ...], list[str]]] = {
+    "pretrain-targeted": (("m:target_probability_gain", "m:target_margin_gain", "m:targets_pulled"),
+                          ["target-prob. gain", "margin gain (logits)", "targets pulled (%)"]),
+    "pretrain-availability": (("m:accuracy_drop",), ["probe=clean drop (the published protocol)"]),
+}
 
 
 def _control(rows: pd.DataFrame, module: str | None) -> bool:
@@ -702,7 +706,7 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 if not attacks:
                     continue
                 _, what = HEADLINE_METRICS[track]
-                headers = ["attack", "mean ± spread", "won"] + (TARGETED_PULL_HEADERS if track == "pretrain-targeted" else []) + ["diagnostics"]
+                headers = ["attack", "mean ± spread", "won"] + HEADLINE_EXTRA_COLUMNS.get(track, ((), []))[1] + ["diagnostics"]
                 blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
                            ("table", (headers, attacks))]
                 for note in ([upper_bound_note(tdf), unattained_note(tdf)] if track == "downstream" else []):
@@ -882,58 +886,118 @@ def _published_anchors() -> list[dict[str, Any]]:
     return (yaml.safe_load(path.read_text()) if path.exists() else None) or []
 
 
-# published metric → (the headline's effect of an attack against no attack, how it reads)
-PUBLISHED_EFFECTS = {"poisoned_accuracy": (lambda attack, none: none - attack, "drop"),
-                     "attack_success_rate": (lambda attack, none: attack - none, "ASR gain")}
+# published metric → (the effect of an attack against the paper's own no-attack number, how it reads, the
+# headline column it sits beside)
+PUBLISHED_EFFECTS = {"poisoned_accuracy": (lambda attack, none: none - attack, "probe=clean drop",
+                                           "the *probe=clean drop* column"),
+                     "attack_success_rate": (lambda attack, none: attack - none, "ASR gain", "the *mean ± spread* column"),
+                     "accuracy_drop": (lambda attack, none: attack, "drop", "the *mean ± spread* column")}
+ANY_METHOD = "*"  # a published number whose SSL method the source does not state
+
+
+def _published_values(anchor: dict[str, Any], attack: str) -> list[tuple[str, float]]:
+    """(method, published effect) of ``attack`` in one anchor; the effect of a drop is the number itself."""
+    effect = PUBLISHED_EFFECTS[anchor["metric"]][0]
+    none = {v["method"]: v["value"] for v in anchor["values"] if v["attack"] == "none"}
+    if anchor["metric"] == "accuracy_drop":
+        return [(v["method"], v["value"]) for v in anchor["values"] if v["attack"] == attack]
+    return [(v["method"], effect(v["value"], none[v["method"]])) for v in anchor["values"]
+            if v["attack"] == attack and v["method"] in none]
+
+
+def _method_label(method: str) -> str:
+    return "SSL method not stated" if method == ANY_METHOD else method
 
 
 def published_headline(track: str, attacks: set[str]) -> str:
     """One line under a headline table: the published effect (against the paper's own no-attack number) of
-    the table's attacks that have verified published numbers, per SSL method, with the protocol and source,
-    so the first screen says how far the paper's setting is; '' when there is none."""
+    the table's attacks that have verified published numbers, per SSL method, named by the metric it was
+    measured with and the headline column that shows that metric, with the protocol and source; '' when
+    there is none."""
     parts = []
     for anchor in _published_anchors():
         if anchor["track"] != track or anchor["metric"] not in PUBLISHED_EFFECTS:
             continue
-        effect, word = PUBLISHED_EFFECTS[anchor["metric"]]
-        none = {v["method"]: v["value"] for v in anchor["values"] if v["attack"] == "none"}
+        _, word, column = PUBLISHED_EFFECTS[anchor["metric"]]
         effects = []
         for attack in sorted({v["attack"] for v in anchor["values"]} & attacks - {"none"}):
-            values = [(v["method"], effect(v["value"], none[v["method"]])) for v in anchor["values"]
-                      if v["attack"] == attack and v["method"] in none]
+            values = _published_values(anchor, attack)
             if values:
                 effects.append(f"`{attack}` {word} {' / '.join(f'{x:.1f}' for _, x in values)} "
-                               f"({' / '.join(m for m, _ in values)})")
+                               f"({' / '.join(_method_label(m) for m, _ in values)})")
         if effects:
-            parts.append(f"{', '.join(effects)} — {anchor['protocol']} ({anchor['source']})")
+            elsewhere = "" if anchor["scenario"] in _full_suite_datasets() else \
+                f", on {anchor['scenario']}, which no suite here runs: no tier can match it"
+            parts.append(f"{', '.join(effects)} beside {column} — {_protocol(anchor)} ({anchor['source']}{elsewhere})")
     if not parts:
         return ""
     return ("*Published* (the paper's protocol, not this tier's data or models; points): " + "; ".join(parts)
             + ". [All published numbers](#published-numbers).")
 
 
-def published_section(df: pd.DataFrame) -> list[str]:
-    """Published numbers (leaderboard/published.yaml) beside ours from the ``full`` tier, the only tier that
-    follows a paper's protocol."""
-    anchors = _published_anchors()
+def _protocol(anchor: dict[str, Any]) -> str:
+    extra = [f"budget {anchor['budget']:g}"] if "budget" in anchor else []
+    extra += [anchor["constraint"]] if "constraint" in anchor else []
+    return anchor["protocol"] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _full_suite_datasets() -> set[str]:
+    """The scenario names and data sets the built-in ``full`` suite runs (read from its YAML, no torch)."""
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "benchmark" / "suites" / "full.yaml"
+    raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    names = set()
+    for scenario in raw.get("scenarios") or []:
+        names |= {str(scenario.get(k)) for k in ("name", "pretrain", "downstream")}
+    return names
+
+
+def published_blocks(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Every published number beside ours from the ``full`` tier (the only tier that follows a paper's
+    protocol), on the same metric; a data set the full suite does not run is said so."""
     full = df[(df["tier"] == "full") & (df["status"] == "ok") & (df["defense"] == "none")]
+    runs = _full_suite_datasets()
     rows = []
-    for anchor in anchors or []:
+    for anchor in _published_anchors():
+        col = f"m:{anchor['metric']}"
         for v in anchor["values"]:
-            col = f"m:{anchor['metric']}"
-            match = full[(full["track"] == anchor["track"]) & (full["attack"] == v["attack"])
-                         & full["encoder"].str.startswith(v["method"] + "/")
-                         & full["scenario"].str.contains(anchor["scenario"], regex=False)] if len(full) else full
-            ours = _fmt(match[col], 100.0)[0] if col in match and len(match) else "— (no full-tier result yet)"
-            rows.append([anchor["track"], v["method"], v["attack"], anchor["metric"], f"{v['value']:.1f}", ours,
-                         anchor["protocol"], anchor["source"]])
+            if anchor["scenario"] not in runs:
+                ours = f"— (the `full` suite does not run {anchor['scenario']}: no comparable number)"
+            else:
+                match = _published_match(full, anchor, v)
+                ours = _fmt(match[col], 100.0)[0] if col in match and len(match) else "— (no full-tier result yet)"
+            rows.append([anchor["track"], _method_label(v["method"]), v["attack"], anchor["metric"], f"{v['value']:.1f}",
+                         ours, _protocol(anchor), anchor["source"]])
+    headers = ["track", "method", "attack", "metric", "published", "ours (full tier)", "protocol", "source"]
+    return headers, rows
+
+
+def _published_match(full: pd.DataFrame, anchor: dict[str, Any], value: dict[str, Any]) -> pd.DataFrame:
+    if full.empty:
+        return full
+    match = full[(full["track"] == anchor["track"]) & (full["attack"] == value["attack"])
+                 & full["scenario"].str.contains(anchor["scenario"], regex=False)]
+    if value["method"] != ANY_METHOD:
+        match = match[match["encoder"].str.startswith(value["method"] + "/")]
+    if "budget" in anchor:
+        match = match[(match["budget"] - anchor["budget"]).abs() < 1e-9]
+    if "constraint" in anchor:
+        match = match[match["constraint"] == anchor["constraint"]]
+    return match
+
+
+PUBLISHED_INTRO = ("Verified published numbers (%) beside the `full` tier's (the paper protocol), each on the metric it "
+                   "was measured with. The `smoke` and `cpu` tiers use other data and models (*paper protocol: no*): "
+                   "their numbers are not comparable to these.")
+
+
+def published_section(df: pd.DataFrame) -> list[str]:
+    headers, rows = published_blocks(df)
     if not rows:
         return []
-    return ["## Published numbers", "", "Verified published numbers (%) beside the `full` tier's (the paper protocol). "
-            "The `smoke` and `cpu` tiers use other data and models (*paper protocol: no*): their numbers are not "
-            "comparable to these.", "",
-            tabulate(rows, headers=["track", "method", "attack", "metric", "published", "ours (full tier)", "protocol", "source"],
-                     tablefmt="github", disable_numparse=True), ""]
+    return ["## Published numbers", "", PUBLISHED_INTRO, "",
+            tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
 
 
 def figures_section(plots_dir: Path) -> list[str]:

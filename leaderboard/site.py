@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from leaderboard.render import HEADLINE_INTRO, TIER_NOTES, TIER_ORDER, TRACK_ORDER, _rows, headline_blocks, load_records
+from leaderboard.render import (HEADLINE_INTRO, PUBLISHED_INTRO, TIER_NOTES, TIER_ORDER, TRACK_ORDER, _rows, headline_blocks,
+                                load_records, published_blocks)
 
 CELL_METRICS = ("accuracy_drop", "accuracy_drop_poisoned_probe", "asr_gain", "defense_cost", "privacy_epsilon")
 FILTERS = ("tier", "track", "scenario", "attack", "defense")
@@ -111,7 +112,7 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 def _inline(text: str) -> str:
     """Our markdown's inline marks (``code``, **bold**, *italic*, links) as HTML; a link to a section of
     README.md (``#published-numbers``) points into README.md, which the page does not repeat."""
-    text = html.escape(text)
+    text = html.escape(text).replace("](#published-numbers)", "](index.html#published)")  # on this page too
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
     text = re.sub(r"\[([^\]]+)\]\(#([^)\s]+)\)", r'<a href="README.md#\2">\1</a>', text)
@@ -255,6 +256,15 @@ def _figures_html(tiers: list[str], plots_dir: Path) -> list[str]:
     return out + ["</section>"]
 
 
+def _published_html(df: pd.DataFrame) -> list[str]:
+    """The published numbers beside the ``full`` tier's, as in README.md's *Published numbers*."""
+    headers, rows = published_blocks(df)
+    if not rows:
+        return []
+    return ['<section id="published"><h2>Published numbers</h2>', f'<p class="note">{_inline(PUBLISHED_INTRO)}</p>',
+            _table(headers, rows), "</section>"]
+
+
 def render_site(results_dir: Path, plots_dir: Path) -> str:
     """The page's HTML (deterministic: same files, same bytes)."""
     records, _ = load_records(results_dir)
@@ -269,6 +279,7 @@ def render_site(results_dir: Path, plots_dir: Path) -> str:
     out += _headlines_html(df)
     tiers = [t for t in TIER_ORDER if t in set(df["tier"])]
     out += _figures_html(tiers, plots_dir)
+    out += _published_html(df)
     out += _cells_html(df, records)
     return "\n".join(out + ["</body></html>"]) + "\n"
 

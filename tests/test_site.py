@@ -94,12 +94,13 @@ def test_the_headline_states_the_published_effect_of_the_attacks_it_shows() -> N
     from leaderboard.render import published_headline
 
     line = published_headline("pretrain-availability", {"none", "cp_c", "random_noise"})
-    assert "`cp_c` drop 23.8 / 29.9 / 35.3 (simclr / mocov2 / byol)" in line and "cp_s" not in line
+    assert "`cp_c` probe=clean drop 23.8 / 29.9 / 35.3 (simclr / mocov2 / byol)" in line and "cp_s" not in line
     assert "CIFAR-10, ResNet-18" in line and "not this tier's data" in line and "(#published-numbers)" in line
     assert "ASR gain 35.1 (mocov2)" in published_headline("pretrain-targeted", {"poisoned_encoder"})
-    assert published_headline("downstream", {"gc", "label_flip"}) == ""
+    assert published_headline("downstream", {"label_flip"}) == ""
     assert published_headline("pretrain-availability", {"ue"}) == ""
-    assert 'href="README.md#published-numbers"' in _inline("[All](#published-numbers)")
+    assert 'href="index.html#published"' in _inline("[All](#published-numbers)")  # the page has them too
+    assert 'href="README.md#contents"' in _inline("[All](#contents)")
 
 
 def _copy_results(tmp_path: Path, pattern: str, suite: str = "smoke") -> Path:

@@ -1,5 +1,6 @@
-"""The board's defense rows (leaderboard/render.py): cost from every cell, no rank for a defense whose
-same-schedule reference is broken or that was measured on fewer columns, no rank on one seed."""
+"""The board's defense rows and published numbers (leaderboard/render.py): cost from every cell, no rank for a
+defense whose same-schedule reference is broken or that was measured on fewer columns, no rank on one seed;
+each published number beside the metric it was measured with."""
 
 from __future__ import annotations
 
@@ -60,3 +61,36 @@ def test_one_seed_gives_no_rank() -> None:
     rows = _defense_rows(pd.DataFrame(_cells("none", restored=0.0, cost_by_attack={}, seeds=(0,)) + one + other),
                          "downstream", "label_flip")
     assert [row[0] for row in rows] == ["–", "–"] and rows[0][1] == "a"
+
+
+# ------------------------------------------------------------------------------------------ published numbers
+def test_each_published_number_sits_beside_its_own_metric() -> None:
+    """CP's published numbers are probe=clean: the availability headline shows a probe=clean column and the
+    published line points at it (the headline ranks probe=poisoned); PoisonedEncoder's ImageNet-100 number
+    says no suite here runs that data set; the downstream paper's one established number is there."""
+    from pathlib import Path
+
+    from leaderboard.render import _rows, headline_blocks, load_records, published_blocks, published_headline
+
+    assert "beside the *probe=clean drop* column" in published_headline("pretrain-availability", {"cp_s", "cp_c"})
+    assert "`cp_s` probe=clean drop 46.9 / 36.7 / 32.6" in published_headline("pretrain-availability", {"cp_s"})
+    assert "which no suite here runs" in published_headline("pretrain-targeted", {"poisoned_encoder"})
+    assert "`gc` drop 29.5 (SSL method not stated)" in published_headline("downstream", {"gc"})
+    records, _ = load_records(Path("leaderboard/results"))
+    df = _rows(records)
+    tables = [payload[0] for kind, payload in headline_blocks(df[df["track"] == "pretrain-availability"]) if kind == "table"]
+    assert any("probe=clean drop (the published protocol)" in headers for headers in tables)
+    _, rows = published_blocks(df)
+    imagenet = [row for row in rows if "ImageNet-100" in row[6]]
+    assert imagenet and all("does not run imagenet100" in row[5] for row in imagenet)
+    assert any(row[0] == "downstream" and row[2] == "gc" for row in rows)
+
+
+def test_the_page_shows_the_published_numbers() -> None:
+    from pathlib import Path
+
+    from leaderboard.site import render_site
+
+    page = render_site(Path("leaderboard/results"), Path("leaderboard/plots"))
+    assert '<section id="published"><h2>Published numbers</h2>' in page and "ImageNet-100" in page
+    assert 'href="index.html#published"' in page
