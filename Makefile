@@ -6,7 +6,7 @@ SUITE ?= smoke
 STAMP := $(VENV)/.installed
 SCRATCH ?= .poisonbench-scratch
 
-.PHONY: install run plan test test-all bench gpu-check leaderboard plots verify clean
+.PHONY: install run plan test test-all bench gpu-check leaderboard plots verify submit clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ bench: $(STAMP)  ## pytest-benchmark speed benchmarks
 gpu-check: $(STAMP)  ## on a CUDA machine: GPU tests, throughput (s/epoch, % of bf16 peak), calibrated estimates, fake full run
 	PY=$(PY) .ci/gpu-check $(SCRATCH)/gpu-check
 
-leaderboard: $(STAMP)
+leaderboard: $(STAMP)  ## board, HTML page and figures from the committed results
 	$(PY) -m benchmark leaderboard
+
+submit: $(STAMP)  ## a new attack or defense (make submit ID=my_attack): its smoke cells, board, verify, check, PR text
+	@test -n "$(ID)" || (echo "usage: make submit ID=<attack or defense id> [SUITES='--suite smoke --suite cpu']" && exit 2)
+	$(PY) -m benchmark submit $(ID) $(SUITES)
 
 plots: $(STAMP)  ## figures from the committed results under leaderboard/plots/
 	$(PY) -m benchmark plot

@@ -21,6 +21,7 @@ import signal
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 DEFAULT_RESULTS = Path("leaderboard/results")
 DEFAULT_CACHE = Path(os.environ.get("POISONBENCH_CACHE", ".poisonbench-cache"))
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(results_dir=DEFAULT_RESULTS)
     lst = sub.add_parser("list", help="list registered attacks, defenses, datasets, encoders or suites")
     lst.add_argument("what", nargs="?", default="all", choices=("all", "attacks", "defenses", "datasets", "encoders", "suites"))
+    lst.add_argument("--no-settings", dest="settings", action="store_false", help="omit each method's default settings")
+    lst.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the listing is kept between calls")
     board = sub.add_parser("leaderboard", help="render the board, its page and its figures from result JSON",
                            description="render leaderboard/README.md, index.html and the figures under plots/ from "
                                        "result JSON, or check them",
@@ -402,22 +405,60 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 2
 
 
+def plugin_listing(cache_dir: Path) -> dict[str, Any]:
+    """Every registered attack and defense with its description and default settings (each module's own
+    plugin process says them); kept under the cache, keyed by every source file, so a second ``list``
+    answers at once. Extra plugin modules (``--plugins``) are always described afresh."""
+    import hashlib
+
+    from benchmark.plugins import EXTRA_PLUGINS_ENV, catalogue, resolve
+    from benchmark.provenance import REPO_ROOT
+
+    digest = hashlib.sha256()
+    for path in sorted(p for folder in ("benchmark", "attacks", "defenses") for p in (REPO_ROOT / folder).rglob("*.py")):
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    stored = Path(cache_dir) / "listing" / f"{digest.hexdigest()[:24]}.json"
+    extra = os.environ.get(EXTRA_PLUGINS_ENV, "").strip(", ")
+    if not extra and stored.is_file():
+        return json.loads(stored.read_text())
+    plugins = catalogue()
+    entries = [(kind, info.id, {}, f"{kind} {info.id}") for kind in ("attack", "defense") for info in plugins.of(kind).values()]
+    resolutions, _ = resolve(entries, [])
+    listing: dict[str, Any] = {"problems": list(plugins.problems), "attack": {}, "defense": {}}
+    for (kind, plugin_id, _, _), resolution in zip(entries, resolutions):
+        info = plugins.get(kind, plugin_id)
+        listing[kind][plugin_id] = {"tracks": list(info.tracks), "citation": info.citation, "stage": info.stage,
+                                    "space": info.space, "defaults": resolution.config or {}}
+    if not extra:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps(listing, sort_keys=True))
+    return listing
+
+
+def _settings_text(defaults: dict[str, Any], width: int = 100) -> list[str]:
+    """``name=value`` pairs of the default settings, wrapped."""
+    import textwrap
+
+    pairs = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(defaults.items())) or "(none)"
+    return textwrap.wrap(f"defaults: {pairs}", width=width, initial_indent=" " * 4, subsequent_indent=" " * 14)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what in ("all", "attacks", "defenses"):
-        from benchmark.plugins import catalogue
-
-        plugins = catalogue()
-        for problem in plugins.problems:
+        listing = plugin_listing(args.cache_dir)
+        for problem in listing["problems"]:
             print(f"warning: {problem}", file=sys.stderr)
-        if what in ("all", "attacks"):
-            print("attacks:")
-            for name, info in plugins.attacks.items():
-                print(f"  {name:22s} tracks: {', '.join(info.tracks)}; {info.citation}")
-        if what in ("all", "defenses"):
-            print("defenses:")
-            for name, info in plugins.defenses.items():
-                print(f"  {name:22s} stage: {info.stage}; tracks: {', '.join(info.tracks)}; {info.citation}")
+        for kind in ("attack", "defense"):
+            if what not in ("all", f"{kind}s"):
+                continue
+            print(f"{kind}s:")
+            for name, info in listing[kind].items():
+                where = f"stage: {info['stage']}; " if kind == "defense" else (
+                    f"space: {info['space']}; " if info.get("space") not in (None, "input") else "")
+                print(f"  {name:22s} {where}tracks: {', '.join(info['tracks'])}; {info['citation']}")
+                if args.settings:
+                    print("\n".join(_settings_text(info["defaults"])))
     if what in ("all", "datasets"):
         from benchmark.data import dataset_names
 

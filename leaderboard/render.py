@@ -241,7 +241,8 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
                  "Cells whose attack broke the threat model (`invalid`), ran past the time limit (`timeout`) or failed (`error`).", ""]
         rows = [[r.tier, r.track, r.cell_id, r.status, r.message[:160]] for r in bad.sort_values(["tier", "track", "cell_id"]).itertuples()]
         body += [tabulate(rows, headers=["tier", "track", "cell", "status", "message"], tablefmt="github", disable_numparse=True), ""]
-    body += published_section(df) + methods_section(df[df["status"] == "ok"]) + figures_section(Path(results_dir).parent / "plots")
+    body += (published_section(df) + diagnostics_section(df[df["status"] == "ok"]) + methods_section(df[df["status"] == "ok"])
+             + figures_section(Path(results_dir).parent / "plots"))
     lines += headlines(df) + contents(body) + body
     return "\n".join(lines).rstrip() + "\n", problems
 
@@ -546,6 +547,9 @@ DIAGNOSTICS: tuple[tuple[str, str], ...] = (
     ("feature_match_error", "feature-match error {:.2f}"),
     ("single_part_view_fraction", "single-part views {:.1%}"),
     ("n_target_classes", "target classes per cell {:.0f}"),
+    ("final_train_error", "surrogate train error {:.1%} (UE stops below 1 %)"),
+    ("loss_poisoned", "SSL loss on the poisoned images {:.2f}"),
+    ("loss_clean", "on the clean ones {:.2f}"),
 )
 
 
@@ -572,6 +576,27 @@ def diagnostic_text(df: pd.DataFrame) -> str:
     if "d:decoder_mse" in df and df["d:decoder_mse"].notna().any() and "d:constant_mse" in df:
         parts.append(f"decoder MSE {df['d:decoder_mse'].mean():.3f} vs mean image {df['d:constant_mse'].mean():.3f}")
     return "; ".join(parts)
+
+
+def diagnostics_section(df: pd.DataFrame) -> list[str]:
+    """Every numeric diagnostic every attack records (the headline shows the few that say whether it did its
+    job; this shows them all): mean over the undefended cells, per tier, suite, track and attack."""
+    undefended = df[(df["defense"] == "none") & (df["attack"] != "none")]
+    names = sorted(c for c in undefended.columns if c.startswith("d:"))
+    rows = []
+    for (tier, suite, track, attack), g in undefended.groupby(["tier", "suite", "track", "attack"], sort=True):
+        present = [n for n in names if g[n].notna().any()]
+        if present:
+            values = "; ".join(f"{n[2:]} {_diagnostic_mean(g, n[2:]):.4g}" for n in present)
+            rows.append([tier, suite, track, attack, int(g[present[0]].notna().sum()), values])
+    rows.sort(key=lambda r: (TIER_ORDER.index(r[0]) if r[0] in TIER_ORDER else 99, r[1],
+                             TRACK_ORDER.index(r[2]) if r[2] in TRACK_ORDER else 99, r[3]))
+    if not rows:
+        return []
+    return ["## Diagnostics", "", "Every numeric diagnostic the attacks record, mean over their undefended cells (the "
+            "headlines show those that say whether the attack did its job; the attack modules say what each means).", "",
+            tabulate(rows, headers=["tier", "suite", "track", "attack", "cells", "diagnostics (mean)"], tablefmt="github",
+                     disable_numparse=True), ""]
 
 
 def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str, Any]]:
