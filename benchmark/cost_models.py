@@ -32,6 +32,7 @@ import ast
 import math
 import operator
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,13 @@ def _find_cost(path: Path, class_name: str | None, plugin_id: str | None, depth:
 
 
 def declared_cost(source: str | Path, plugin_id: str) -> dict[str, Any] | None:
-    """The ``cost`` declared by plugin ``plugin_id`` in the module file ``source`` (None: none declared)."""
+    """The ``cost`` declared by plugin ``plugin_id`` in the module file ``source`` (None: none declared);
+    parsed once per file and id in a process (an estimate asks for every cell)."""
+    return _declared_cost(str(source), plugin_id)
+
+
+@lru_cache(maxsize=None)
+def _declared_cost(source: str, plugin_id: str) -> dict[str, Any] | None:
     path = Path(source)
     if not path.is_file():
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -966,7 +967,8 @@ def _protocol(anchor: dict[str, Any]) -> str:
     return anchor["protocol"] + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _full_suite_datasets() -> set[str]:
+@lru_cache(maxsize=1)
+def _full_suite_datasets() -> frozenset[str]:
     """The scenario names and data sets the built-in ``full`` suite runs (read from its YAML, no torch)."""
     import yaml
 
@@ -975,7 +977,7 @@ def _full_suite_datasets() -> set[str]:
     names = set()
     for scenario in raw.get("scenarios") or []:
         names |= {str(scenario.get(k)) for k in ("name", "pretrain", "downstream")}
-    return names
+    return frozenset(names)
 
 
 def published_blocks(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
