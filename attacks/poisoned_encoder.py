@@ -10,29 +10,28 @@ Layout. Each part keeps its own size: a poisoning image is a canvas of twice the
 (``layout = horizontal``, [target | reference], H × 2W) or height (``vertical``, 2H × W), the order of the
 two parts drawn at random per image. The victim crops each view from the whole canvas and resizes it to
 H × W (its RandomResizedCrop does exactly that, as the paper's data loader does), so a view can be mostly
-one part. Squeezing both parts into one H × W image (this module's earlier layout) leaves ≈ 0.4 % of
+one part. Squeezing both parts into one H × W image would leave ≈ 0.4 % of
 positive pairs with one view mostly target and the other mostly reference at 16 px, crop scale 0.3–1:
-the mechanism almost never occurs. One layout per poison set (the harness takes one canvas shape).
+the mechanism would almost never occur. One layout per poison set (the harness takes one canvas shape).
 
 Targets and references. The targeted track hands the attacker a *target pool*: clean labelled inputs of
 the downstream task that are neither pre-training images nor downstream training images (so targets are
-never training points of the probe). Targets are seeded draws from the pool of classes other than the
-target class (and the decoy class); references are seeded draws of the reference class from the pool
-(``n_references`` per target; each poison of a target picks one of them). Without a pool (a context built
-outside the track) both come from the pre-training images. ``n_targets`` targets are attacked at once
-(the paper attacks one at a time; the track averages), at most one per injected image; the budget
-(floor(fraction · N) injected images) is spread evenly over them.
+never training points of the probe). Targets are seeded draws from the pool of classes other than their
+target class; references are seeded draws of the reference class from the pool (``n_references`` per
+target; each poison of a target picks one of them). Without a pool (a context built outside the track)
+both come from the pre-training images. ``n_targets`` targets are attacked at once (the paper attacks one
+at a time; the track averages), at most one per injected image; the budget (floor(fraction · N) injected
+images) is spread evenly over them. With ``n_target_classes = k > 1`` the targets are split round-robin
+over k distinct seeded target classes, each with its own references, so one cell averages over target
+classes (at small scale, which class is the target dominates the spread of a one-class cell).
 
-Several target classes. With ``n_target_classes = k > 1`` the targets are split round-robin over k
-distinct seeded target classes (each with its own references, and its own decoy class in the control),
-so one cell averages over target classes: which class is the target dominates the spread of a
-one-class cell at small scale (issue #15: seeds +2.2 / +1.0 / +5.0 points of target-probability gain at
-the cpu tier). ``k = 1`` (default) is the paper's setting and draws exactly what a one-class cell did.
-
-Control. ``reference = decoy`` draws the references from a seeded *decoy* class (≠ the target class)
-while the goal stays the target class: the same number of stitched images of the same targets, but
-nothing pulling them towards the target class. Its target-probability gain should be ≈ 0 or negative
-(the targets move towards the decoy class instead): a baseline row for the default ``target_class``.
+Control. ``reference = decoy`` draws the references from a seeded *decoy* class instead — neither a target
+class nor the class of one of that class's targets, where the dataset leaves one — while the goal stays
+the target class. Every draw comes from its own stream seeded from the context's generator in a fixed
+order, and the track seeds the generator of an attack's settings variants alike, so in each cell the
+control stitches the same targets, for the same target classes, in the same order and positions as the
+attack, with nothing pulling them towards the target class: its target-probability gain should be ≈ 0 or
+negative (the targets move towards the decoy class instead).
 
 Diagnostics: ``single_part_view_fraction``, the fraction of positive pairs (two independent views of a
 poisoning image, under the victim's own crop geometry: its augmentation without colour jitter, seeded,
@@ -60,6 +59,8 @@ LAYOUTS = ("horizontal", "vertical")
 REFERENCES = ("target_class", "decoy")
 DIAGNOSTIC_PAIRS = 4000  # positive pairs drawn to measure the single-part view fraction
 MOSTLY = 0.75  # a view is "mostly" one part when that part covers at least this share of it
+# the independent random streams of one crafting, seeded in this order from the context's generator
+STREAMS = ("classes", "targets", "decoys", "references", "poisons", "diagnostic")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,30 +160,33 @@ class PoisonedEncoder(PretrainTargetedAttack):
 
     def craft_targeted(self, ctx: PretrainAttackContext) -> TargetedPoison:
         config: PoisonedEncoderConfig = self.config  # type: ignore[assignment]
-        gen = ctx.generator
         if ctx.target_pool_images is not None and ctx.target_pool_labels is not None:
             pool_images, pool_labels = ctx.target_pool_images, ctx.target_pool_labels
         else:  # a context built outside the track: the pre-training images stand in for the pool
             pool_images, pool_labels = ctx.images, ctx.labels
+        streams = {name: torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)))
+                   for name in STREAMS}
         present = {int(c) for c in pool_labels.unique()}
         n_targets = min(config.n_targets, max(1, ctx.budget))  # a target without a poison is not attacked
-        n_classes = min(config.n_target_classes, n_targets)
-        goals = self._goal_classes(config, n_classes, ctx.num_classes, present, gen)
-        targets, classes, references = self._targets_of(pool_labels, goals, n_targets, gen)
+        goals = self._target_classes(config, min(config.n_target_classes, n_targets), ctx.num_classes, present,
+                                     streams["classes"])
+        targets, goal_of = self._targets_of(pool_labels, goals, n_targets, streams["targets"])
+        references = self._reference_classes(config, goals, goal_of, pool_labels[targets], present, streams["decoys"])
         # each target input has its own reference set (of its reference class); its poisons draw from it
-        ref_sets = [self._reference_set(pool_labels, int(r), config.n_references, gen) for r in references]
+        ref_sets = [self._reference_set(pool_labels, references[int(g)], config.n_references, streams["references"])
+                    for g in goal_of]
         vertical = config.layout == "vertical"
         images = []
         for i in range(ctx.budget):
             t, refs = int(targets[i % len(targets)]), ref_sets[i % len(targets)]
-            ref = int(refs[int(torch.randint(0, len(refs), (1,), generator=gen))])
-            target_first = bool(torch.rand(1, generator=gen) < 0.5)
+            ref = int(refs[int(torch.randint(0, len(refs), (1,), generator=streams["poisons"]))])
+            target_first = bool(torch.rand(1, generator=streams["poisons"]) < 0.5)
             a, b = (pool_images[t], pool_images[ref]) if target_first else (pool_images[ref], pool_images[t])
             images.append(stitch(a, b, vertical=vertical))
         c, h, w = pool_images.shape[1:]
         canvas = (2 * h, w) if vertical else (h, 2 * w)
         poison = torch.stack(images).float().contiguous() if images else torch.empty((0, c, *canvas))
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=streams["diagnostic"]))
         fraction = single_part_view_fraction(part_indicator(h, w, vertical=vertical), ctx.ssl.augment_config(),
                                              image_size=int(ctx.images.shape[-1]), seed=seed)
         diagnostics = {"n_target_classes": float(len(goals)), "n_targets": float(len(targets)),
@@ -190,48 +194,59 @@ class PoisonedEncoder(PretrainTargetedAttack):
                        "canvas_height": float(canvas[0]), "canvas_width": float(canvas[1]),
                        "single_part_view_fraction": fraction}
         if len(goals) == 1:
-            diagnostics["reference_class"] = float(goals[0][1])
-        target_class: int | torch.Tensor = goals[0][0] if len(goals) == 1 else classes
+            diagnostics["reference_class"] = float(references[0])
+        classes = torch.tensor(goals, dtype=torch.int64)[goal_of]
+        target_class: int | torch.Tensor = goals[0] if len(goals) == 1 else classes
         return TargetedPoison(images=poison, target_images=pool_images[targets].clone().float().contiguous(),
                               target_class=target_class, diagnostics=diagnostics)
 
     @staticmethod
-    def _goal_classes(config: PoisonedEncoderConfig, n_classes: int, num_classes: int, present: set[int],
-                      gen: torch.Generator) -> list[tuple[int, int]]:
-        """(target class, reference class) pairs: distinct seeded target classes (or the configured one),
-        each with its reference class (itself, or a seeded decoy class for the control)."""
-        if config.target_class is not None and config.target_class >= num_classes:
-            raise ValueError(f"target_class {config.target_class} outside [0, {num_classes - 1}]")
-        goals: list[tuple[int, int]] = []
+    def _target_classes(config: PoisonedEncoderConfig, n_classes: int, num_classes: int, present: set[int],
+                        gen: torch.Generator) -> list[int]:
+        """Distinct seeded target classes among those in the pool (or the configured one)."""
+        if config.target_class is not None:
+            if config.target_class >= num_classes:
+                raise ValueError(f"target_class {config.target_class} outside [0, {num_classes - 1}]")
+            return [config.target_class]
+        goals: list[int] = []
         for _ in range(n_classes):
-            target_class = config.target_class
-            if target_class is None:
-                target_class = choose_class(num_classes, {g for g, _ in goals}, gen, present)
-            reference_class = target_class
-            if config.reference == "decoy":
-                reference_class = choose_class(num_classes, {target_class}, gen, present)
-            goals.append((target_class, reference_class))
+            goals.append(choose_class(num_classes, set(goals), gen, present))
         return goals
 
     @staticmethod
-    def _targets_of(labels: torch.Tensor, goals: list[tuple[int, int]], n_targets: int,
-                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sorted target indices with each one's target and reference class: target ``i`` of the round
-        robin belongs to goal ``i mod k``, drawn from classes other than that goal's two."""
+    def _targets_of(labels: torch.Tensor, goals: list[int], n_targets: int,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted target indices and the goal (index into ``goals``) of each: target ``i`` of the round robin
+        belongs to goal ``i mod k`` and is drawn from classes other than that goal's."""
         chosen, goal_of = [], []
         taken = torch.zeros(0, dtype=torch.int64)
-        for j, (target_class, reference_class) in enumerate(goals):
-            count = len(range(j, n_targets, len(goals)))
-            picked = choose_targets(labels, {target_class, reference_class}, count, gen, taken)
+        for j, target_class in enumerate(goals):
+            picked = choose_targets(labels, {target_class}, len(range(j, n_targets, len(goals))), gen, taken)
             taken = torch.cat([taken, picked])
             chosen.append(picked)
             goal_of += [j] * len(picked)
         indices = torch.cat(chosen)
         order = indices.argsort()
-        goal_index = torch.tensor(goal_of, dtype=torch.int64)[order]
-        classes = torch.tensor([g for g, _ in goals], dtype=torch.int64)[goal_index]
-        references = torch.tensor([r for _, r in goals], dtype=torch.int64)[goal_index]
-        return indices[order], classes, references
+        return indices[order], torch.tensor(goal_of, dtype=torch.int64)[order]
+
+    @staticmethod
+    def _reference_classes(config: PoisonedEncoderConfig, goals: list[int], goal_of: torch.Tensor,
+                           target_labels: torch.Tensor, present: set[int], gen: torch.Generator) -> list[int]:
+        """The reference class of each goal: the target class itself, or (control) a seeded decoy class that
+        is no target class and, where the pool leaves one, not the class of any of that goal's targets."""
+        if config.reference != "decoy":
+            return list(goals)
+        decoys = []
+        for j, target_class in enumerate(goals):
+            of_targets = {int(c) for c in target_labels[goal_of == j]}
+            allowed = sorted(present - set(goals) - of_targets) or sorted(present - {target_class} - of_targets)
+            if not allowed:
+                allowed = sorted(present - {target_class})
+            if not allowed:
+                raise ValueError(f"no class with images left outside {{{target_class}}} for a decoy "
+                                 f"(classes present in the target pool: {sorted(present)})")
+            decoys.append(allowed[int(torch.randint(0, len(allowed), (1,), generator=gen))])
+        return decoys
 
     @staticmethod
     def _reference_set(labels: torch.Tensor, reference_class: int, n_references: int,

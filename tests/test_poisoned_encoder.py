@@ -202,6 +202,35 @@ def test_the_decoy_control_draws_references_from_another_class(tmp_path: Path) -
             assert target in targets and int(labels[ref]) == ref_class
 
 
+def test_the_decoy_control_stitches_the_attacks_own_targets(tmp_path: Path) -> None:
+    """Attack and control crafted from generators seeded alike (as the track seeds them: settings left out)
+    use the same targets, target classes and canvas positions; only the reference part differs, and its
+    class is neither a target class nor the class of one of that goal's targets."""
+    from benchmark.tracks.pretrain_targeted import attack_stream_seed
+
+    assert attack_stream_seed(1, "poisoned_encoder", 0.1) == attack_stream_seed(1, "poisoned_encoder", 0.1)
+    assert attack_stream_seed(1, "poisoned_encoder", 0.1) != attack_stream_seed(2, "poisoned_encoder", 0.1)
+    pool, labels = held_out_pool(300)
+    for seed in range(4):
+        settings = {"n_targets": 10, "n_target_classes": 2, "n_references": 3}
+        real = attack(**settings).craft_targeted(context(tmp_path / f"a{seed}", pool, labels, budget=20, seed=seed))
+        decoy = attack(**settings, reference="decoy").craft_targeted(
+            context(tmp_path / f"d{seed}", pool, labels, budget=20, seed=seed))
+        assert torch.equal(real.target_images, decoy.target_images)
+        assert torch.equal(target_classes_of(real), target_classes_of(decoy))
+        classes, n = target_classes_of(real), len(real.target_images)
+        for i, (a, b) in enumerate(zip(real.images, decoy.images)):  # poison i stitches target i mod n
+            target, goal = real.target_images[i % n], int(classes[i % n])
+            mine, other = (slice(0, SIZE), slice(SIZE, None))
+            if not torch.equal(a[:, :, mine], target):
+                mine, other = other, mine
+            assert torch.equal(a[:, :, mine], target) and torch.equal(b[:, :, mine], target)
+            assert int(labels[row_of(a[:, :, other], pool)]) == goal
+            decoy_class = int(labels[row_of(b[:, :, other], pool)])
+            of_goal = {int(labels[row_of(t, pool)]) for t, c in zip(real.target_images, classes) if int(c) == goal}
+            assert decoy_class not in set(classes.tolist()) | of_goal
+
+
 def test_classes_absent_from_the_pool_are_never_drawn(tmp_path: Path) -> None:
     pool_images, pool_labels = held_out_pool()
     keep = pool_labels <= 2  # a subset in which only three of the ten classes have images
@@ -212,8 +241,12 @@ def test_classes_absent_from_the_pool_are_never_drawn(tmp_path: Path) -> None:
         poison = attack(n_targets=2, n_references=2, reference="decoy").craft_targeted(ctx)
         assert poison.target_class in (0, 1, 2) and int(poison.diagnostics["reference_class"]) in (0, 1, 2)
     only_one = pool_labels == 3
-    with pytest.raises(ValueError, match="no class with images left"):
+    with pytest.raises(ValueError, match="no target input of a class outside"):
         attack(reference="decoy").craft_targeted(context(tmp_path / "one", pool_images[only_one], pool_labels[only_one]))
+    two = (pool_labels == 3) | (pool_labels == 4)  # no third class: the decoy falls back to the targets' own
+    poison = attack(reference="decoy", n_targets=2, target_class=3).craft_targeted(
+        context(tmp_path / "two", pool_images[two], pool_labels[two]))
+    assert int(poison.diagnostics["reference_class"]) == 4
 
 
 # ------------------------------------------------------------------------------------------ target classes

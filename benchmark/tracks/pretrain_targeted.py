@@ -97,6 +97,13 @@ def target_pool(setting: PretrainSetting) -> ImageDataset:
                                                              size=setting.size, seed=setting.seed))
 
 
+def attack_stream_seed(seed: int, attack_id: str, budget: float) -> int:
+    """The seed of the attacker's generator in a cell. It leaves the attack's settings out: the rows of one
+    attack that differ only in settings (an attack and its control) draw the same random stream, so a
+    control that says "the same targets" can keep its word (common random numbers)."""
+    return derive_seed(seed, attack_id, budget)
+
+
 def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, float]:
     """The validated injected images of this cell (cached), their cache key and the crafting time. The
     attacker is granted the clean unlabeled pre-training images (with labels, to pick references), the
@@ -111,7 +118,7 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, fl
     name = env.cache.key(POISON_KIND, key)
     budget = math.floor(spec["budget"] * len(setting.pre) + 1e-9)
     shape = tuple(setting.pre.images.shape[1:])
-    seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, spec["budget"])
+    seed = attack_stream_seed(setting.seed, cell.attack.id, spec["budget"])
     context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
                "epsilon": 1.0, "poison_fraction": float(spec["budget"]), "budget": budget, "recipe": setting.encoder_spec,
                "target_pool_images": pool.images, "target_pool_labels": pool.labels}
