@@ -204,10 +204,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"  {track}: {n} cells ({sum(c.id in done_ids for c in of_track)} finished)\n    attacks: {attacks}\n"
               f"    defenses: {defenses}")
     if not args.cells:
-        reasons = Counter(s.reason.split(":")[0][:90] for s in skipped)
+        reasons = Counter(s.reason.split(" — ")[0] for s in skipped)
         if skipped:
-            print(f"skipped combinations: {len(skipped)} ({'; '.join(f'{n}× {r}' for r, n in reasons.most_common(4))}"
-                  f"{'; …' if len(reasons) > 4 else ''})")
+            print(f"skipped combinations: {len(skipped)}")
+            for reason, n in reasons.most_common(6):
+                print(f"  {n}× {reason}")
+            if len(reasons) > 6:
+                print(f"  … {len(reasons) - 6} more reason(s)")
         print("every cell by shared encoder, and each skipped combination: --cells; device-hours: --estimate")
         return 0
     for group in groups:
@@ -520,7 +523,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def _missing_cells(results_dir: Path) -> list[str]:
     """For every built-in suite with committed records: the cells it defines that have none (a suite entry
-    added without running it), named with the command that computes them."""
+    added without running it), named with the command that computes them, and the records that belong to
+    no cell of it (a suite entry changed or removed: they would stay on the board, describing settings the
+    suite no longer runs)."""
     from benchmark.suite import expand_cells, load_suite, suite_names
 
     lines = []
@@ -530,11 +535,18 @@ def _missing_cells(results_dir: Path) -> list[str]:
             continue
         have = {p.stem for p in folder.glob("*.json")}
         cells, _ = expand_cells(load_suite(name, []))
+        ids = {c.id for c in cells}
         absent = [c.id for c in cells if c.id not in have]
         if absent:
             lines.append(f"suite {name}: {len(absent)} cell(s) have no record: " + ", ".join(absent[:5])
                          + (f" … (+{len(absent) - 5})" if len(absent) > 5 else "")
                          + f"; compute them with python -m benchmark run --suite {name} --sandbox required")
+        extra = sorted(have - ids)
+        if extra:
+            lines.append(f"suite {name}: {len(extra)} record(s) belong to no cell of the suite (an entry's settings "
+                         "changed or it was removed): " + ", ".join(extra[:5])
+                         + (f" … (+{len(extra) - 5})" if len(extra) > 5 else "")
+                         + f"; delete them (git rm {folder}/<cell>.json)")
     return lines
 
 

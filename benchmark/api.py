@@ -36,7 +36,7 @@ from benchmark.registry import Registry
 
 TRACKS: tuple[str, ...] = ("downstream", "pretrain-availability", "pretrain-targeted")
 Track = Literal["downstream", "pretrain-availability", "pretrain-targeted"]
-DefenseStage = Literal["data", "training", "posthoc"]
+DefenseStage = Literal["data", "sanitise", "training", "posthoc"]
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -397,6 +397,10 @@ class Defense(ABC):
     * ``data``: :meth:`transform_images` maps the victim's whole training set (clean and poisoned alike)
       before the victim sees it (downstream: before features are computed; pre-training: via
       :meth:`ssl_hooks`, e.g. as an augmentation of every batch).
+    * ``sanitise``: :meth:`keep_indices` picks the training points the victim keeps (downstream: the
+      labelled training set, clean and poisoned alike; pre-training: the unlabeled pre-training images and
+      the supervised victim's labelled set); the victim then trains as it would undefended, on those
+      points only. The track records the share of poisons and of clean points removed.
     * ``training``: :meth:`fit_head` trains the downstream head in place of the plain convex fit;
       :meth:`ssl_hooks` changes SSL pre-training (loss, optimiser); :meth:`fit_supervised` trains a
       supervised victim.
@@ -426,6 +430,9 @@ class Defense(ABC):
         encoder spec (``method``, ``backbone``, ``norm``, …), ``victim`` the head kind."""
         if track not in self.tracks:
             return f"{self.id} does not apply to track {track} (it applies to {', '.join(self.tracks)})"
+        if self.stage == "sanitise" and track == "pretrain-targeted":
+            return (f"{self.id} sanitises training data, and the targeted track's injected images are canvases of "
+                    "another shape than the clean ones: a sanitiser could drop them by their shape alone")
         return None
 
     @property
@@ -442,6 +449,15 @@ class Defense(ABC):
     # data stage
     def transform_images(self, images: torch.Tensor, ctx: DefenseContext) -> torch.Tensor:
         raise NotImplementedError(f"{self.id} has no data-stage transform")
+
+    # sanitise stage
+    def keep_indices(self, extractor: FeatureExtractorView | None, images: torch.Tensor, labels: torch.Tensor | None,
+                     ctx: DefenseContext) -> torch.Tensor:
+        """The indices of the training points the victim keeps: a 1-D integer tensor of distinct indices
+        into ``images`` (at least one). ``labels`` is None for unlabeled pre-training images; ``extractor``
+        is the victim's frozen encoder in the downstream track and None in pre-training (there is no trained
+        encoder yet: a sanitiser that needs a model trains its own)."""
+        raise NotImplementedError(f"{self.id} does not sanitise training data")
 
     # training stage
     def fit_head(self, extractor: FeatureExtractorView, images: torch.Tensor, labels: torch.Tensor,

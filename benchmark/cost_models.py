@@ -11,7 +11,7 @@ the names below: nothing else runs. An attack::
 a defense (a stage it does not have is left out; ``{}`` for a track = no work beyond the harness')::
 
     cost = {"downstream": {"head": {"passes": "epochs * n * (steps + 1)"},   # the defended head on n images
-                           "data": {"svds": "n_masks * n"},                  # a transform of n images
+                           "data": {"svds": "n_masks * n"},                  # a transform (or a sanitiser's look) at n images
                            "repair": {"passes": "epochs * clean_size"}},     # a post-hoc repair
             "pretrain-availability": {"ssl_factor": "1 + ssl_steps",        # × the victim's SSL training
                                       "supervised_factor": "1 + steps",     # × the supervised victim's

@@ -246,6 +246,19 @@ def transform_images(request: Mapping[str, Any], channel: Channel) -> dict[str, 
     return {"images": _plain(images)}
 
 
+def keep_indices(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
+    """A sanitising defense's selection of the training points the victim keeps (checked by the caller)."""
+    defense, device = _plugin(request), torch.device(request["device"])
+    view = None
+    if request.get("extractor") is not None:
+        extractor = _extractor(request["extractor"], device)
+        view = FeatureExtractorView(extractor, extractor.feature_dim, device)
+    dctx = _defense_context(request)
+    _reseed(request)
+    kept = defense.keep_indices(view, request["images"], request.get("labels"), dctx)
+    return {"kept": _plain(kept)}
+
+
 def fit_head(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     defense, device = _plugin(request), torch.device(request["device"])
     extractor = _extractor(request["extractor"], device)
@@ -279,7 +292,7 @@ def _checked_extractor(defense: Defense, repaired: Any) -> FeatureExtractor:
 def ssl_hooks(defense: Defense, recipe: SSLRecipe, dctx: DefenseContext) -> SSLTrainingHooks | None:
     """SSL hooks of a data- or training-stage defense (a data-stage defense without its own hooks
     transforms every batch)."""
-    if defense.stage == "posthoc":
+    if defense.stage in ("posthoc", "sanitise"):  # a sanitised victim pre-trains in the scoring process
         return None
     if type(defense).ssl_hooks is not Defense.ssl_hooks or defense.stage != "data":
         return defense.ssl_hooks(recipe, dctx)
@@ -319,6 +332,11 @@ def supervised(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
         model = defense.fit_supervised(model, images, labels, dctx, train)
     elif defense.stage == "data":
         model = train(model, defense.transform_images(images, dctx), labels)
+    elif defense.stage == "sanitise":
+        from benchmark.validation import validate_kept
+
+        kept = validate_kept(defense.keep_indices(None, images, labels, dctx), len(images), defense.id)
+        model = train(model, images[kept], labels[kept])
     else:
         model = train(model, images, labels)
     return {"state": _plain(model.state_dict()), "privacy": _privacy(defense)}
@@ -326,6 +344,7 @@ def supervised(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
 
 FUNCTIONS: dict[str, Callable[[Mapping[str, Any], Channel], Any]] = {
     "describe": describe, "resolve": resolve, "craft": craft, "transform_images": transform_images,
+    "keep_indices": keep_indices,
     "fit_head": fit_head, "repair_encoder": repair_encoder, "pretrain_encoder": pretrain_encoder,
     "supervised": supervised,
 }

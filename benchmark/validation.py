@@ -247,3 +247,42 @@ def pool_indices(images: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
         return torch.full((len(images),), -1, dtype=torch.int64)
     index = {r: i for i, r in reversed(list(enumerate(rows(pool))))}
     return torch.tensor([index.get(r, -1) for r in rows(images)], dtype=torch.int64)
+
+
+def validate_kept(kept: object, n: int, who: str) -> torch.Tensor:
+    """A sanitising defense's kept indices into a set of ``n`` points, checked (a 1-D integer tensor of
+    distinct indices in [0, n), at least one) and returned sorted as int64; a ``ValueError`` naming every
+    problem otherwise."""
+    if type(kept) is not torch.Tensor:
+        raise ValueError(f"{who}.keep_indices must return a torch.Tensor of indices, got {type(kept).__name__}")
+    problems = []
+    if kept.dim() != 1:
+        problems.append(f"shape {tuple(kept.shape)} is not 1-D")
+    if kept.dtype.is_floating_point or kept.dtype.is_complex or kept.dtype == torch.bool:
+        problems.append(f"dtype {kept.dtype} is not an integer type")
+    if not problems:
+        kept = kept.detach().cpu().to(torch.int64)
+        if len(kept) == 0:
+            problems.append("it keeps no point")
+        elif int(kept.min()) < 0 or int(kept.max()) >= n:
+            problems.append(f"indices outside [0, {n - 1}]")
+        elif len(kept.unique()) != len(kept):
+            problems.append("indices repeat")
+    if problems:
+        raise ValueError(f"{who}.keep_indices returned an unusable selection of {n} points: " + "; ".join(problems))
+    return kept.sort().values.contiguous()
+
+
+def removed_shares(kept: torch.Tensor, n: int, poison_indices: torch.Tensor | None) -> dict[str, float]:
+    """The share of clean points and (when ``poison_indices`` is given) of poisons that a sanitiser removed
+    from a set of ``n`` points, of which ``poison_indices`` are the poisons."""
+    is_kept = torch.zeros(n, dtype=torch.bool)
+    is_kept[kept] = True
+    is_poison = torch.zeros(n, dtype=torch.bool)
+    if poison_indices is not None:
+        is_poison[poison_indices.to(torch.int64)] = True
+    clean = ~is_poison
+    out = {"removed_clean_share": float((~is_kept & clean).sum()) / max(1, int(clean.sum()))}
+    if poison_indices is not None and int(is_poison.sum()):
+        out["removed_poison_share"] = float((~is_kept & is_poison).sum()) / int(is_poison.sum())
+    return out

@@ -85,6 +85,7 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "attack_id": c["attack"]["id"], "defense_id": c["defense"]["id"],
             "attack_settings": json.dumps(c["attack"].get("settings") or {}, sort_keys=True),
             "defense_settings": json.dumps(c["defense"].get("settings") or {}, sort_keys=True),
+            "wall_seconds": float(r["provenance"].get("wall_seconds") or 0.0),
             "attack_module": ((r["provenance"].get("sources") or {}).get("attack") or {}).get("module"),
             "defense_module": ((r["provenance"].get("sources") or {}).get("defense") or {}).get("module"),
         }
@@ -231,7 +232,7 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
     for tier in [t for t in TIER_ORDER if t in set(df["tier"])]:
         for suite in sorted(set(df[df["tier"] == tier]["suite"])):
             sdf = df[(df["tier"] == tier) & (df["suite"] == suite)]
-            body += [f"## Tier `{tier}`: suite `{suite}`", "", f"*{TIER_NOTES[tier]}.*", ""]
+            body += [f"## Tier `{tier}`: suite `{suite}`", "", f"*{TIER_NOTES[tier]}.*", "", compute_note(sdf), ""]
             if waiting.get(suite):
                 body += [_pending_note(results_dir, suite, waiting[suite], len(sdf)), ""]
             for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
@@ -249,6 +250,19 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
              + figures_section(Path(results_dir).parent / "plots"))
     lines += headlines(df) + contents(body) + body
     return "\n".join(lines).rstrip() + "\n", problems
+
+
+def compute_note(df: pd.DataFrame) -> str:
+    """What computing these records took: the sum of their cells' wall times, per track (a cell that built a
+    shared encoder counts its pre-training; cells computed beside other jobs count as they ran)."""
+    def span(seconds: float) -> str:
+        return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+    per_track = df.groupby("track")["wall_seconds"].sum()
+    parts = ", ".join(f"{track} {span(per_track[track])}" for track in TRACK_ORDER if track in per_track.index)
+    return (f"Recorded compute: {span(float(per_track.sum()))} of cell wall time over {len(df)} cells ({parts}): "
+            "the sum of each record's `wall_seconds`, shared encoders counted in the cell that built them, "
+            "cells computed beside other jobs counted as they ran.")
 
 
 def _anchor(heading: str, seen: dict[str, int]) -> str:
@@ -636,8 +650,15 @@ def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str,
         effects.append({"defense": defense, "restored": restored[0], "restored_spread": restored[1], "cost": cost[0],
                         "cost_spread": cost[1], "privacy_epsilon": float(eps.mean()) if len(eps) else math.nan,
                         "columns": len(shared), "attack_columns": len(base),
-                        "reference_shortfall": reference_shortfall(df, defense)})
+                        "reference_shortfall": reference_shortfall(df, defense),
+                        "removed_poison": _mean_of(rows, "m:removed_poison_share"),
+                        "removed_clean": _mean_of(clean, "m:removed_clean_share")})
     return sorted(effects, key=lambda e: (-e["restored"] if not math.isnan(e["restored"]) else math.inf, e["defense"]))
+
+
+def _mean_of(df: pd.DataFrame, col: str) -> float:
+    values = df[col].dropna() if col in df else pd.Series(dtype=float)
+    return float(values.mean()) if len(values) else math.nan
 
 
 # a same-schedule reference this many points (median over the defense's cells) below the undefended victim
@@ -683,7 +704,9 @@ def _defense_rows(df: pd.DataFrame, track: str, attack: str) -> list[list[Any]]:
     rows = []
     for e in ordered:
         why = ([f"on {e['columns']} columns, others on {most}"] if e["columns"] < most else []) + (
-            [f"reference broken: {e['reference_shortfall']:.1f} points below the undefended victim"] if broken_reference(e) else [])
+            [f"reference broken: {e['reference_shortfall']:.1f} points below the undefended victim"] if broken_reference(e) else []) + (
+            [f"removes {e['removed_poison']:.0%} of the poisons"] if not math.isnan(e["removed_poison"]) else []) + (
+            [f"{e['removed_clean']:.0%} of clean points"] if not math.isnan(e["removed_clean"]) else [])
         rows.append([ranks.get(e["defense"], "–"), _linked(e["defense"], modules) + (f" *({'; '.join(why)})*" if why else ""),
                      _pm(e["restored"], e["restored_spread"]), _pm(e["cost"], e["cost_spread"]),
                      "–" if math.isnan(e["privacy_epsilon"]) else f"{e['privacy_epsilon']:.2f}",

@@ -33,7 +33,7 @@ from benchmark.plugins import PLUGIN_PACKAGES, load_plugins
 from benchmark.pretrain import FeatureExtractor, SSLRecipe, make_extractor
 from benchmark.suite import SUITES_DIR, parse_yaml
 from benchmark.utils import seed_everything
-from benchmark.validation import fingerprint, validate_availability, validate_downstream, validate_targeted
+from benchmark.validation import fingerprint, validate_availability, validate_downstream, validate_kept, validate_targeted
 
 
 def _registered() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -180,11 +180,13 @@ def test_defense_hooks_are_deterministic_and_leave_their_inputs_alone(defense_id
         defense = cls(cls.Config(**settings))
         ctx = DefenseContext("downstream", 10, 5, torch.Generator().manual_seed(5), torch.device("cpu"))
         seed_everything(5)
+        view = FeatureExtractorView(extractor, extractor.feature_dim, torch.device("cpu"))
         if cls.stage == "data":
             return {"images": defense.transform_images(data.images, ctx)}
+        if cls.stage == "sanitise":
+            return {"kept": validate_kept(defense.keep_indices(view, data.images, data.labels, ctx), len(data.images), defense_id)}
         if cls.stage == "training":
-            head = defense.fit_head(FeatureExtractorView(extractor, extractor.feature_dim, torch.device("cpu")),
-                                    data.images, data.labels, HeadSpec(10, 1e-3), ctx)
+            head = defense.fit_head(view, data.images, data.labels, HeadSpec(10, 1e-3), ctx)
             return {"weight": head.weight, "bias": head.bias}
         repaired = defense.repair_encoder(extractor, data.images, data.labels, ctx)
         assert isinstance(repaired, FeatureExtractor)

@@ -2,11 +2,12 @@
 
 The slow test plays it on a clone of this repository shrunk to one tiny suite: the maintainers commit its
 board; an author adds an attack (its module and a suite entry, nothing else), commits and submits it; then
-a defense the same way. Each submission must end green, with ``leaderboard --check`` passing on the
+a data-stage defense and a sanitising one the same way. Each submission must end green, with ``leaderboard --check`` passing on the
 committed result and no file touched outside the author's own module and suite entry."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -104,6 +105,35 @@ class Quantise(Defense):
 '''
 
 
+NEW_SANITISER = '''"""Test Author, "Nearest class mean", a fixture of tests/test_submit.py.
+
+Keeps a training point when the class mean nearest to its features (the encoder's) is its own label's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.api import Defense, DefenseContext, FeatureExtractorView, register_defense
+
+
+@register_defense
+class NearestMean(Defense):
+    id = "nearest_mean"
+    stage = "sanitise"
+    tracks = ("downstream",)
+    citation = "Test Author, Nearest class mean (fixture)"
+    cost = {"downstream": {"data": {"passes": "n"}}}
+
+    def keep_indices(self, extractor: FeatureExtractorView | None, images: torch.Tensor,
+                     labels: torch.Tensor | None, ctx: DefenseContext) -> torch.Tensor:
+        assert extractor is not None and labels is not None
+        features, labels = extractor.features(images), labels.to(extractor.device)
+        means = torch.stack([features[labels == c].mean(0) for c in range(ctx.num_classes)])
+        return torch.nonzero(torch.cdist(features, means).argmin(1) == labels).flatten().cpu()
+'''
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
@@ -152,7 +182,8 @@ def test_a_new_attack_and_defense_reach_the_board_through_submit(tmp_path: Path)
     start = git(repo, "rev-parse", "HEAD").strip()
 
     for path, source, kind, plugin_id in (("attacks/mean_shift.py", NEW_ATTACK, "attack", "mean_shift"),
-                                          ("defenses/quantise.py", NEW_DEFENSE, "defense", "quantise")):
+                                          ("defenses/quantise.py", NEW_DEFENSE, "defense", "quantise"),
+                                          ("defenses/nearest_mean.py", NEW_SANITISER, "defense", "nearest_mean")):
         add_method(repo, path, source, kind, {"id": plugin_id})
         uncommitted = benchmark(repo, env, "submit", plugin_id)
         assert uncommitted.returncode == 2 and "commit first" in uncommitted.stderr  # before any compute
@@ -170,7 +201,11 @@ def test_a_new_attack_and_defense_reach_the_board_through_submit(tmp_path: Path)
 
     touched = set(git(repo, "diff", "--name-only", start, "HEAD").split())
     assert {p for p in touched if not p.startswith("leaderboard/")} == {
-        "attacks/mean_shift.py", "defenses/quantise.py", "benchmark/suites/smoke.yaml"}
+        "attacks/mean_shift.py", "defenses/quantise.py", "defenses/nearest_mean.py", "benchmark/suites/smoke.yaml"}
+    sanitised = [json.loads(p.read_text()) for p in (repo / "leaderboard" / "results" / "smoke").glob("*nearest_mean*.json")]
+    flipped = [r for r in sanitised if r["cell"]["attack"]["name"] == "label_flip"]
+    assert flipped and all(r["metrics"]["removed_poison_share"] > r["metrics"]["removed_clean_share"] for r in flipped)
+    assert "removes" in (repo / "leaderboard" / "README.md").read_text()
     estimate = benchmark(repo, env, "plan", "--suite", "smoke", "--estimate")
     assert estimate.returncode == 0 and "not estimated" not in estimate.stdout, estimate.stdout[-1500:]
 

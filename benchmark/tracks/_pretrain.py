@@ -32,6 +32,7 @@ from benchmark.tracks.common import (
     resolve_l2,
 )
 from benchmark.utils import config_hash, derive_seed, fast_layout, fast_path, seed_everything
+from benchmark.validation import validate_kept
 
 
 class PretrainSetting:
@@ -95,12 +96,16 @@ class PretrainSetting:
         return head_accuracy(self.head(key, extractor), test_f, self.test.labels.to(test_f.device))
 
     def poisoned_probe_accuracy(self, key: Mapping[str, Any], extractor: FeatureExtractor, images: torch.Tensor,
-                                poison: str | None) -> float | None:
-        """Probe trained on the (possibly poisoned) pre-training images' features and labels."""
+                                poison: str | None, kept: torch.Tensor | None = None) -> float | None:
+        """Probe trained on the (possibly poisoned) pre-training images' features and labels (those of
+        ``kept`` only, when a sanitiser chose them)."""
         if not self.same_data:
             return None
+        labels = self.pre.labels if kept is None else self.pre.labels[kept]
+        if kept is not None:
+            images = images[kept]
         feats = self.features(key, extractor, "pretrain", images, {"poison": poison})
-        head = fit_linear_head(feats, self.pre.labels.to(feats.device), self.num_classes, l2=self.l2)
+        head = fit_linear_head(feats, labels.to(feats.device), self.num_classes, l2=self.l2)
         test_f = self.features(key, extractor, "test", self.test.images)
         return head_accuracy(head, test_f, self.test.labels.to(test_f.device))
 
@@ -117,6 +122,25 @@ def defense_entry(cell: Cell) -> dict[str, Any] | None:
     return None if entry.id == NO_DEFENSE else {"id": entry.id, "settings": entry.settings}
 
 
+def sanitised_indices(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> torch.Tensor:
+    """The pre-training images a sanitising defense keeps of ``images`` (poisoned by ``poison``, or clean),
+    chosen in its plugin process from the unlabeled images alone, checked, and cached."""
+    env = setting.env
+    context, seed = defense_request(setting, cell)
+    key = {"pretrain": setting.scenario["pretrain"], "data": data_key(setting.data), "seed": setting.seed,
+           "poison": poison, "defense": defense_entry(cell)}
+
+    def build() -> dict[str, torch.Tensor]:
+        answer = plugin_call(env, "keep_indices", "defense", cell.defense, {**context, "images": images}, rng_seed=seed)
+        return {"kept": validate_kept(answer.get("kept"), len(images), cell.defense.id)}
+
+    return env.cache.get_or_build("sanitised", key, build)["kept"]
+
+
+def defense_stage(cell: Cell) -> str | None:
+    return None if cell.defense.id == NO_DEFENSE else catalogue().get("defense", cell.defense.id).stage
+
+
 def victim_encoder(setting: PretrainSetting, cell: Cell, images: torch.Tensor,
                    poison: str | None, extra_images: torch.Tensor | None = None) -> tuple[dict[str, Any], FeatureExtractor]:
     """The victim pre-trained on ``images`` (plus ``extra_images``: injected images of another shape, each
@@ -130,9 +154,12 @@ def victim_encoder(setting: PretrainSetting, cell: Cell, images: torch.Tensor,
     key = setting.variant_key({"poison": poison, "defense": defense_entry(cell)})
     if cell.defense.id == NO_DEFENSE:
         return key, pretrained_extractor(setting.env, key, images, extra_images)
+    if defense_stage(cell) == "sanitise":  # the victim's own pre-training, on the images the defense keeps
+        kept = sanitised_indices(setting, cell, images, poison)
+        return key, pretrained_extractor(setting.env, key, images[kept], extra_images)
     env = setting.env
     context, seed = defense_request(setting, cell)
-    posthoc = catalogue().get("defense", cell.defense.id).stage == "posthoc"
+    posthoc = defense_stage(cell) == "posthoc"
 
     def build() -> dict[str, torch.Tensor]:
         if posthoc:  # pre-training is the undefended victim's (cached, shared): only the repair is the defense's

@@ -13,6 +13,9 @@ Defenses (:class:`DefendedSetting`, shared per (encoder, scenario, seed, defense
   ``transform_test`` (ME-Net preprocesses at inference). Clean and poison images are transformed in two
   calls (fresh, seeded masks) so that the clean part is cached; the transform is per image, so this is the
   same map as one call on the union, and the defense still cannot tell which images are poisoned.
+* ``sanitise`` stage: ``keep_indices`` picks the training points (clean ∪ poison, with their labels and
+  the frozen encoder) the victim keeps, and the victim's own head is trained on those; the cell records
+  ``removed_clean_share`` and, under an attack, ``removed_poison_share``.
 * ``training`` stage: the head is trained by ``fit_head`` on clean ∪ poison images.
 * ``posthoc`` stage: the encoder is repaired once (``repair_encoder`` on the clean downstream training
   set; the defense draws its clean subset with its seeded generator) and cached; the head and the
@@ -30,7 +33,7 @@ poisoned, ``reference_clean_accuracy`` / ``reference_poisoned_accuracy`` (the re
 with the attack), ``defense_cost`` = reference clean − defended clean (the price of the defense),
 ``accuracy_restored`` = defended poisoned − reference poisoned (what the defense gives back),
 ``drop_under_defense`` = defended clean − poisoned, ``defense_seconds``, and for DP-SGD ``privacy_epsilon``
-(δ = 1/N).
+(δ = 1/N), for a sanitiser the shares it removed.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from benchmark.tracks.common import (
     resolve_l2,
 )
 from benchmark.utils import config_hash, derive_seed
-from benchmark.validation import ThreatModelViolation, poison_from_answer, validate_downstream
+from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares, validate_downstream, validate_kept
 from benchmark.workers import CacheBridge
 
 
@@ -165,6 +168,23 @@ class DefendedSetting:
                              f"{tuple(images.shape)}) or non-finite values")
         return out
 
+    def kept(self, images: torch.Tensor, labels: torch.Tensor, purpose: str) -> torch.Tensor:
+        """The sanitising defense's selection of the training points (checked; sorted indices)."""
+        s = self.setting
+        answer = self.call("keep_indices", purpose, {"extractor": extractor_spec(s.encoder_spec, self.extractor, s.channels),
+                                                      "images": images, "labels": labels})
+        return validate_kept(answer.get("kept"), len(images), self.entry.id)
+
+    def sanitised(self, images: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, purpose: str,
+                  n_poison: int) -> dict[str, float]:
+        """The victim's accuracy on the points the sanitiser keeps of (images, features, labels), whose last
+        ``n_poison`` rows are the poisons, and the shares it removed."""
+        kept = self.kept(images, labels, purpose)
+        poisons = torch.arange(len(images) - n_poison, len(images)) if n_poison else None
+        on_device = kept.to(features.device)
+        return {**self.accuracy(images[kept], features[on_device], labels[kept]),
+                **removed_shares(kept, len(images), poisons)}
+
     def repaired_extractor(self) -> Any:
         s = self.setting
         recipe = recipe_of(s.encoder_spec)
@@ -221,7 +241,10 @@ class DefendedSetting:
 
         def build() -> dict[str, torch.Tensor]:
             start = time.perf_counter()
-            out = self.accuracy(self.train_images, self.train_features, s.train.labels)
+            if self.stage == "sanitise":
+                out = self.sanitised(self.train_images, self.train_features, s.train.labels, "train", 0)
+            else:
+                out = self.accuracy(self.train_images, self.train_features, s.train.labels)
             out["seconds"] = time.perf_counter() - start + self.setup_seconds
             return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
 
@@ -237,6 +260,8 @@ class DefendedSetting:
         feats = torch.cat([self.train_features, poison_feats])
         images = torch.cat([self.train_images, poison_images])
         labels = torch.cat([s.train.labels, poison.labels.cpu()])
+        if self.stage == "sanitise":
+            return self.sanitised(images, feats, labels, f"poison-{cell_seed}", len(poison_images))
         return self.accuracy(images, feats, labels)
 
 
@@ -262,8 +287,9 @@ def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poiso
                "accuracy_restored": result["accuracy"] - reference_poisoned,
                "drop_under_defense": base["accuracy"] - result["accuracy"],
                "defense_seconds": (time.perf_counter() - start) if poison is not None else base.get("seconds", 0.0)}
-    if "privacy_epsilon" in result:
-        metrics["privacy_epsilon"] = result["privacy_epsilon"]
+    for name in ("privacy_epsilon", "removed_clean_share", "removed_poison_share"):
+        if name in result:
+            metrics[name] = result[name]
     return metrics, None
 
 

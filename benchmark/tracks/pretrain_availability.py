@@ -27,15 +27,17 @@ from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import (
     PretrainSetting,
     defense_entry,
+    defense_stage,
     diagnostic_tensors,
     diagnostics_of,
+    sanitised_indices,
     supervised_accuracy,
     supervised_key,
     victim_encoder,
 )
 from benchmark.tracks.common import CellOutcome, RunEnv, cached_scalar, data_key, plugin_call
 from benchmark.utils import derive_seed
-from benchmark.validation import ThreatModelViolation, poison_from_answer, validate_availability
+from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares, validate_availability
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-availability"
@@ -99,10 +101,12 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[AvailabilityPoison, str
 
 
 def victim_accuracies(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float | None]:
-    """Probe = clean and probe = poisoned accuracies of the victim pre-trained on ``images``."""
+    """Probe = clean and probe = poisoned accuracies of the victim pre-trained on ``images`` (for a sanitising
+    defense: on the images it keeps, and the probe = poisoned head on those too)."""
     key, extractor = victim_encoder(setting, cell, images, poison)
+    kept = sanitised_indices(setting, cell, images, poison) if defense_stage(cell) == "sanitise" else None
     return {"probe_clean": setting.probe_accuracy(key, extractor),
-            "probe_poisoned": setting.poisoned_probe_accuracy(key, extractor, images, poison)}
+            "probe_poisoned": setting.poisoned_probe_accuracy(key, extractor, images, poison, kept)}
 
 
 def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float]:
@@ -129,6 +133,7 @@ def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     clean = setting.probe_accuracy(setting.clean_key, setting.clean)
     clean_pp = setting.poisoned_probe_accuracy(setting.clean_key, setting.clean, setting.pre.images, None)
     images, poison_name, n_poison, seconds = setting.pre.images, None, 0, 0.0
+    poison_indices: torch.Tensor | None = None
     if cell.attack.id != NO_ATTACK:
         try:
             poison, poison_name, seconds = craft(setting, cell)
@@ -136,7 +141,7 @@ def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
             return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
         images = setting.pre.images.clone()
         images[poison.indices] = poison.images
-        n_poison = len(poison.indices)
+        n_poison, poison_indices = len(poison.indices), poison.indices
         details["attack_diagnostics"] = poison.diagnostics
         details["poison_key"] = poison_name
     victim = victim_accuracies(setting, cell, images, poison_name)
@@ -150,6 +155,9 @@ def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     if cell.defense.id != "none":
         defended = victim_accuracies(setting, cell, setting.pre.images, None)["probe_clean"]
         metrics |= {"defended_clean_accuracy": defended, "defense_cost": clean - defended}
+    if defense_stage(cell) == "sanitise":
+        kept = sanitised_indices(setting, cell, images, poison_name)
+        metrics |= removed_shares(kept, len(images), poison_indices)
     if setting.victim.get("supervised_eval") and setting.same_data:
         metrics |= supervised_metrics(setting, cell, images, poison_name)
     return CellOutcome(metrics=metrics, details=details)

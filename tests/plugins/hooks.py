@@ -77,3 +77,46 @@ class PosthocDefense(Defense):
         record("repair")
         assert len(images) == len(labels)
         return extractor
+
+
+@register_defense
+class KeepAll(Defense):
+    """A sanitiser that keeps every point: its victim must be the undefended one, exactly."""
+
+    id = "_test_keep_all"
+    stage = "sanitise"
+    tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
+    Config = NoConfig
+
+    def keep_indices(self, extractor: Any, images: torch.Tensor, labels: torch.Tensor | None,
+                     ctx: DefenseContext) -> torch.Tensor:
+        record("keep")
+        return torch.arange(len(images))
+
+
+@register_defense
+class KeepEven(Defense):
+    """A sanitiser that keeps the points of even index (known shares of whatever it is given)."""
+
+    id = "_test_keep_even"
+    stage = "sanitise"
+    tracks = ("downstream", "pretrain-availability")
+    Config = NoConfig
+
+    def keep_indices(self, extractor: Any, images: torch.Tensor, labels: torch.Tensor | None,
+                     ctx: DefenseContext) -> torch.Tensor:
+        return torch.arange(0, len(images), 2)
+
+
+@register_defense
+class KeepTwice(Defense):
+    """A sanitiser whose selection repeats an index: the cell must fail, naming the problem."""
+
+    id = "_test_keep_twice"
+    stage = "sanitise"
+    tracks = ("downstream",)
+    Config = NoConfig
+
+    def keep_indices(self, extractor: Any, images: torch.Tensor, labels: torch.Tensor | None,
+                     ctx: DefenseContext) -> torch.Tensor:
+        return torch.tensor([0, 1, 1])
