@@ -256,7 +256,9 @@ def compute_note(df: pd.DataFrame) -> str:
     """What computing these records took: the sum of their cells' wall times, per track (a cell that built a
     shared encoder counts its pre-training; cells computed beside other jobs count as they ran)."""
     def span(seconds: float) -> str:
-        return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+        if seconds >= 5400:
+            return f"{seconds / 3600:.1f} h"
+        return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
     per_track = df.groupby("track")["wall_seconds"].sum()
     parts = ", ".join(f"{track} {span(per_track[track])}" for track in TRACK_ORDER if track in per_track.index)
