@@ -648,9 +648,8 @@ def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str,
             continue
         cost = _pooled(_per_column(defense_cells(df, defense), "m:defense_cost")) if "m:defense_cost" in df else (math.nan, math.nan)
         clean = df[(df["attack"] == "none") & (df["defense"] == defense)]
-        eps = clean["m:privacy_epsilon"].dropna() if "m:privacy_epsilon" in clean else pd.Series(dtype=float)
         effects.append({"defense": defense, "restored": restored[0], "restored_spread": restored[1], "cost": cost[0],
-                        "cost_spread": cost[1], "privacy_epsilon": float(eps.mean()) if len(eps) else math.nan,
+                        "cost_spread": cost[1], "privacy_epsilon": _mean_of(clean, "m:privacy_epsilon"),
                         "columns": len(shared), "attack_columns": len(base),
                         "reference_shortfall": reference_shortfall(df, defense),
                         "removed_poison": _mean_of(rows, "m:removed_poison_share"),
@@ -705,11 +704,11 @@ def _defense_rows(df: pd.DataFrame, track: str, attack: str) -> list[list[Any]]:
                                              -e["restored"] if not math.isnan(e["restored"]) else math.inf, e["defense"]))
     rows = []
     for e in ordered:
-        why = ([f"on {e['columns']} columns, others on {most}"] if e["columns"] < most else []) + (
+        notes = ([f"on {e['columns']} columns, others on {most}"] if e["columns"] < most else []) + (
             [f"reference broken: {e['reference_shortfall']:.1f} points below the undefended victim"] if broken_reference(e) else []) + (
             [f"removes {e['removed_poison']:.0%} of the poisons"] if not math.isnan(e["removed_poison"]) else []) + (
             [f"{e['removed_clean']:.0%} of clean points"] if not math.isnan(e["removed_clean"]) else [])
-        rows.append([ranks.get(e["defense"], "–"), _linked(e["defense"], modules) + (f" *({'; '.join(why)})*" if why else ""),
+        rows.append([ranks.get(e["defense"], "–"), _linked(e["defense"], modules) + (f" *({'; '.join(notes)})*" if notes else ""),
                      _pm(e["restored"], e["restored_spread"]), _pm(e["cost"], e["cost_spread"]),
                      "–" if math.isnan(e["privacy_epsilon"]) else f"{e['privacy_epsilon']:.2f}",
                      f"{e['columns']} of {e['attack_columns']}"])

@@ -111,7 +111,7 @@ def victim_accuracies(setting: PretrainSetting, cell: Cell, images: torch.Tensor
 
 def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> dict[str, float]:
     env, entry = setting.env, defense_entry(cell)
-    if entry is not None and catalogue().get("defense", entry["id"]).stage == "posthoc":
+    if defense_stage(cell) == "posthoc":
         entry = None  # a post-hoc defense repairs encoders: the supervised victim is the undefended one
     clean = cached_scalar(env, "supervised-accuracy", supervised_key(setting, None, None),
                           lambda: supervised_accuracy(setting, setting.pre.images, None))
