@@ -317,13 +317,12 @@ def pretrain_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, 
 
 def supervised(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     """A supervised victim (backbone + linear layer) trained under a defense; its weights."""
-    from benchmark.tracks._pretrain import SupervisedNet, train_supervised
+    from benchmark.tracks._pretrain import supervised_net, train_supervised
 
     defense, device = _plugin(request), torch.device(request["device"])
     recipe, dctx = SSLRecipe(**request["recipe"]), _defense_context(request)
     images, labels, epochs, seed = request["images"], request["labels"], int(request["epochs"]), int(request["seed"])
-    seed_everything(seed)
-    model = SupervisedNet(recipe.build_model(images.shape[1]).backbone, int(request["num_classes"]))
+    model = supervised_net(recipe, images.shape[1], int(request["num_classes"]), seed)
 
     def train(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.nn.Module:
         return train_supervised(m, x, y, **{"epochs": epochs, "seed": seed, "device": device, **kwargs})

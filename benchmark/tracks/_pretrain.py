@@ -12,6 +12,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from benchmark.backbones import create_backbone
 from benchmark.data import ImageDataset
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead, fit_linear_head, head_accuracy
@@ -203,6 +204,15 @@ class SupervisedNet(nn.Module):
         return self.fc(self.backbone(x))
 
 
+def supervised_net(recipe: Any, in_chans: int, num_classes: int, seed: int) -> SupervisedNet:
+    """The supervised victim of ``recipe``'s backbone, initialised from ``seed`` alone: the same weights
+    whichever SSL method the recipe names (its projection heads are never built), so the victim cached
+    under :func:`supervised_key`, which names no method, is the one any cell would build."""
+    seed_everything(seed)
+    backbone = create_backbone(recipe.backbone, in_chans=in_chans, cifar_stem=recipe.cifar_stem, norm=recipe.norm)
+    return SupervisedNet(backbone, num_classes)
+
+
 def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 5,
                      batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
                      device: torch.device | None = None) -> nn.Module:
@@ -240,8 +250,7 @@ def supervised_accuracy(setting: PretrainSetting, images: torch.Tensor, cell: Ce
     """Test accuracy of the supervised victim trained on ``images`` with the pre-training labels; under
     ``cell``'s defense (if any) it is trained in the defense's plugin process, which returns its weights."""
     epochs = int(setting.victim.get("supervised_epochs", 5))
-    seed_everything(setting.seed)
-    model = SupervisedNet(setting.recipe.build_model(setting.channels).backbone, setting.pre.num_classes)
+    model = supervised_net(setting.recipe, setting.channels, setting.pre.num_classes, setting.seed)
     if cell is None or cell.defense.id == NO_DEFENSE:
         model = train_supervised(model, images, setting.pre.labels, epochs=epochs, seed=setting.seed, device=setting.env.device)
     else:
