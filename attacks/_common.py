@@ -14,6 +14,22 @@ def choose_base(n: int, budget: int, generator: torch.Generator) -> torch.Tensor
     return torch.randperm(n, generator=generator)[: min(budget, n)]
 
 
+POISON_LABELS = ("flipped", "clean")
+
+
+def initial_poisons(labels: torch.Tensor, budget: int, num_classes: int, generator: torch.Generator, *,
+                    poison_labels: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base indices, poison labels) where a model-targeted attack starts: ``budget`` training points drawn
+    with :func:`choose_base`, labelled as :mod:`attacks.label_flip` labels them (``"flipped"``: uniform over
+    the other classes) or with their own labels (``"clean"``). Labels stay fixed while the attack runs."""
+    base = choose_base(len(labels), budget, generator)
+    own = labels[base.to(labels.device)].clone()
+    if poison_labels == "clean" or num_classes < 2:
+        return base, own
+    shift = torch.randint(1, num_classes, (len(base),), generator=generator).to(own.device)
+    return base, (own + shift) % num_classes
+
+
 def project_images(x: torch.Tensor, base: torch.Tensor, epsilon: float | None) -> torch.Tensor:
     """Clip ``x`` to [0, 1] and, when ``epsilon`` is set, to the ℓ∞ ball of that radius around ``base``."""
     if epsilon is not None:

@@ -1,13 +1,14 @@
-"""Gradient canceling in feature space (stage 2 of the feature-targeted attacks) and the choice of an
-attainable GradPC target.
+"""Gradient canceling in feature space (stage 2 of the feature-targeted attacks) and the choice of the
+GradPC target.
 
 Lu, Kamath, Yu, "Exploring the Limits of Model-Targeted Indiscriminate Data Poisoning Attacks", ICML 2023;
 applied to the features of a frozen extractor as in Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning
 Attacks on Pre-trained Feature Extractors", SaTML 2024.
 
 Treat the clean features as the dataset; optimise ``budget`` poisoned feature vectors ζ (initialised at
-the features of randomly chosen clean training points, labels fixed to theirs) so that the target head θ̂
-is a stationary point of the victim's objective on D_c ∪ D_p:
+the features of randomly chosen clean training points, labels fixed: flipped as label flipping flips them,
+or their own with ``poison_labels: clean``) so that the target head θ̂ is a stationary point of the
+victim's objective on D_c ∪ D_p:
 
     min_ζ ‖∇_θ [mean CE over N + n_p points + l2/2·‖W‖²](θ̂)‖².
 
@@ -17,17 +18,19 @@ clean training features; ``zeta_constraint: none`` is the paper's unconstrained 
 the residual is recorded at every step, and ``gc_last_quarter_share`` (the part of the residual's fall made
 in the last quarter of the steps) says whether the schedule was long enough.
 
-**Attainable targets.** GC makes θ̂ the victim's optimum only when ε_d of poison can cancel the clean
-gradient at θ̂. :func:`attainable_target` therefore chooses GradPC's ε_w per cell, as the attacker can: on a
-stratified split of the clean training set (never test data) it runs GradPC and ``sweep_gc_steps`` of this
-GC for every ε_w of the grid at the same poison fraction, fits the victim on the split's training part plus
-the poisons, and keeps the ε_w whose poisoned head has the lowest validation accuracy among those whose
-residual fell to ``attained_ratio`` of its start (else the one with the lowest residual ratio, recorded
-as not attained). Diagnostics: ``epsilon_w`` (chosen), ``sweep_val_acc`` / ``sweep_clean_val_acc``,
-``sweep_residual_ratio``, ``sweep_attained``; after the attack ``gc_residual_start`` / ``gc_residual_end``
-/ ``gc_residual_ratio``, ``gc_last_quarter_share``, ``target_attained`` (the cell's own ratio ≤
-``attained_ratio``), ``target_distance_ratio`` (poisoned head's distance to θ̂ over the clean head's) and
-``zeta_norm_ratio`` = mean ‖ζ_i‖ / mean clean feature norm, ``zeta_in_clean_box``.
+**Choosing the target.** GC makes θ̂ the victim's optimum only when ε_d of poison can cancel the clean
+gradient at θ̂ (*attainable*); a farther target is not reached but pulls the head further. :func:`attainable_target`
+chooses GradPC's ε_w per cell, as the attacker can: on a stratified split of the clean training set (never
+test data) it runs GradPC and ``sweep_gc_steps`` of this GC for every ε_w of the grid at the same poison
+fraction, fits the victim on the split's training part plus the poisons and keeps the ε_w whose poisoned
+head has the lowest validation accuracy (``target_choice: strongest``), or the lowest among those whose
+residual fell to ``attained_ratio`` of its start (``strongest_attained``; else the lowest residual ratio).
+Whether the cell's own GC attained its target is recorded, never assumed. Diagnostics: ``epsilon_w``
+(chosen), ``sweep_val_acc`` / ``sweep_clean_val_acc``, ``sweep_residual_ratio``, ``sweep_attained``; after
+the attack ``gc_residual_start`` / ``gc_residual_end`` / ``gc_residual_ratio``, ``gc_last_quarter_share``,
+``target_attained`` (the cell's own ratio ≤ ``attained_ratio``), ``target_distance_ratio`` (poisoned
+head's distance to θ̂ over the clean head's), ``zeta_norm_ratio`` = mean ‖ζ_i‖ / mean clean feature norm,
+``zeta_in_clean_box``.
 Private module: not an attack.
 """
 
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attacks._common import GradientResidual, choose_base
+from attacks._common import GradientResidual, initial_poisons
 from attacks._gradpc import GradPCConfig, gradpc_target, target_diagnostics, target_distance_ratio
 from benchmark.api import DownstreamAttackContext, check_range
 from benchmark.probe import LinearHead, fit_linear_head, head_accuracy, stratified_split
@@ -98,23 +101,24 @@ def solve_feature_gc(residual: GradientResidual, zeta: torch.Tensor, labels: tor
 
 
 def feature_space_gc(features: torch.Tensor, labels: torch.Tensor, target: LinearHead, l2: float,
-                     budget: int, generator: torch.Generator, *, steps: int, lr: float, box: bool = True,
-                     attained_ratio: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
-    """Returns (ζ, poison labels, base indices, diagnostics). With ``box`` ζ stays in the clean-feature box
-    (projected after every step)."""
+                     budget: int, generator: torch.Generator, *, num_classes: int, poison_labels: str,
+                     steps: int, lr: float, box: bool = True, attained_ratio: float = 0.2
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Returns (ζ, poison labels, base indices, diagnostics). The poisons start at
+    :func:`attacks._common.initial_poisons`; with ``box`` ζ stays in the clean-feature box (projected after
+    every step)."""
     features = features.detach().float()
     labels = labels.to(features.device)
-    base = choose_base(len(labels), budget, generator)
+    base, poison_labels_ = initial_poisons(labels, budget, num_classes, generator, poison_labels=poison_labels)
     idx = base.to(features.device)
-    poison_labels = labels[idx].clone()
     residual = GradientResidual(target, features, labels, len(base), l2)
-    zeta, trajectory = solve_feature_gc(residual, features[idx], poison_labels, steps=steps, lr=lr,
+    zeta, trajectory = solve_feature_gc(residual, features[idx], poison_labels_, steps=steps, lr=lr,
                                         box=clean_feature_box(features) if box else None)
     clean_norm = features.norm(dim=1).mean().clamp_min(1e-12)
     diagnostics = {**schedule_diagnostics(trajectory, attained_ratio),
                    "zeta_norm_ratio": (zeta.norm(dim=1).mean() / clean_norm).item() if len(zeta) else 0.0,
                    "zeta_in_clean_box": float(box)}
-    return zeta, poison_labels, base, diagnostics
+    return zeta, poison_labels_, base, diagnostics
 
 
 def attainable_target(config: GradPCConfig, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -146,13 +150,23 @@ def _sweep(config: GradPCConfig, features: torch.Tensor, labels: torch.Tensor, n
         target = gradpc_target(fit_f, fit_y, clean, epsilon_w=epsilon_w, steps=config.gradpc_steps,
                                lr=config.gradpc_lr)
         zeta, zeta_y, _, gc = feature_space_gc(fit_f, fit_y, target, l2, n_poison, torch.Generator().manual_seed(seed),
+                                               num_classes=num_classes, poison_labels=config.poison_labels,
                                                steps=config.sweep_gc_steps, lr=config.sweep_gc_lr, box=box)
         poisoned = fit_linear_head(torch.cat([fit_f, zeta]), torch.cat([fit_y, zeta_y]), num_classes, l2=l2)
         scored.append((epsilon_w, head_accuracy(poisoned, val_f, val_y), gc["gc_residual_ratio"]))
-    attained = [s for s in scored if s[2] <= config.attained_ratio]
-    chosen = min(attained, key=lambda s: (s[1], s[0])) if attained else min(scored, key=lambda s: (s[2], s[0]))
+    chosen = _choose(scored, config)
     return chosen[0], {"sweep_val_acc": chosen[1], "sweep_clean_val_acc": head_accuracy(clean, val_f, val_y),
-                       "sweep_residual_ratio": chosen[2], "sweep_attained": float(bool(attained))}
+                       "sweep_residual_ratio": chosen[2], "sweep_attained": float(chosen[2] <= config.attained_ratio)}
+
+
+def _choose(scored: list[tuple[float, float, float]], config: GradPCConfig) -> tuple[float, float, float]:
+    """The (ε_w, validation accuracy, residual ratio) the config's ``target_choice`` keeps: the lowest
+    accuracy (ties: the smaller ε_w), among the attained candidates for ``strongest_attained`` (none
+    attained: the lowest residual ratio)."""
+    if config.target_choice == "strongest":
+        return min(scored, key=lambda s: (s[1], s[0]))
+    attained = [s for s in scored if s[2] <= config.attained_ratio]
+    return min(attained, key=lambda s: (s[1], s[0])) if attained else min(scored, key=lambda s: (s[2], s[0]))
 
 
 def poisoned_head_diagnostics(features: torch.Tensor, labels: torch.Tensor, poison_features: torch.Tensor,
@@ -191,8 +205,10 @@ def feature_targeted_poison(config: FeatureGCConfig, ctx: DownstreamAttackContex
     target, clean, diagnostics = attainable_target(config, features, labels, ctx.num_classes, ctx.head.l2,
                                                    ctx.budget, ctx.generator, box=box)
     zeta, poison_labels, base, gc_diag = feature_space_gc(features, labels, target, ctx.head.l2, ctx.budget,
-                                                          ctx.generator, steps=config.gc_steps, lr=config.gc_lr,
-                                                          box=box, attained_ratio=config.attained_ratio)
+                                                          ctx.generator, num_classes=ctx.num_classes,
+                                                          poison_labels=config.poison_labels, steps=config.gc_steps,
+                                                          lr=config.gc_lr, box=box,
+                                                          attained_ratio=config.attained_ratio)
     diagnostics |= gc_diag | poisoned_head_diagnostics(features, labels, zeta, poison_labels, target, clean,
                                                        ctx.num_classes, ctx.head.l2)
     return zeta, poison_labels, base, diagnostics

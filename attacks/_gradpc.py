@@ -11,7 +11,10 @@ From the clean head θ = (W, b) (the victim's own L-BFGS fit on the clean traini
 ``lr`` are RELATIVE to ‖θ_clean‖₂ (the corruption size is scale-free; the papers tune an absolute ε per
 model). GC guarantees the poisoned head equals the target only when ε_d of poison can reach it
 (*attainable*, ICML 2023), so by default ε_w is not fixed: the attacker picks it per cell from
-``epsilon_w_grid`` on its own validation split (:func:`attacks._feature_gc.attainable_target`).
+``epsilon_w_grid`` on its own validation split (:func:`attacks._feature_gc.attainable_target`), keeping
+the target whose GC-poisoned head is worst there (``target_choice: strongest``; ``strongest_attained``
+only among the attained ones). GC's poisons start at training points labelled as label flipping labels
+them (``poison_labels: flipped``; ``clean`` keeps their own labels).
 
 Private module: not an attack.
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attacks._common import POISON_LABELS
 from benchmark.api import MethodConfig, check_range
 from benchmark.probe import LinearHead, head_accuracy
 
@@ -67,17 +71,24 @@ def target_distance_ratio(poisoned: LinearHead, target: LinearHead, clean: Linea
     return ((flat(poisoned) - flat(target)).norm() / (flat(clean) - flat(target)).norm().clamp_min(1e-12)).item()
 
 
+TARGET_CHOICES = ("strongest", "strongest_attained")
+
+
 @dataclass(frozen=True, kw_only=True)
 class GradPCConfig(MethodConfig):
     """GradPC settings shared by the attacks that need a target head (sizes relative to ‖θ_clean‖₂).
 
-    ``epsilon_w`` None: chosen per cell from ``epsilon_w_grid`` (the strongest target that feature-space GC
-    attains, residual ratio ≤ ``attained_ratio``, scored on a ``sweep_val_fraction`` split of the clean
-    training set by ``sweep_gc_steps`` Adam steps of GC); a number fixes it."""
+    ``epsilon_w`` None: chosen per cell from ``epsilon_w_grid``: each candidate target is scored by the
+    validation accuracy of the head trained with ``sweep_gc_steps`` Adam steps of feature-space GC's poisons
+    on a ``sweep_val_fraction`` split of the clean training set; ``target_choice`` keeps the lowest
+    (``strongest``) or the lowest among those GC attains, residual ratio ≤ ``attained_ratio``
+    (``strongest_attained``); a number fixes it. ``poison_labels``: the labels GC's poisons carry."""
 
     epsilon_w: float | None = None
     epsilon_w_grid: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
     attained_ratio: float = 0.2
+    target_choice: str = "strongest"  # or "strongest_attained"
+    poison_labels: str = "flipped"  # or "clean" (the base points' own labels)
     sweep_val_fraction: float = 0.2
     sweep_gc_steps: int = 200
     sweep_gc_lr: float = 0.1  # Adam on ζ, in units of the standardised features (cosine decay to 0)
@@ -93,6 +104,10 @@ class GradPCConfig(MethodConfig):
         for value in self.epsilon_w_grid:
             check_range(problems, "epsilon_w_grid", value, 0.0, 100.0, low_open=True)
         check_range(problems, "attained_ratio", self.attained_ratio, 0.0, 1.0, low_open=True)
+        if self.target_choice not in TARGET_CHOICES:
+            problems.append(f"target_choice: {self.target_choice!r} must be one of {', '.join(TARGET_CHOICES)}")
+        if self.poison_labels not in POISON_LABELS:
+            problems.append(f"poison_labels: {self.poison_labels!r} must be one of {', '.join(POISON_LABELS)}")
         check_range(problems, "sweep_val_fraction", self.sweep_val_fraction, 0.0, 0.9, low_open=True)
         check_range(problems, "sweep_gc_steps", self.sweep_gc_steps, 1, 1_000_000)
         check_range(problems, "sweep_gc_lr", self.sweep_gc_lr, 0.0, 100.0, low_open=True)

@@ -1,13 +1,14 @@
 """Feature-targeted attack, feature-space upper bound: Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning
 Attacks on Pre-trained Feature Extractors", SaTML 2024 (stages 1-2 of the FT attack).
 
-Stage 1: GradPC target head θ̂ with ε_w chosen per cell among the targets that feature-space GC attains at
-the cell's ε_d (:func:`attacks._feature_gc.attainable_target`). Stage 2: gradient canceling on the
-*features* (:mod:`attacks._feature_gc`): poisoned feature vectors ζ, labels fixed. The poisons are returned
-as features, not images: this row is the feature-space UPPER BOUND of the attacks that aim at the same
-target (GC, the FT inversions), NOT an input-space attack, and is reported as such (``space = "feature"``).
-It does not bound label flipping (which changes labels) or TGDA (which degrades the head without a
-target); the board marks a column where it falls below the best input-space attack beyond the seed spread.
+Stage 1: GradPC target head θ̂ with ε_w chosen per cell by the attacker's feature-space GC sweep at the
+cell's ε_d (:func:`attacks._feature_gc.attainable_target`). Stage 2: gradient canceling on the *features*
+(:mod:`attacks._feature_gc`): poisoned feature vectors ζ, labels fixed (by default flipped as label
+flipping flips them, so GC starts from label flipping's poisons). The poisons are returned as features,
+not images: this row is the feature-space UPPER BOUND of the attacks that aim at the same target (GC, the
+FT inversions), NOT an input-space attack, and is reported as such (``space = "feature"``). It is not a
+certified bound on TGDA (which degrades the head without a target); the board marks a column where it
+falls below the best input-space attack beyond the seed spread.
 
 By default ζ is kept in the clean-feature box (per-dimension [min, max] of the clean training features,
 projected after every step: ``zeta_constraint: clean_box``), the same ζ the inversion attacks

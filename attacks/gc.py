@@ -2,10 +2,11 @@
 Indiscriminate Data Poisoning Attacks", ICML 2023; on a frozen feature extractor as in Lu, Yang, Kamath, Yu,
 "Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024.
 
-Given a target head θ̂ (GradPC, :mod:`attacks._gradpc`, with ε_w chosen per cell so that feature-space GC
-attains it: :func:`attacks._feature_gc.attainable_target`), choose ``budget`` clean training points at
-random (labels fixed to theirs, ``base_indices`` kept) and optimise their *images* x_p so that θ̂ is a
-stationary point of the victim's objective on D_c ∪ D_p:
+Given a target head θ̂ (GradPC, :mod:`attacks._gradpc`, with ε_w chosen per cell by the attacker's own
+feature-space GC sweep: :func:`attacks._feature_gc.attainable_target`), choose ``budget`` clean training points at
+random (``base_indices`` kept), label them as label flipping does (``poison_labels: clean`` keeps their
+own labels; the labels stay fixed) and optimise their *images* x_p so that θ̂ is a stationary point of the
+victim's objective on D_c ∪ D_p:
 
     min_{x_p} ‖∇_θ [ 1/(N+n_p) Σ_{D_c ∪ D_p} CE(θ̂; f(x), y) + l2/2·‖W‖² ]‖²,
 
@@ -28,7 +29,7 @@ from typing import ClassVar
 
 import torch
 
-from attacks._common import GradientResidual, choose_base, loss_and_input_gradient, project_images
+from attacks._common import GradientResidual, initial_poisons, loss_and_input_gradient, project_images
 from attacks._feature_gc import attainable_target, cosine_adam, poisoned_head_diagnostics, schedule_diagnostics
 from attacks._gradpc import GradPCConfig
 from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, check_range, register_attack
@@ -61,9 +62,9 @@ class GradientCanceling(DownstreamAttack):
         labels = ctx.train_labels.to(ctx.device)
         target, clean_head, diagnostics = attainable_target(cfg, features, labels, ctx.num_classes, ctx.head.l2,
                                                             ctx.budget, ctx.generator, box=True)
-        base = choose_base(len(labels), ctx.budget, ctx.generator)
+        base, poison_labels = initial_poisons(labels, ctx.budget, ctx.num_classes, ctx.generator,
+                                              poison_labels=cfg.poison_labels)
         clean = ctx.train_images[base].to(ctx.device).float()
-        poison_labels = labels[base.to(ctx.device)].clone()
         residual = GradientResidual(target, features, labels, len(base), ctx.head.l2)
         images, trajectory = self._optimise(ctx, residual, clean, poison_labels)
         diagnostics |= schedule_diagnostics(trajectory, cfg.attained_ratio)

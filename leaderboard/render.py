@@ -776,18 +776,18 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
 
 
 UPPER_BOUND_WHY = (
-    "its poisons keep their clean labels, ζ stays inside the clean-feature box, and it aims at the strongest "
-    "target that gradient canceling attains there, which lies close to the clean head (its ε_w and residual are "
-    "in its diagnostics); it bounds the attacks that aim at the same target (GC, the FT inversions), not one "
-    "that changes labels or degrades the head without a target (TGDA maximises the validation loss directly)")
+    "ζ stays inside the clean-feature box and keeps the labels it starts from, and it aims at the GradPC target "
+    "its attacker's sweep found strongest (its ε_w and residual are in its diagnostics); it bounds the attacks "
+    "that aim at the same target (GC, the FT inversions), not one that degrades the head without a target "
+    "(TGDA maximises the validation loss directly) or changes labels without one (label flipping)")
 
 
 def unattained_note(df: pd.DataFrame) -> str:
     """The model-targeted cells (no defense) whose GradPC target was not attained (the cell's GC residual
     stayed above its ``attained_ratio`` of the start), per attack, with the reason their diagnostics give:
-    the ε_w sweep attained the target in feature space but gradient canceling could not reach it from
-    inputs through the encoder (the ℓ∞ ball, the pixel range), or not even the sweep's weakest target was
-    attained in feature space."""
+    the target the ε_w sweep chose was attained in feature space but gradient canceling could not reach it
+    from inputs through the encoder (the ℓ∞ ball, the pixel range), or the sweep chose a target that feature-
+    space GC does not attain either (the strongest on the attacker's validation split)."""
     if "d:target_attained" not in df:
         return ""
     cells = df[(df["defense"] == "none") & (df["d:target_attained"] == 0)]
@@ -804,7 +804,7 @@ def unattained_note(df: pd.DataFrame) -> str:
                            f"(ratio {inputs['d:gc_residual_ratio'].median():.2f})")
         weakest = g[swept == 0]
         if len(weakest):
-            reasons.append(f"{len(weakest)} with no target on the sweep attained even in feature space "
+            reasons.append(f"{len(weakest)} where the sweep chose a target not attained even in feature space "
                            f"(ratio {weakest['d:gc_residual_ratio'].median():.2f})")
         other = g[swept.isna()]
         if len(other):
@@ -813,7 +813,9 @@ def unattained_note(df: pd.DataFrame) -> str:
     if not parts:
         return ""
     return ("Cells whose GradPC target was not attained (GC residual end/start above its threshold, 0.2), and "
-            "why (medians): " + "; ".join(parts) + ". Their drops measure the attack short of its target.")
+            "why (medians): " + "; ".join(parts) + ". The attacker's sweep keeps the target whose poisoned head is worst on "
+            "its own validation split, attained or not: a target beyond reach pulls the head further than one GC "
+            "reaches next to the clean head; these drops measure GC pulling towards a target it does not reach.")
 
 
 def upper_bound_note(df: pd.DataFrame) -> str:

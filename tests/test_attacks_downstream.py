@@ -140,10 +140,11 @@ def test_feature_space_bound_and_gc_beat_random_noise(setting: Setting) -> None:
 
 # ------------------------------------------------------------------------------------------ attainable targets
 def test_the_sweep_keeps_an_attained_target_and_gc_reaches_it(setting: Setting) -> None:
-    """Issue #25: ε_w is chosen per cell among the grid, only from targets whose feature-space GC residual
-    fell to ``attained_ratio`` of its start on the attacker's split; the cell's own GC then attains it, and
-    the cosine schedule has levelled off (< 5 % of the residual's fall in the last quarter)."""
-    d = craft("ft_feature_space", setting.ctx(0), gc_steps=300).diagnostics
+    """Issue #25: with ``target_choice: strongest_attained`` ε_w is chosen per cell among the grid, only from
+    targets whose feature-space GC residual fell to ``attained_ratio`` of its start on the attacker's split;
+    the cell's own GC then attains it, and the cosine schedule has levelled off (< 5 % of the residual's
+    fall in the last quarter)."""
+    d = craft("ft_feature_space", setting.ctx(0), gc_steps=300, target_choice="strongest_attained").diagnostics
     assert d["epsilon_w"] in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
     assert d["sweep_attained"] == 1.0 and d["sweep_residual_ratio"] <= 0.2
     assert d["target_rel_distance"] == pytest.approx(d["epsilon_w"], rel=1e-3)
@@ -154,9 +155,39 @@ def test_the_sweep_keeps_an_attained_target_and_gc_reaches_it(setting: Setting) 
 
 def test_an_unattainable_grid_is_recorded_as_such(setting: Setting) -> None:
     """A grid of far targets only: the closest-to-attained one is kept and the cell says it was not attained."""
-    d = craft("ft_feature_space", setting.ctx(0), gc_steps=100, epsilon_w_grid=(5.0, 10.0), attained_ratio=0.01).diagnostics
+    d = craft("ft_feature_space", setting.ctx(0), gc_steps=100, epsilon_w_grid=(5.0, 10.0), attained_ratio=0.01,
+              target_choice="strongest_attained").diagnostics
     assert d["sweep_attained"] == 0.0 and d["target_attained"] == 0.0
     assert d["epsilon_w"] in (5.0, 10.0)
+
+
+def test_the_strongest_choice_is_at_least_as_strong_on_the_attackers_split(setting: Setting) -> None:
+    """``strongest`` keeps the candidate whose GC-poisoned head is worst on the attacker's validation split,
+    attained or not: never better for the victim there than the best attained candidate (same split, same
+    candidates: the split's seed is the generator's first draw)."""
+    grid = {"gc_steps": 50, "gradpc_steps": 20, "sweep_gc_steps": 100}
+    strongest = craft("ft_feature_space", setting.ctx(1), **grid).diagnostics
+    attained = craft("ft_feature_space", setting.ctx(1), target_choice="strongest_attained", **grid).diagnostics
+    assert strongest["sweep_clean_val_acc"] == attained["sweep_clean_val_acc"]
+    assert strongest["sweep_val_acc"] <= attained["sweep_val_acc"]
+
+
+@pytest.mark.parametrize("attack", ["gc", "ft_feature_space"])
+def test_gc_poisons_carry_label_flippings_labels_unless_told_otherwise(setting: Setting, attack: str) -> None:
+    """GC starts from label flipping's poisons (every label another class), or keeps the base points' own
+    labels with ``poison_labels: clean``; the labels never change while GC runs."""
+    fast = {**FAST[attack], "epsilon_w": 0.1}
+    flipped = craft(attack, setting.ctx(2), **fast)
+    own = craft(attack, setting.ctx(2), poison_labels="clean", **fast)
+    assert torch.equal(flipped.base_indices, own.base_indices)
+    assert torch.equal(own.labels, setting.labels[own.base_indices])
+    assert (flipped.labels != setting.labels[flipped.base_indices]).all()
+
+
+def test_a_bad_target_choice_or_label_rule_is_reported_before_compute() -> None:
+    problems = ATTACKS.get("gc").Config(target_choice="closest", poison_labels="random").problems()
+    assert any("target_choice" in p and "strongest_attained" in p for p in problems)
+    assert any("poison_labels" in p and "flipped" in p for p in problems)
 
 
 def test_a_fixed_epsilon_w_skips_the_sweep(setting: Setting) -> None:
@@ -310,7 +341,8 @@ def test_downstream_output_contract(setting: Setting, attack_id: str, epsilon: f
     assert x.dtype == torch.float32 and x.shape == (len(poison.labels), 1, 16, 16)
     assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
     assert poison.base_indices is not None and len(poison.base_indices.unique()) == len(poison.labels)
-    assert torch.equal(poison.labels, setting.labels[poison.base_indices])
+    if attack_id in ("tgda", "ue"):  # they keep the base points' labels; GC and the FT attacks flip them
+        assert torch.equal(poison.labels, setting.labels[poison.base_indices])
     if epsilon is not None:
         assert (x - setting.images[poison.base_indices]).abs().max() <= epsilon + 1e-6
 
