@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "attack_settings": json.dumps(c["attack"].get("settings") or {}, sort_keys=True),
             "defense_settings": json.dumps(c["defense"].get("settings") or {}, sort_keys=True),
             "wall_seconds": float(r["provenance"].get("wall_seconds") or 0.0),
+            "device": device_label(r["provenance"].get("device") or {}),
             "attack_module": ((r["provenance"].get("sources") or {}).get("attack") or {}).get("module"),
             "defense_module": ((r["provenance"].get("sources") or {}).get("defense") or {}).get("module"),
         }
@@ -94,6 +96,13 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
         row.update({f"d:{k}": v for k, v in diagnostics.items() if isinstance(v, (int, float))})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def device_label(device: Mapping[str, Any]) -> str:
+    """The machine a record was computed on, as its provenance names it: the GPU, or the CPU model."""
+    if device.get("type") not in (None, "cpu"):
+        return str(device.get("name") or device.get("type"))
+    return str(device.get("cpu") or device.get("name") or "unknown CPU")
 
 
 def epsilon_label(eps: float) -> str:
@@ -264,7 +273,23 @@ def compute_note(df: pd.DataFrame) -> str:
     parts = ", ".join(f"{track} {span(per_track[track])}" for track in TRACK_ORDER if track in per_track.index)
     return (f"Recorded compute: {span(float(per_track.sum()))} of cell wall time over {len(df)} cells ({parts}): "
             "the sum of each record's `wall_seconds`, shared encoders counted in the cell that built them, "
-            "cells computed beside other jobs counted as they ran.")
+            "cells computed beside other jobs counted as they ran. " + machines_note(df))
+
+
+def machines_note(df: pd.DataFrame) -> str:
+    """Which machines computed the records, and the tracks whose rows mix machines: SSL pre-training
+    amplifies the float rounding that differs between CPU models (:mod:`benchmark.verify`), so two rows of
+    one column computed on different machines differ by that as well as by the method."""
+    if "device" not in df or df.empty:
+        return ""
+    counts = df["device"].value_counts()
+    text = "Computed on: " + ", ".join(f"{name} ({n} cell{'' if n == 1 else 's'})" for name, n in counts.items()) + "."
+    mixed = [track for track in TRACK_ORDER if df.loc[df["track"] == track, "device"].nunique() > 1]
+    if mixed:
+        text += (f" Rows of {', '.join(f'`{t}`' for t in mixed)} come from more than one machine: float rounding "
+                 "differs between CPU models and pre-training amplifies it, so a difference between those rows "
+                 "includes the machines' (recompute the track on one machine to rank it).")
+    return text
 
 
 def _anchor(heading: str, seen: dict[str, int]) -> str:

@@ -94,3 +94,18 @@ def test_the_page_shows_the_published_numbers() -> None:
     page = render_site(Path("leaderboard/results"), Path("leaderboard/plots"))
     assert '<section id="published"><h2>Published numbers</h2>' in page and "ImageNet-100" in page
     assert 'href="index.html#published"' in page
+
+
+def test_the_board_names_its_machines_and_flags_a_track_that_mixes_them() -> None:
+    """SSL pre-training amplifies the float rounding that differs between CPU models (benchmark/verify.py):
+    the board says which machines computed a tier and names a track whose rows come from more than one."""
+    from leaderboard.render import device_label, machines_note
+
+    assert device_label({"type": "cpu", "cpu": "AMD EPYC"}) == "AMD EPYC"
+    assert device_label({"type": "cuda", "name": "NVIDIA H100"}) == "NVIDIA H100"
+    one = pd.DataFrame({"track": ["downstream"] * 3, "device": ["AMD EPYC"] * 3})
+    assert machines_note(one) == "Computed on: AMD EPYC (3 cells)."
+    mixed = pd.concat([one, pd.DataFrame({"track": ["pretrain-targeted"] * 2, "device": ["AMD EPYC", "Intel Xeon"]})])
+    note = machines_note(mixed)
+    assert "AMD EPYC (4 cells), Intel Xeon (1 cell)" in note
+    assert "`pretrain-targeted` come from more than one machine" in note and "`downstream`" not in note
