@@ -22,7 +22,8 @@ on a cache hit) the attack raises :class:`DecoderGateError`, naming both numbers
 of the held-out pixel variance around the mean image); the harness reports the cell as an error instead
 of a number. Measured ratios decoder_mse / constant_mse: 0.25–0.31 (mnist5k) and 0.12–0.17 (digits) with
 the smoke SimCLR encoder; 0.51–0.64 with a 1-step encoder on 200 images (the contract tests' tiny cell,
-still 0.51–0.57 at 100 epochs: the features, not the decoder, are the limit there); the old decoder 2.05. Diagnostics: ``decoder_mse`` (held-out reconstruction MSE) vs ``constant_mse``
+still 0.51–0.57 at 100 epochs: the features, not the decoder, are the limit there); the old decoder 2.05. Diagnostics:
+``decoder_mse`` (held-out reconstruction MSE) vs ``constant_mse``
 (the mean training image as a constant predictor), ``feature_match_error`` = ‖f(x_p) − ζ‖_F / ‖ζ‖_F, plus
 GradPC/GC diagnostics.
 """

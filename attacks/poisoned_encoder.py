@@ -42,7 +42,9 @@ and poisons per target; the canvas size.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 
@@ -156,7 +158,8 @@ class PoisonedEncoder(PretrainTargetedAttack):
     paper_url = "https://arxiv.org/abs/2205.06401"
     citation = "Liu, Jia, Gong, PoisonedEncoder: Poisoning the Unlabeled Pre-training Data in Contrastive Learning, USENIX Security 2022"
     # settings that make this attack a control row on the board (read there, never by the harness)
-    control_settings = {"reference": {"decoy": "references from another class: should not raise the target class"}}
+    control_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "reference": {"decoy": "references from another class: should not raise the target class"}}
 
     def craft_targeted(self, ctx: PretrainAttackContext) -> TargetedPoison:
         config: PoisonedEncoderConfig = self.config  # type: ignore[assignment]

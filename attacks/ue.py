@@ -14,16 +14,17 @@ Published: ε = 8/255, 20 PGD steps of 0.8/255, 10 model steps per round, stop a
   Under ``ctx.input_epsilon`` that radius replaces ``epsilon``.
 * pre-training availability track (the supervised poison transferred to contrastive learning): the
   attacker has labels but no encoder, so θ is a supervised network of the victim recipe's backbone (or
-  ``surrogate_backbone``) plus a linear layer, trained from scratch by mini-batch SGD on the perturbed images (a seeded random subset of ``budget`` images, the
-  whole set at the default p = 100 %), δ within ``ctx.epsilon``; PGD runs batch by batch (class-wise δ
-  are updated by every batch of their class, as in the reference implementation).
+  ``surrogate_backbone``) plus a linear layer, trained from scratch by mini-batch SGD on the perturbed
+  images (a seeded random subset of ``budget`` images, the whole set at the default p = 100 %), δ within
+  ``ctx.epsilon``; PGD runs batch by batch (class-wise δ are updated by every batch of their class, as in
+  the reference implementation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -120,9 +121,10 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
     Config = UEConfig
     paper_url = "https://arxiv.org/abs/2101.04898"
     citation = "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021"
-    expected_null = {"downstream": "weak against a frozen encoder by design (Lu, Yang, Kamath, Yu, SaTML 2024): "
-                                   "error-minimising noise makes its points easy to fit, and a linear head on fixed "
-                                   "features is not kept from learning the clean points by that"}
+    expected_null: ClassVar[Mapping[str, str]] = {
+        "downstream": "weak against a frozen encoder by design (Lu, Yang, Kamath, Yu, SaTML 2024): error-minimising "
+                      "noise makes its points easy to fit, and a linear head on fixed features is not kept from learning "
+                      "the clean points by that"}
 
     # ------------------------------------------------------------------------------ downstream
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:

@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class Sizes:
     channels: int  # of the pre-training images (the encoder's input)
 
 
-@lru_cache(maxsize=None)
+@cache
 def dataset_shape(name: str) -> tuple[int, int, int]:
     """(train images, test images, channels) of a dataset, without loading the torchvision ones."""
     if name in TORCHVISION_SHAPES:
@@ -305,7 +305,8 @@ def _not_estimated(kind: str, plugin_id: str, track: str, why: str = "") -> str:
 
 def attack_cost(work: WorkList, cell: Cell, ctx: Context) -> dict[str, float]:
     """The attack's declared cost model for the cell's track, else its built-in one (:data:`ATTACK_COSTS`)."""
-    from benchmark.cost_models import CostModelError, work as declared_work
+    from benchmark.cost_models import CostModelError
+    from benchmark.cost_models import work as declared_work
 
     try:
         has, declared = _declared("attack", cell.attack.id, cell.track)
@@ -351,7 +352,8 @@ def _builtin_defense(did: str, track: str) -> DefenseCost | None:
 
 
 def _declared_defense(did: str, track: str, declared: Mapping[str, Any]) -> DefenseCost:
-    from benchmark.cost_models import check_defense_track, evaluate, work as declared_work
+    from benchmark.cost_models import check_defense_track, evaluate
+    from benchmark.cost_models import work as declared_work
 
     where = f"defense {did} cost for {track}"
     check_defense_track(declared, track, where)
@@ -570,7 +572,7 @@ class DeviceProfile:
         return scale * (ssl + one_pass * item.passes) + svd
 
 
-@lru_cache(maxsize=None)
+@cache
 def forward_flops(backbone: str, size: int) -> float:
     """FLOPs of one forward of one 3-channel ``size`` image through ``backbone`` (``name[+cifar_stem]``)."""
     import torch
@@ -668,8 +670,8 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
         x = torch.rand(max(images, 2 * recipe.batch_size), 3, size, size, generator=torch.Generator().manual_seed(0))
         model = train_ssl(recipe, x[: recipe.batch_size], seed=0, device=dev, epochs=1, desc="calibrate (warm-up)")
         # the difference of a 3- and a 1-epoch run: the per-epoch cost without the loop's set-up
-        seconds = [_timed(lambda e=e: train_ssl(recipe, x, seed=0, device=dev, model=model, epochs=e,
-                                               desc=f"calibrate {enc['method']}"), dev) for e in (1, 3)]
+        seconds = [_timed(lambda e=e: train_ssl(recipe, x, seed=0, device=dev, model=model, epochs=e,  # noqa: B023 (timed now)
+                                               desc=f"calibrate {enc['method']}"), dev) for e in (1, 3)]  # noqa: B023
         entry[enc["method"]] = max(seconds[1] - seconds[0], 1e-12) / (2 * len(x))
         rate = ssl_step_flops(recipe, size) / entry[enc["method"]]
         achieved.append(f"{enc['method']} {_backbone_id(enc)}@{size}: {utilisation_text(rate, name)}")
@@ -684,7 +686,6 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
 
 def _time_pass(model: Any, images: Any, device: Any, batch: int = 256) -> float:
     """Seconds per image of a forward + backward of the SSL model's backbone (supervised-style step)."""
-    import torch
 
     backbone = getattr(model, "backbone", model).to(device).train()
     x = images[:batch].to(device)

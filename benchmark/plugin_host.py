@@ -101,11 +101,11 @@ def serve_call(conn: Any, function: str, request_bytes: bytes) -> None:
         seed_everything(int(request.get("rng_seed", 0)))
         value = FUNCTIONS[function](request, Channel(conn))
         payload = {"op": "result", "value": value, "seconds": time.perf_counter() - start}
-    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from plugin code are cell errors
+    except BaseException as exc:
         payload = {"op": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     try:
         conn.send_bytes(encode(payload))
-    except Exception as exc:  # noqa: BLE001 - the answer itself could not be encoded
+    except Exception as exc:
         conn.send_bytes(encode({"op": "error", "message": f"the plugin's answer is not plain data: {exc}",
                                 "traceback": traceback.format_exc()}))
 

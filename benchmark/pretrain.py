@@ -256,7 +256,7 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (self.backbone(images).float() - self.mean) / self.std
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":  # always frozen: BN uses running stats
+    def train(self, mode: bool = True) -> FeatureExtractor:  # always frozen: BN uses running stats
         return super().train(False)
 
 

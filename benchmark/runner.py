@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.suite import Cell, Suite, SuiteError, expand_cells
-from leaderboard.schema import FINAL_STATUSES
 from benchmark.tracks import load_tracks
 from benchmark.utils import config_hash, progress_bar
+from leaderboard.schema import FINAL_STATUSES
 
 
 @dataclass
@@ -166,7 +166,8 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
     if tracks is not None:
         unknown = sorted(set(tracks) - {c.track for c in cells})
         if unknown:
-            raise SuiteError(suite.source, [f"--tracks: {', '.join(unknown)} not in this suite; it has {', '.join(sorted({c.track for c in cells}))}"])
+            raise SuiteError(suite.source, [f"--tracks: {', '.join(unknown)} not in this suite; it has "
+                                            f"{', '.join(sorted({c.track for c in cells}))}"])
         cells = [c for c in cells if c.track in tracks]
     if only:
         cells = select_cells(cells, only)
@@ -248,7 +249,7 @@ def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str, plugin_second
         return build_clean_encoder(cell, environment())
 
     @ray.remote(num_gpus=gpus, num_returns="streaming")
-    def run_group(group: list[Cell], encoder_ready: str) -> Any:  # noqa: ARG001 (a dependency only)
+    def run_group(group: list[Cell], encoder_ready: str) -> Any:
         env = environment()
         for cell in group:
             yield run_cell(cell, env)

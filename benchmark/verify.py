@@ -112,7 +112,7 @@ def verify_suite(suite: Any, *, committed_dir: Path, sample: int | None, seed: i
     if not cells:
         raise SuiteError(suite.source, [f"no committed results of suite {suite.name} under {committed_dir} to verify"])
     if sample is not None and sample < len(cells):
-        cells = sorted(random.Random(seed).sample(cells, sample), key=lambda c: cells.index(c))
+        cells = sorted(random.Random(seed).sample(cells, sample), key=cells.index)
     resolved = resolve_device(device)
     rows, largest = [], 0.0
     with tempfile.TemporaryDirectory(prefix="poisonbench-verify-") as scratch:

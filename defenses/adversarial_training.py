@@ -24,16 +24,15 @@ earlier CPU-drawn code; on CUDA the starts come from the CUDA generator, another
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import (DefenseContext, Defense, FeatureExtractorView, HeadSpec, MethodConfig, check_range,
-                           register_defense)
+from benchmark.api import Defense, DefenseContext, FeatureExtractorView, HeadSpec, MethodConfig, check_range, register_defense
 from benchmark.pretrain import SSLTrainingHooks
 from benchmark.probe import LinearHead
 from benchmark.utils import fast_layout, fast_path
@@ -113,7 +112,7 @@ class AdversarialTraining(Defense):
     Config = AdversarialTrainingConfig
     citation = "Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018"
     paper_url = "https://arxiv.org/abs/1706.06083"
-    reference_settings = {"epsilon": 0.0, "ssl_epsilon": 0.0}  # the same training, no adversary
+    reference_settings: ClassVar[Mapping[str, Any] | None] = {"epsilon": 0.0, "ssl_epsilon": 0.0}  # the same training, no adversary
     config: AdversarialTrainingConfig
 
     # ------------------------------------------------------------------------------------ heads
@@ -131,7 +130,7 @@ class AdversarialTraining(Defense):
                 x, y = data[idx], targets[idx]
                 w, b = layer.weight.detach(), layer.bias.detach()
                 if cfg.epsilon > 0:
-                    x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,
+                    x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,  # noqa: B023 (used now)
                             epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
                 with torch.no_grad():
                     feats = _fast(extractor, x, device)
@@ -153,7 +152,7 @@ class AdversarialTraining(Defense):
                 x, y = data[idx], targets[idx]
                 if cfg.epsilon > 0:
                     model.eval()  # the attack sees the model as it will be evaluated (BN running stats)
-                    x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,
+                    x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,  # noqa: B023
                             step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
                 model.train()
                 loss = F.cross_entropy(_fast(model, x, device), y)

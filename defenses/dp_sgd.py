@@ -31,14 +31,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmark.api import DefenseContext, Defense, FeatureExtractorView, HeadSpec, MethodConfig, register_defense
+from benchmark.api import Defense, DefenseContext, FeatureExtractorView, HeadSpec, MethodConfig, register_defense
 from benchmark.pretrain import SSLTrainingHooks, make_optimizer
 from benchmark.probe import LinearHead
 
@@ -98,7 +98,7 @@ class DPSGD(Defense):
     citation = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (Opacus)"
     paper_url = "https://arxiv.org/abs/1607.00133"
     # the same Opacus training (Poisson batches, SGD, epochs) with no noise and no effective clipping
-    reference_settings = {"noise_multiplier": 0.0, "max_grad_norm": 1.0e6}
+    reference_settings: ClassVar[Mapping[str, Any] | None] = {"noise_multiplier": 0.0, "max_grad_norm": 1.0e6}
     config: DPSGDConfig
 
     def __init__(self, config: DPSGDConfig | None = None) -> None:

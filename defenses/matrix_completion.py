@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import DefenseContext, Defense, MethodConfig, check_range, register_defense
+from benchmark.api import Defense, DefenseContext, MethodConfig, check_range, register_defense
 from benchmark.pretrain import IndexedTransform, SSLTrainingHooks
 from benchmark.utils import derive_seed
 

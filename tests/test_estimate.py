@@ -9,8 +9,19 @@ import pytest
 import torch
 
 from benchmark.__main__ import main
-from benchmark.estimate import (DeviceProfile, _mc_pretrain, bf16_peak_tflops, calibrate, cell_sizes, estimate, forward_flops,
-                                load_profiles, ssl_step_flops, suite_work, utilisation_text)
+from benchmark.estimate import (
+    DeviceProfile,
+    _mc_pretrain,
+    bf16_peak_tflops,
+    calibrate,
+    cell_sizes,
+    estimate,
+    forward_flops,
+    load_profiles,
+    ssl_step_flops,
+    suite_work,
+    utilisation_text,
+)
 from benchmark.pretrain import SSLRecipe
 from benchmark.suite import expand_cells, load_suite, suite_names
 
@@ -145,14 +156,14 @@ def test_an_availability_poison_that_reads_only_the_backbone_is_counted_once_for
 
 
 # ------------------------------------------------------------------------------------------ declared cost models
-def _costed_suite(tiny_suite_dict: dict, write_suite, attacks: list[str], defenses: list[str]):  # noqa: ANN001, ANN202
+def _costed_suite(tiny_suite_dict: dict, write_suite, attacks: list[str], defenses: list[str]):
     tiny_suite_dict["tracks"]["downstream"]["attacks"] = attacks
     tiny_suite_dict["tracks"]["downstream"]["defenses"] = defenses
     return load_suite(str(write_suite(tiny_suite_dict)))
 
 
 @pytest.fixture
-def costed_plugins(monkeypatch):  # noqa: ANN001, ANN201
+def costed_plugins(monkeypatch):
     from benchmark.plugins import EXTRA_PLUGINS_ENV
 
     monkeypatch.setenv(EXTRA_PLUGINS_ENV, os.environ.get(EXTRA_PLUGINS_ENV, "") + ",tests.plugins.costed")

@@ -262,7 +262,7 @@ def test_plugin_processes_leave_no_semaphores_behind(tmp_path: Path, write_suite
     done = subprocess.run([sys.executable, "-m", "benchmark", "run", "--suite", str(write_suite(raw)), "--device", "cpu",
                            "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
                            "--no-leaderboard"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "POISONBENCH_PROGRESS": "1"})
+                          env={**os.environ, "POISONBENCH_PROGRESS": "1"}, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "computed 1 cells (1 ok)" in done.stdout + done.stderr
     assert "leaked semaphore" not in done.stderr

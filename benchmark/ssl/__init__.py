@@ -19,10 +19,10 @@ from torch import nn
 from benchmark.api import MethodConfig
 from benchmark.registry import Registry
 
-SSL_METHODS: Registry[type["SSLMethod"]] = Registry("ssl method")
+SSL_METHODS: Registry[type[SSLMethod]] = Registry("ssl method")
 
 
-def register_ssl(cls: type["SSLMethod"]) -> type["SSLMethod"]:
+def register_ssl(cls: type[SSLMethod]) -> type[SSLMethod]:
     return SSL_METHODS.register(cls.id, cls)
 
 

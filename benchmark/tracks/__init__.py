@@ -30,4 +30,4 @@ def load_tracks() -> dict[str, Callable[..., CellOutcome]]:
     return TRACK_RUNNERS
 
 
-__all__ = ["CellOutcome", "RunEnv", "TRACK_RUNNERS", "load_tracks", "register_track"]
+__all__ = ["TRACK_RUNNERS", "CellOutcome", "RunEnv", "load_tracks", "register_track"]

@@ -14,9 +14,9 @@ from torch import nn
 
 from benchmark.backbones import create_backbone
 from benchmark.data import ImageDataset
+from benchmark.plugins import catalogue
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead, fit_linear_head, head_accuracy
-from benchmark.plugins import catalogue
 from benchmark.suite import NO_DEFENSE, Cell
 from benchmark.tracks.common import (
     RunEnv,
@@ -41,7 +41,7 @@ class PretrainSetting:
     downstream track's (same cache key), so it is trained once for all tracks."""
 
     @classmethod
-    def shared(cls, cell: Cell, env: RunEnv) -> "PretrainSetting":
+    def shared(cls, cell: Cell, env: RunEnv) -> PretrainSetting:
         """The setting of ``cell``, built once and reused by the next cells of both pre-training tracks."""
         spec = cell.spec
         key = {"track": "pretrain", **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}}

@@ -30,7 +30,7 @@ class RunEnv:
 
     def shared(self, key: Mapping[str, Any], build: Callable[[], Any], keep: int = 16) -> Any:
         """An object shared by the cells of one encoder/scenario, kept for the next few cells."""
-        from benchmark.utils import config_hash, fast_layout, fast_path
+        from benchmark.utils import config_hash
 
         name = config_hash(key)
         if name not in self.memo:
@@ -68,7 +68,7 @@ def state_fingerprint(obj: Any) -> str:
     alive: list[Any] = []  # keeps visited objects alive, so that an id is never reused within one walk
 
     def visit(value: Any, path: str) -> None:
-        if isinstance(value, (RunEnv, ArtifactCache)) or id(value) in seen or callable(value) and not isinstance(value, torch.nn.Module):
+        if isinstance(value, (RunEnv, ArtifactCache)) or id(value) in seen or (callable(value) and not isinstance(value, torch.nn.Module)):
             return
         seen.add(id(value))
         alive.append(value)

@@ -39,7 +39,6 @@ with the attack), ``defense_cost`` = reference clean − defended clean (the pri
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import torch

@@ -48,7 +48,7 @@ from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import PretrainSetting, diagnostic_tensors, diagnostics_of, victim_encoder
 from benchmark.tracks.common import CellOutcome, RunEnv, data_key, match_channels, plugin_call
 from benchmark.utils import derive_seed, seed_everything
-from benchmark.validation import ThreatModelViolation, pool_indices, poison_from_answer, validate_targeted
+from benchmark.validation import ThreatModelViolation, poison_from_answer, pool_indices, validate_targeted
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-targeted"
