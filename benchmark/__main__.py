@@ -231,16 +231,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace, suite) -> int:
-    from benchmark.estimate import budget_problems, calibrate, estimate, load_profiles, render
+    from benchmark.estimate import calibrate, compute_problems, estimate, load_profiles, render
 
-    budget = suite.raw.get("budget") or {}
+    compute = suite.raw.get("compute") or {}
     profiles = load_profiles()
     if args.calibrate:
         if not _device_ok(args.device):
             return 2
         profile = calibrate(suite, args.device)
     else:
-        name = args.profile or budget.get("profile") or next(iter(profiles))
+        name = args.profile or compute.get("profile") or next(iter(profiles))
         if name not in profiles:
             print(f"unknown device profile {name!r}; valid: {', '.join(sorted(profiles))}", file=sys.stderr)
             return 2
@@ -252,11 +252,11 @@ def _estimate(args: argparse.Namespace, suite) -> int:
         return 2
     result = estimate(suite, profile)
     print(render(result, suite, gpus))
-    if budget:
-        print(f"  budget: {budget['device_hours']:,.1f} device-hours on {budget['profile']}")
-        if profile.name == budget["profile"]:
-            for problem in budget_problems(result, budget["device_hours"]):
-                print(f"  OVER BUDGET: {problem}", file=sys.stderr)
+    if compute:
+        print(f"  compute limit: {compute['device_hours']:,.1f} device-hours on {compute['profile']}")
+        if profile.name == compute["profile"]:
+            for problem in compute_problems(result, compute["device_hours"]):
+                print(f"  OVER THE COMPUTE LIMIT: {problem}", file=sys.stderr)
                 return 1
     return 0
 
@@ -556,7 +556,7 @@ def _missing_cells(results_dir: Path) -> list[str]:
 
 
 def _verify_changed(args: argparse.Namespace) -> int:
-    """Re-compute the records changed since ``args.base`` (within the time budget); how many differ."""
+    """Re-compute the records changed since ``args.base`` (within the time limit); how many differ."""
     import subprocess
 
     from benchmark.verify import VERIFY_SECONDS, changed_records, choose_within, comparison_table, failed, verify_records

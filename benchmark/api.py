@@ -144,6 +144,13 @@ def _annotation_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+def poison_count(fraction: float, n: int) -> int:
+    """How many of ``n`` points a poison budget ``fraction`` allows, the one rule of every track and of the
+    estimate: ⌊fraction · n⌋, robust to the float error of the product (0.29 × 100 is 28.999999999999996 in
+    floating point, and 29 points here)."""
+    return math.floor(fraction * n + 1e-9)
+
+
 def check_range(problems: list[str], name: str, value: float, low: float, high: float,
                 *, low_open: bool = False, high_open: bool = False) -> None:
     """Append ``name: ...`` to ``problems`` when ``value`` is outside the interval."""

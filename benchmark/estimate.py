@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from benchmark.api import poison_count
 from benchmark.suite import NO_DEFENSE, Cell, Suite, expand_cells
 from benchmark.utils import config_hash
 
@@ -396,7 +397,7 @@ def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     spec = cell.spec
     encoder = add_clean_encoder(work, cell, sizes)
     method = spec["encoder"]["method"]
-    n_poison = int(spec["budget"] * sizes.train) if cell.attack.id != "none" else 0
+    n_poison = poison_count(spec["budget"], sizes.train) if cell.attack.id != "none" else 0
     poison_identity = None
     if cell.attack.id != "none":
         poison_identity = {"encoder": encoder, "attack": [cell.attack.id, cell.attack.settings], "budget": spec["budget"],
@@ -457,7 +458,7 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     encoder = add_clean_encoder(work, cell, sizes)
     method, epochs = spec["encoder"]["method"], int(spec["encoder"]["epochs"])
     targeted = cell.track == "pretrain-targeted"
-    n_attacked = int(spec["budget"] * sizes.pretrain) if cell.attack.id != "none" else 0  # perturbed or injected
+    n_attacked = poison_count(spec["budget"], sizes.pretrain) if cell.attack.id != "none" else 0  # perturbed or injected
     n_extra = n_attacked if targeted else 0
     poison = None
     if cell.attack.id != "none":
@@ -768,11 +769,11 @@ def render(est: Estimate, suite: Suite, gpus: Iterable[int] = (1, 8)) -> str:
     return "\n".join(lines)
 
 
-def budget_problems(est: Estimate, budget_hours: float | None) -> list[str]:
-    if budget_hours is None or est.total <= budget_hours:
+def compute_problems(est: Estimate, limit_hours: float | None) -> list[str]:
+    if limit_hours is None or est.total <= limit_hours:
         return []
-    return [f"the estimate ({est.total:,.1f} device-hours on {est.profile.name}) exceeds the suite's budget "
-            f"({budget_hours:,.1f} h)"]
+    return [f"the estimate ({est.total:,.1f} device-hours on {est.profile.name}) exceeds the suite's compute limit "
+            f"({limit_hours:,.1f} h)"]
 
 
 def hours_text(hours: float) -> str:

@@ -308,9 +308,10 @@ class LimitsSpec(MethodConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BudgetSpec(MethodConfig):
-    """``budget``: the device-hours the suite is designed to fit on ``profile`` (a device profile of
-    :mod:`benchmark.estimate`); ``plan --estimate`` checks it and a test keeps every built-in suite inside it."""
+class ComputeSpec(MethodConfig):
+    """``compute``: the device-hours the suite is designed to fit on ``profile`` (a device profile of
+    :mod:`benchmark.estimate`); ``plan --estimate`` checks it and a test keeps every built-in suite inside it.
+    (A *budget* is always a poison fraction: see :func:`benchmark.api.poison_count`.)"""
 
     device_hours: float
     profile: str
@@ -346,7 +347,7 @@ class TrackSpec(MethodConfig):
     attacks: list[Any]
     defenses: list[Any] = field(default_factory=lambda: [NO_DEFENSE])
     # the attack names (``none`` included) that the defenses are evaluated against; null: every attack.
-    # A tier's time budget may restrict it; the other combinations are listed as skipped, with this reason.
+    # A tier's time limit may restrict it; the other combinations are listed as skipped, with this reason.
     defended_attacks: list[str] | None = None
     # the SSL methods whose encoders the defenses are evaluated on; null: every method of the suite
     defended_methods: list[str] | None = None
@@ -436,7 +437,7 @@ class SuiteSpec(MethodConfig):
     scenarios: list[ScenarioSpec]
     tracks: dict[str, Any]
     limits: LimitsSpec | None = None
-    budget: BudgetSpec | None = None
+    compute: ComputeSpec | None = None
 
     def problems(self) -> list[str]:
         problems: list[str] = []
@@ -683,11 +684,11 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         defended_methods = suite.tracks[cell.track].get("defended_methods")
         if reason is None and defense.id != NO_DEFENSE and defended_attacks is not None and attack.name not in defended_attacks:
             reason = (f"this tier evaluates the {cell.track} defenses against {', '.join(defended_attacks)} only "
-                      f"(tracks.{cell.track}.defended_attacks: its time budget)")
+                      f"(tracks.{cell.track}.defended_attacks: its time limit)")
         method = cell.spec["encoder"]["method"]
         if reason is None and defense.id != NO_DEFENSE and defended_methods is not None and method not in defended_methods:
             reason = (f"this tier evaluates the {cell.track} defenses on {', '.join(defended_methods)} encoders only "
-                      f"(tracks.{cell.track}.defended_methods: its time budget) — {method}")
+                      f"(tracks.{cell.track}.defended_methods: its time limit) — {method}")
         if reason is None and defense.id != NO_DEFENSE:
             reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
                                   config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])]

@@ -12,7 +12,7 @@ non-deterministic kernels) the tolerance is :data:`GPU_TOLERANCE` (accuracy as a
 point). Timing metrics (``*seconds*``) are never compared.
 
 :func:`verify_changed` re-computes the records a change adds or modifies relative to a base commit
-(``leaderboard --check --base main``), within a time budget (a seeded sample beyond it): a forged or
+(``leaderboard --check --base main``), within a time limit (a seeded sample beyond it): a forged or
 hand-edited record in a pull request fails CI.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 GPU_TOLERANCE = 0.01
 CROSS_CPU_TOLERANCE = 0.25
 VERIFY_SECONDS = 300.0
-"""The default time budget of ``leaderboard --check --base``: recorded compute seconds re-computed in CI."""
+"""The default time limit of ``leaderboard --check --base``: recorded compute seconds re-computed in CI."""
 
 
 @dataclass
