@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-DEFAULT_RESULTS = Path("leaderboard/results")
+from benchmark.results import DEFAULT_RESULTS
+
 DEFAULT_CACHE = Path(os.environ.get("POISONBENCH_CACHE", ".poisonbench-cache"))
 
 
@@ -400,14 +401,15 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from benchmark.submit import SubmitError, submit
+    from benchmark.submit import CliSteps, SubmitError, submit
 
     _use_plugins(args.plugins)
     args.suites = args.suites or ["smoke"]
     if args.data_root:
         args.overrides.append(f"data.root={args.data_root}")
     try:
-        return submit(args)
+        return submit(args, CliSteps(device_ok=_device_ok, prepare_sandbox=_sandbox, write_board=write_board,
+                                     check=lambda: cmd_leaderboard(build_parser().parse_args(["leaderboard", "--check"]))))
     except SubmitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -40,10 +40,15 @@ from typing import Any
 import yaml
 
 from benchmark.api import poison_count
-from benchmark.suite import NO_DEFENSE, Cell, Suite, expand_cells
-from benchmark.utils import config_hash
+from benchmark.backbones import create_backbone
+from benchmark.cost_models import CostModelError, check_defense_track, declared_cost, evaluate, names_for
+from benchmark.cost_models import work as declared_work
+from benchmark.data import load_dataset
+from benchmark.plugins import catalogue, resolved_config
+from benchmark.pretrain import SSLRecipe, train_ssl
+from benchmark.suite import NO_DEFENSE, PROFILES_FILE, Cell, Suite, expand_cells, profile_names
+from benchmark.utils import config_hash, resolve_device
 
-PROFILES_FILE = Path(__file__).with_name("device_profiles.yaml")
 FORWARD_PASS = 1.0 / 3.0  # a forward alone, in passes
 
 # Images per split and channels of the torchvision datasets (train, test, channels); the embedded and
@@ -83,7 +88,6 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
     """(train images, test images, channels) of a dataset, without loading the torchvision ones."""
     if name in TORCHVISION_SHAPES:
         return TORCHVISION_SHAPES[name]
-    from benchmark.data import load_dataset
 
     train = load_dataset(name, "train")
     return len(train), len(load_dataset(name, "test")), int(train.images.shape[1])
@@ -258,7 +262,6 @@ def _backbone_id(encoder: Mapping[str, Any]) -> str:
 
 
 def _resolved(kind: str, entry: Any) -> dict[str, Any]:
-    from benchmark.plugins import resolved_config
 
     return dict(resolved_config(kind, entry.id, entry.settings).config or {})
 
@@ -285,15 +288,12 @@ def add_clean_encoder(work: WorkList, cell: Cell, sizes: Sizes) -> dict[str, Any
 
 def _declared(kind: str, plugin_id: str, track: str) -> tuple[bool, Any]:
     """(whether the plugin declares a cost model, its entry for ``track``; None where the track is absent)."""
-    from benchmark.cost_models import declared_cost
-    from benchmark.plugins import catalogue
 
     declared = declared_cost(catalogue().get(kind, plugin_id).source, plugin_id)
     return declared is not None, (declared or {}).get(track)
 
 
 def _names(ctx: Context, n: float = 0.0) -> dict[str, Any]:
-    from benchmark.cost_models import names_for
 
     return names_for(ctx.config, n_poison=ctx.n_poison, n=n, train=ctx.sizes.train, test=ctx.sizes.test,
                      pretrain=ctx.sizes.pretrain, ssl_batch=ctx.ssl_batch, epochs=int(ctx.spec["encoder"]["epochs"]))
@@ -306,8 +306,6 @@ def _not_estimated(kind: str, plugin_id: str, track: str, why: str = "") -> str:
 
 def attack_cost(work: WorkList, cell: Cell, ctx: Context) -> dict[str, float]:
     """The attack's declared cost model for the cell's track, else its built-in one (:data:`ATTACK_COSTS`)."""
-    from benchmark.cost_models import CostModelError
-    from benchmark.cost_models import work as declared_work
 
     try:
         has, declared = _declared("attack", cell.attack.id, cell.track)
@@ -353,8 +351,6 @@ def _builtin_defense(did: str, track: str) -> DefenseCost | None:
 
 
 def _declared_defense(did: str, track: str, declared: Mapping[str, Any]) -> DefenseCost:
-    from benchmark.cost_models import check_defense_track, evaluate
-    from benchmark.cost_models import work as declared_work
 
     where = f"defense {did} cost for {track}"
     check_defense_track(declared, track, where)
@@ -377,7 +373,6 @@ def _declared_defense(did: str, track: str, declared: Mapping[str, Any]) -> Defe
 def defense_cost(work: WorkList, cell: Cell) -> DefenseCost | None:
     """The defense's declared cost model for the cell's track, else its built-in one; None (and the cell's
     defense listed as not estimated) without either."""
-    from benchmark.cost_models import CostModelError
 
     did = cell.defense.id
     try:
@@ -411,7 +406,6 @@ def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     model = defense_cost(work, cell)
     if model is None:
         return
-    from benchmark.cost_models import CostModelError
 
     try:
         _defended_downstream(work, cell, sizes, dctx, model, encoder, poison_identity, method)
@@ -475,7 +469,6 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
         work.add(cell, sizes, "features", {"victim": victim}, passes=features)
     dctx = Context(cell, sizes, _resolved("defense", cell.defense), n_extra) if did != NO_DEFENSE else None
     model = defense_cost(work, cell) if dctx is not None else None
-    from benchmark.cost_models import CostModelError
 
     try:
         if dctx is not None and model is not None:
@@ -509,7 +502,6 @@ def _supervised_victims(work: WorkList, cell: Cell, sizes: Sizes, poison: Any, d
 def _attacker_encoder(cell: Cell, encoder: Any) -> Any:
     """What an availability poison is keyed on besides its own settings: the clean encoder's identity, or
     only the recipe fields the attack declares it reads (``Attack.recipe_fields``), as the track caches it."""
-    from benchmark.plugins import catalogue
 
     fields = catalogue().get("attack", cell.attack.id).recipe_fields
     if cell.track != "pretrain-availability" or fields is None:
@@ -579,8 +571,6 @@ def forward_flops(backbone: str, size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmark.backbones import create_backbone
-
     name, _, stem = backbone.partition("+")
     model = create_backbone(name, in_chans=3, cifar_stem=bool(stem)).eval()
     counter = FlopCounterMode(display=False)
@@ -636,10 +626,6 @@ def utilisation_text(flops_per_second: float, device_name: str) -> str:
     return text
 
 
-def profile_names() -> list[str]:
-    return sorted(load_profiles())
-
-
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, DeviceProfile]:
     raw = yaml.safe_load(path.read_text())
     return {name: DeviceProfile(name=name, source=p["source"], ssl_image_epoch=p["ssl_image_epoch"],
@@ -653,9 +639,6 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
     per-epoch time of ``train_ssl`` on ``images`` random images (a 3-epoch run minus a 1-epoch run, after
     a warm-up), a forward + backward of the backbone, and batched 32 × 32 SVDs. Seconds, not minutes."""
     import torch
-
-    from benchmark.pretrain import SSLRecipe, train_ssl
-    from benchmark.utils import resolve_device
 
     dev = resolve_device(device)
     name = device_name(dev)

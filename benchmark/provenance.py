@@ -27,7 +27,8 @@ ENGINE_FILES = (
     "benchmark/utils.py", "benchmark/validation.py", "benchmark/workers.py", "benchmark/ssl/__init__.py",
     "benchmark/ssl/simclr.py", "benchmark/ssl/mocov2.py", "benchmark/ssl/byol.py", "benchmark/tracks/__init__.py",
     "benchmark/tracks/common.py", "benchmark/__init__.py", "benchmark/sandbox.py", "benchmark/plugins.py",
-    "benchmark/registry.py", "benchmark/results.py",
+    "benchmark/registry.py", "benchmark/results.py", "benchmark/codec.py", "benchmark/supervised.py",
+    "benchmark/ssl/base.py",
 )
 """The engine modules on every cell's compute path (the CLI, the suite schema, the board and the plots are
 not: the resolved cell config is in the cell id, and rendering does not change a number)."""

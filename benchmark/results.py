@@ -33,6 +33,9 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+DEFAULT_RESULTS = Path("leaderboard/results")
+"""Where the committed records live (relative to the repository root, where the CLI runs)."""
+
 # the benchmark's own outputs: rewritten by runs, never read to compute a cell, so a tree that differs from
 # its commit only in them is not dirty (a run started while another one's records are uncommitted)
 OUTPUT_PATHS = ("leaderboard/results", "leaderboard/README.md", "leaderboard/index.html", "leaderboard/plots")

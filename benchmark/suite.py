@@ -20,6 +20,9 @@ from typing import Any, Literal
 import yaml
 
 from benchmark.api import TRACKS, MethodConfig, check_range, config_problems, value_problems
+from benchmark.data import dataset_names
+from benchmark.plugins import catalogue, resolve
+from benchmark.pretrain import SSLRecipe
 from benchmark.utils import cell_id, config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -307,6 +310,15 @@ class LimitsSpec(MethodConfig):
         return problems
 
 
+PROFILES_FILE = Path(__file__).with_name("device_profiles.yaml")
+"""The device profiles of :mod:`benchmark.estimate` (measured or projected costs per device)."""
+
+
+def profile_names() -> list[str]:
+    """The device profiles a suite's ``compute`` may name."""
+    return sorted(yaml.safe_load(PROFILES_FILE.read_text())["profiles"])
+
+
 @dataclass(frozen=True, kw_only=True)
 class ComputeSpec(MethodConfig):
     """``compute``: the device-hours the suite is designed to fit on ``profile`` (a device profile of
@@ -319,8 +331,6 @@ class ComputeSpec(MethodConfig):
     def problems(self) -> list[str]:
         problems: list[str] = []
         check_range(problems, "device_hours", self.device_hours, 0.0, 1e7, low_open=True)
-        from benchmark.estimate import profile_names
-
         if self.profile not in profile_names():
             close = difflib.get_close_matches(self.profile, profile_names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -456,7 +466,6 @@ def _method_entries(raw_list: list[Any], where: str, kind: str, reserved: str, p
                     track: str, checks: list[tuple[str, str, dict[str, Any], str]]) -> list[MethodEntry]:
     """The entries of an ``attacks`` / ``defenses`` list; every problem is appended, and the settings of
     known ids are queued in ``checks`` for their plugin process to validate."""
-    from benchmark.plugins import catalogue
 
     known = catalogue().of(kind)
     entries: list[MethodEntry] = []
@@ -504,8 +513,6 @@ class MethodEntrySpec(MethodConfig):
 def validate_suite(raw: dict[str, Any], source: str) -> Suite:
     """Check every field at every depth; raise :class:`SuiteError` listing every problem (before any
     compute, before anything is written). Plugin settings are checked in their own plugin processes."""
-    from benchmark.data import dataset_names
-    from benchmark.plugins import catalogue, resolve
 
     problems = list(catalogue().problems)
     problems += config_problems(SuiteSpec, raw, "")
@@ -550,7 +557,6 @@ def validate_suite(raw: dict[str, Any], source: str) -> Suite:
 def _encoder_problems(enc: dict[str, Any], override: dict[str, Any], where: str) -> list[str]:
     """Every (method, backbone) recipe of ``encoders`` (with a track's recipe ``override``) as an
     :class:`SSLRecipe`: types, ranges, the method's own settings."""
-    from benchmark.pretrain import SSLRecipe
 
     problems: list[str] = []
     methods = [m for m in enc.get("methods") or [] if isinstance(m, str)]
@@ -582,7 +588,6 @@ def _encoder_problems(enc: dict[str, Any], override: dict[str, Any], where: str)
 def _typed_part(values: dict[str, Any], label: str) -> tuple[list[str], dict[str, Any]]:
     """The type problems of a shared part of a recipe (``label.key: …``) and the part without the
     ill-typed keys (so the per-combination checks do not repeat them)."""
-    from benchmark.pretrain import SSLRecipe
 
     hints = typing.get_type_hints(SSLRecipe)
     problems: list[str] = []
@@ -634,7 +639,6 @@ def encoder_specs(suite: Suite) -> list[dict[str, Any]]:
 
 def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     """Every cell of the suite, in a stable order that keeps cells sharing an encoder together."""
-    from benchmark.plugins import catalogue, resolve
 
     cells: list[Cell] = []
     candidates: list[tuple[Cell, MethodEntry, MethodEntry, float | None]] = []

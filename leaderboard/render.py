@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
 from leaderboard.schema import location_problems, record_problems
 
 TIER_ORDER = ("full", "cpu", "smoke", "custom")
@@ -395,7 +396,6 @@ def _pooled_cell(df: pd.DataFrame, col: str) -> str:
 
 
 def _pending_note(results_dir: Path, suite: str, waiting: int, total: int) -> str:
-    from benchmark.provenance import pending_recompute
 
     pending = pending_recompute(results_dir) or {}
     return (f"> **Recompute in progress:** {waiting} of this suite's {total} records were computed with the code of "
@@ -447,7 +447,6 @@ def pending_counts(results_dir: Path) -> dict[str, int]:
 def _review(results_dir: Path, committed: bool) -> tuple[dict[str, list[tuple[str, list[str]]]], dict[str, int], dict[str, Any] | None]:
     """One pass over the records: the stale ones by suite (with their reasons), the number awaiting a
     recompute in progress per suite, and that recompute (None without one, or when not ``committed``)."""
-    from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
 
     pending = pending_recompute(results_dir) if committed else None
     by_suite: dict[str, list[tuple[str, list[str]]]] = {}
