@@ -398,8 +398,9 @@ def _pooled_cell(df: pd.DataFrame, col: str) -> str:
 def _pending_note(results_dir: Path, suite: str, waiting: int, total: int) -> str:
 
     pending = pending_recompute(results_dir) or {}
+    commits = " or ".join(f"`{commit[:10]}`" for commit in pending["before"])
     return (f"> **Recompute in progress:** {waiting} of this suite's {total} records were computed with the code of "
-            f"commit `{pending['before'][:10]}` and await the recompute for: {pending['reason']} "
+            f"commit {commits} and await the recompute for: {pending['reason']} "
             f"(`python -m benchmark run --suite {suite} --stale --sandbox required`). The rest are recomputed; "
             "both describe the same protocol, on possibly different CPUs.")
 
@@ -455,7 +456,7 @@ def _review(results_dir: Path, committed: bool) -> tuple[dict[str, list[tuple[st
         reasons = staleness(record) + ([] if not committed or sandboxed(record) else ["its plugin calls ran without the sandbox"])
         if not reasons:
             continue
-        if record["suite"] in waiting and fresh_at(record, pending["before"]):
+        if record["suite"] in waiting and any(fresh_at(record, commit) for commit in pending["before"]):
             waiting[record["suite"]] += 1
         else:
             by_suite.setdefault(record["suite"], []).append((record["cell_id"], reasons))
