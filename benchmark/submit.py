@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmark.plugins import catalogue
 from benchmark.provenance import REPO_ROOT
-from benchmark.results import DEFAULT_RESULTS, OUTPUT_PATHS, SOURCE_FOLDERS, code_version, device_info
+from benchmark.results import DEFAULT_RESULTS, code_version, device_info, uncommitted_files
 from benchmark.runner import run_suite, select_cells
 from benchmark.suite import expand_cells, load_suite
 from benchmark.utils import resolve_device
@@ -99,19 +99,6 @@ def suite_cells(suite: Any, only: str) -> list[Any]:
     return select_cells(expand_cells(suite)[0], [only])
 
 
-def uncommitted_sources() -> list[str]:
-    """Tracked files that differ from HEAD and untracked files in the source folders (what makes a record
-    stale from birth), outputs excepted."""
-
-    def git(*args: str) -> list[str]:
-        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False).stdout
-        return [line[3:] for line in out.splitlines() if line.strip()]
-
-    excluded = [f":(exclude){p}" for p in OUTPUT_PATHS]
-    return sorted(set(git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
-                      + git("status", "--porcelain", "--untracked-files=all", "--", *SOURCE_FOLDERS)))
-
-
 def preflight(args: argparse.Namespace) -> tuple[Submission, list[Any]]:
     """Every problem that would waste the compute, before any of it (all of them at once)."""
 
@@ -126,7 +113,7 @@ def preflight(args: argparse.Namespace) -> tuple[Submission, list[Any]]:
                             f"benchmark/suites/{suite.name}.yaml (CONTRIBUTING.md, step 3)")
         submission.cell_ids[suite.name] = [c.id for c in cells]
         suites.append(suite)
-    dirty = uncommitted_sources()
+    dirty = uncommitted_files(REPO_ROOT)
     if dirty:
         problems.append("commit first: records computed from uncommitted code are stale and `leaderboard --check` "
                         f"fails on them; uncommitted: {', '.join(dirty[:8])}{' …' if len(dirty) > 8 else ''}")
