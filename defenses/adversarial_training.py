@@ -3,23 +3,16 @@ Resistant to Adversarial Attacks", ICLR 2018 (PGD-AT); for pre-training, adversa
 Kim, Tack, Hwang, "Adversarial Self-Supervised Contrastive Learning", NeurIPS 2020 and Jiang, Chen, Chen,
 Wang, "Robust Pre-Training by Adversarial Contrastive Learning", NeurIPS 2020 (ACL).
 
-* :meth:`fit_head` (downstream track): min over the linear head of the cross-entropy on x + δ*, with δ*
-  from PGD (``steps`` steps of ``step_size``, random start, ℓ∞ ball ``epsilon``, pixels kept in [0, 1])
-  maximising that cross-entropy through the frozen extractor; Adam on the head, L2 weight of the victim's
-  :class:`HeadSpec` on W (bias unpenalised), ``epochs`` epochs of mini-batches. ``epsilon = 0`` is the
-  same training without the adversary (``reference_settings``: the same-schedule undefended victim that
-  the track measures this defense's cost against; PGD's random starts have their own generator, so the
-  batch order is identical).
-* :meth:`fit_supervised`: the same PGD-AT for a supervised victim ``model`` (images → logits); it uses this
-  config's schedule (``supervised_epochs``, ``supervised_lr``), not the plain trainer's.
-* :meth:`ssl_hooks` (pre-training): a ``loss_fn`` running PGD (``ssl_steps`` of ``ssl_step_size`` in
-  ``ssl_epsilon``) on both views jointly, maximising the SSL method's own loss; the training loss is
-  ½(clean loss + adversarial loss) (ACL's A2A pair). The method's batch statistics and queue see the PGD
-  passes too (momentum encoders are not updated by them: ``after_step`` runs once per optimiser step).
-
-PGD's random starts are drawn on the data's device from a generator on that device, and the batch order is
-moved to the device once per epoch: no host round trip per step (on a CPU the numbers are those of the
-earlier CPU-drawn code; on CUDA the starts come from the CUDA generator, another stream).
+Threat model: the defender controls the victim's training only, on its training set as given (poisons unmarked).
+Objective: min over the model of the loss at x + δ*, δ* by ℓ∞ PGD with a random start maximising that loss
+(pixels kept in [0, 1]; the starts drawn from a generator of their own, on the data's device).
+* :meth:`fit_head` (downstream): PGD (``steps`` of ``step_size`` in ``epsilon``) through the frozen extractor; Adam
+  on the linear head for ``epochs`` epochs, the victim's L2 weight on W. ``epsilon = 0`` (``reference_settings``) is
+  the same training, with the same batch order, without the adversary: the track measures the cost against it.
+* :meth:`fit_supervised`: the same PGD-AT for a supervised victim, on ``supervised_epochs`` and ``supervised_lr``.
+* :meth:`ssl_hooks` (pre-training): PGD (``ssl_steps`` of ``ssl_step_size`` in ``ssl_epsilon``) on both views
+  jointly, maximising the SSL method's own loss; the loss is ½(clean + adversarial) (ACL's A2A pair). Batch
+  statistics and queues see the PGD passes; momentum encoders are updated once per optimiser step only.
 """
 
 from __future__ import annotations
