@@ -5,10 +5,9 @@ Feature Extractors", SaTML 2024 (private module: not an attack).
 
 Threat model as in :mod:`attacks.gc`, but the attacker moves ``budget`` feature vectors ζ (started at the features
 of random clean training points labelled as label flipping labels them, ``poison_labels``; labels fixed) instead of
-images. Objective, with θ̂ the target head:
-min_ζ ‖∇_θ [mean CE over N + n_p points + l2/2·‖W‖²](θ̂)‖². Solver: Adam for ``gc_steps`` steps, decayed to 0 by a
-cosine, no early stop; after every step ζ is projected onto the clean-feature box (per-dimension [min, max] of the
-clean training features; ``zeta_constraint: none`` is the paper's unconstrained stage 2).
+images. Objective, θ̂ the target head: min_ζ ‖∇_θ [mean CE over N + n_p points + l2/2·‖W‖²](θ̂)‖². Solver: Adam
+for ``gc_steps`` steps, decayed to 0 by a cosine, no early stop; after every step ζ is projected onto the clean-
+feature box (per-dimension clean [min, max]; ``zeta_constraint: none``: the paper's unconstrained stage 2).
 Target choice (:func:`attainable_target`): θ̂ is the victim's optimum only if ε_d of poison can cancel the clean
 gradient there (*attainable*). On a stratified split of the clean training set (never test data) the attacker runs
 GradPC and ``sweep_gc_steps`` of this GC for each ε_w of ``epsilon_w_grid``, fits the victim on the split plus the

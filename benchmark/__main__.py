@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also recompute cells whose record no longer matches the code (edited sources, dirty tree)")
     run.add_argument("--compare", type=Path, default=None, metavar="DIR",
                      help="afterwards, compare every record of this suite with the committed ones under DIR")
-    from benchmark.verify import VERIFY_SECONDS
+    from benchmark.provenance import VERIFY_SECONDS
 
     submit = sub.add_parser("submit", help="compute a new method's cells, render the board, verify, check; print the PR text",
                             description="compute a new method's cells, render the board, verify, check; print the PR text",
@@ -561,7 +561,8 @@ def _verify_changed(args: argparse.Namespace) -> int:
     """Re-compute the records changed since ``args.base`` (within the time limit); how many differ."""
     import subprocess
 
-    from benchmark.verify import VERIFY_SECONDS, changed_records, choose_within, comparison_table, failed, verify_records
+    from benchmark.provenance import VERIFY_SECONDS
+    from benchmark.verify import changed_records, choose_within, comparison_table, failed, verify_records
 
     try:
         paths = changed_records(args.results_dir, args.base)

@@ -33,6 +33,10 @@ ENGINE_FILES = (
 """The engine modules on every cell's compute path (the CLI, the suite schema, the board and the plots are
 not: the resolved cell config is in the cell id, and rendering does not change a number)."""
 
+VERIFY_SECONDS = 300.0
+"""The default time limit of ``leaderboard --check --base``: recorded compute seconds re-computed in CI (here,
+not in :mod:`benchmark.verify`, so that the CLI reads it without importing torch)."""
+
 TRACK_FILES: dict[str, tuple[str, ...]] = {
     "downstream": ("benchmark/tracks/downstream.py",),
     "pretrain-availability": ("benchmark/tracks/_pretrain.py", "benchmark/tracks/pretrain_availability.py"),

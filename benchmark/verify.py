@@ -38,8 +38,7 @@ from leaderboard.schema import FINAL_STATUSES
 
 GPU_TOLERANCE = 0.01
 CROSS_CPU_TOLERANCE = 0.25
-VERIFY_SECONDS = 300.0
-"""The default time limit of ``leaderboard --check --base``: recorded compute seconds re-computed in CI."""
+
 
 
 @dataclass
