@@ -922,8 +922,8 @@ def citation_of(module: str) -> str:
 
 def module_attributes(module: str) -> dict[str, Any]:
     """The literal class attributes ``paper_url``, ``expected_null`` and ``control_settings`` of a plugin
-    module's classes, read
-    without importing it (the board never runs plugin code)."""
+    module's classes (plain or annotated assignments), read without importing it (the board never runs
+    plugin code)."""
     import ast
 
     path = Path(__file__).resolve().parent.parent / _module_path(module)
@@ -935,10 +935,11 @@ def module_attributes(module: str) -> dict[str, Any]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             for statement in node.body:
-                if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name) \
-                        and statement.targets[0].id in ("paper_url", "expected_null", "control_settings"):
+                target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else \
+                    statement.target if isinstance(statement, ast.AnnAssign) and statement.value is not None else None
+                if isinstance(target, ast.Name) and target.id in ("paper_url", "expected_null", "control_settings"):
                     try:
-                        out.setdefault(statement.targets[0].id, ast.literal_eval(statement.value))
+                        out.setdefault(target.id, ast.literal_eval(statement.value))
                     except ValueError:
                         continue
     return out
