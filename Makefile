@@ -25,7 +25,9 @@ plan: $(STAMP)
 # Results a branch adds or changes relative to main are re-computed by the check (benchmark/verify.py).
 BASE ?= $(shell git rev-parse --verify -q main >/dev/null && echo main)
 
-test: $(STAMP)  ## the fast tests (what CI runs) and the leaderboard check (fresh, sandboxed, reproducible)
+test: $(STAMP)  ## lint and types, the fast tests (what CI runs) and the leaderboard check (fresh, sandboxed, reproducible)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -m "not slow" -q
 	$(PY) -m benchmark leaderboard --check $(if $(BASE),--base $(BASE))
 

@@ -1,37 +1,18 @@
-"""Gradient canceling in feature space (stage 2 of the feature-targeted attacks) and the choice of the
-GradPC target.
+"""Gradient canceling in feature space (stage 2 of the feature-targeted attacks), choice of the GradPC target:
+Lu, Kamath, Yu, "Exploring the Limits of Model-Targeted Indiscriminate Data Poisoning Attacks", ICML 2023; on the
+features of a frozen extractor as in Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning Attacks on Pre-trained
+Feature Extractors", SaTML 2024 (private module: not an attack).
 
-Lu, Kamath, Yu, "Exploring the Limits of Model-Targeted Indiscriminate Data Poisoning Attacks", ICML 2023;
-applied to the features of a frozen extractor as in Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning
-Attacks on Pre-trained Feature Extractors", SaTML 2024.
-
-Treat the clean features as the dataset; optimise ``budget`` poisoned feature vectors ζ (initialised at
-the features of randomly chosen clean training points, labels fixed: flipped as label flipping flips them,
-or their own with ``poison_labels: clean``) so that the target head θ̂ is a stationary point of the
-victim's objective on D_c ∪ D_p:
-
-    min_ζ ‖∇_θ [mean CE over N + n_p points + l2/2·‖W‖²](θ̂)‖².
-
-Solver: Adam with a cosine learning-rate decay to 0 over ``gc_steps`` (the authors' GC code decays its step
-the same way), ζ projected after every step onto the clean-feature box (per-dimension [min, max] of the
-clean training features; ``zeta_constraint: none`` is the paper's unconstrained stage 2). No early stop:
-the residual is recorded at every step, and ``gc_last_quarter_share`` (the part of the residual's fall made
-in the last quarter of the steps) says whether the schedule was long enough.
-
-**Choosing the target.** GC makes θ̂ the victim's optimum only when ε_d of poison can cancel the clean
-gradient at θ̂ (*attainable*); a farther target is not reached but pulls the head further. :func:`attainable_target`
-chooses GradPC's ε_w per cell, as the attacker can: on a stratified split of the clean training set (never
-test data) it runs GradPC and ``sweep_gc_steps`` of this GC for every ε_w of the grid at the same poison
-fraction, fits the victim on the split's training part plus the poisons and keeps the ε_w whose poisoned
-head has the lowest validation accuracy (``target_choice: strongest``), or the lowest among those whose
-residual fell to ``attained_ratio`` of its start (``strongest_attained``; else the lowest residual ratio).
-Whether the cell's own GC attained its target is recorded, never assumed. Diagnostics: ``epsilon_w``
-(chosen), ``sweep_val_acc`` / ``sweep_clean_val_acc``, ``sweep_residual_ratio``, ``sweep_attained``; after
-the attack ``gc_residual_start`` / ``gc_residual_end`` / ``gc_residual_ratio``, ``gc_last_quarter_share``,
-``target_attained`` (the cell's own ratio ≤ ``attained_ratio``), ``target_distance_ratio`` (poisoned
-head's distance to θ̂ over the clean head's), ``zeta_norm_ratio`` = mean ‖ζ_i‖ / mean clean feature norm,
-``zeta_in_clean_box``.
-Private module: not an attack.
+Threat model as in :mod:`attacks.gc`, but the attacker moves ``budget`` feature vectors ζ (started at the features
+of random clean training points labelled as label flipping labels them, ``poison_labels``; labels fixed) instead of
+images. Objective, θ̂ the target head: min_ζ ‖∇_θ [mean CE over N + n_p points + l2/2·‖W‖²](θ̂)‖². Solver: Adam
+for ``gc_steps`` steps, decayed to 0 by a cosine, no early stop; after every step ζ is projected onto the clean-
+feature box (per-dimension clean [min, max]; ``zeta_constraint: none``: the paper's unconstrained stage 2).
+Target choice (:func:`attainable_target`): θ̂ is the victim's optimum only if ε_d of poison can cancel the clean
+gradient there (*attainable*). On a stratified split of the clean training set (never test data) the attacker runs
+GradPC and ``sweep_gc_steps`` of this GC for each ε_w of ``epsilon_w_grid``, fits the victim on the split plus the
+poisons and keeps the ε_w with the lowest validation accuracy (``strongest``), or the lowest among those whose
+residual fell to ``attained_ratio`` (``strongest_attained``); the cell's own ``target_attained`` is recorded.
 """
 
 from __future__ import annotations

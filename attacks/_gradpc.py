@@ -1,22 +1,16 @@
-"""GradPC target parameters (stage 1 of the feature-targeted attacks; the target of GC).
+"""GradPC target parameters (stage 1 of the feature-targeted attacks; the target of GC): Sun, Zhang, Ren, Luo,
+Li, "Exploring the Vulnerability of Deep Neural Networks: A Study of Parameter Corruption", AAAI 2021, as used by
+Lu, Kamath, Yu, "Exploring the Limits of Model-Targeted Indiscriminate Data Poisoning Attacks", ICML 2023 and Lu,
+Yang, Kamath, Yu, "Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024.
 
-Sun, Zhang, Ren, Luo, Li, "Exploring the Vulnerability of Deep Neural Networks: A Study of Parameter
-Corruption", AAAI 2021, as used by Lu, Kamath, Yu, "Exploring the Limits of Model-Targeted Indiscriminate
-Data Poisoning Attacks", ICML 2023 and Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning Attacks on
-Pre-trained Feature Extractors", SaTML 2024.
-
-From the clean head θ = (W, b) (the victim's own L-BFGS fit on the clean training features), take
-``steps`` steps of *normalised* gradient ascent on the clean training cross-entropy,
-θ ← θ + lr · g/‖g‖, each followed by projection onto the ball ‖θ − θ_clean‖₂ ≤ ε_w. ``epsilon_w`` and
-``lr`` are RELATIVE to ‖θ_clean‖₂ (the corruption size is scale-free; the papers tune an absolute ε per
-model). GC guarantees the poisoned head equals the target only when ε_d of poison can reach it
-(*attainable*, ICML 2023), so by default ε_w is not fixed: the attacker picks it per cell from
-``epsilon_w_grid`` on its own validation split (:func:`attacks._feature_gc.attainable_target`), keeping
-the target whose GC-poisoned head is worst there (``target_choice: strongest``; ``strongest_attained``
-only among the attained ones). GC's poisons start at training points labelled as label flipping labels
-them (``poison_labels: flipped``; ``clean`` keeps their own labels).
-
-Private module: not an attack.
+Threat model: the attacker's own computation on the clean training features (the victim is not touched).
+Objective: the head that maximises the clean training cross-entropy within ‖θ − θ_clean‖₂ ≤ ε_w. Solver: from the
+clean head θ = (W, b) (the victim's own L-BFGS fit on the clean training features), ``gradpc_steps`` steps of
+*normalised* gradient ascent θ ← θ + lr · g/‖g‖, each followed by the projection onto that ball. ``epsilon_w`` and
+``gradpc_lr`` are RELATIVE to ‖θ_clean‖₂ (the corruption size is scale-free; the papers tune an absolute ε per
+model). By default ε_w is not fixed: the attacker picks it per cell from ``epsilon_w_grid``
+(:func:`attacks._feature_gc.attainable_target`). ``poison_labels``: the labels GC's poisons start with (``flipped``
+as label flipping labels them, or ``clean``, their own). Private module: not an attack.
 """
 
 from __future__ import annotations

@@ -1,22 +1,18 @@
 """Contrastive Poisoning (CP). He, Zha, Katabi, "Indiscriminate Poisoning Attacks on Unsupervised
 Contrastive Learning", ICLR 2023.
 
-The perturbation δ ∈ [−1, 1] (one per sample, CP-S, or one per class, CP-C) gives the poisoned image
-clamp(x + ε·δ, 0, 1). Generation alternates (1) a few contrastive training steps of an SSL model on the
-poisoned data and (2) sign-PGD on δ that *minimises* the same contrastive loss, with the model frozen,
-through the differentiable (kornia) augmentations. For momentum encoders (MoCo v2, BYOL) the
-``dual_branch`` option lets the gradient w.r.t. δ flow through the key/target branch as well.
-
-Reference settings (official code, CIFAR-10, ResNet-18):
-  * CP-C: 1000 generation rounds, each 20 model batches + 20 noise batches (one sign step per batch),
-    step 0.1 in δ units (≈ 0.8/255 at ε = 8/255).
-  * CP-S: 200 rounds, each one whole model epoch + one whole noise epoch of 5 PGD steps per batch,
-    initialised from a CP-C poison (``init_from: classwise``, ``init_rounds`` rounds of it).
-The defaults below are scaled for a CPU (a few rounds); the ``full`` suite sets the reference values.
-
-Generation checkpoints δ, the model, its optimiser and the round index to ``ctx.checkpoints`` (kept by the harness) every
-``checkpoint_every`` rounds (and after the last) and resumes from there; every round is seeded from the base seed and its index, so an
-interrupted run ends at the same δ as an uninterrupted one.
+Threat model (pre-training availability): the attacker perturbs ``budget`` pre-training images within the ℓ∞ ball
+of radius ε, knowing the images, their labels and the victim's SSL recipe (``generator_method`` may swap its method).
+The perturbation δ ∈ [−1, 1] (one per sample, CP-S, or one per class, CP-C) gives clamp(x + ε·δ, 0, 1); CP
+*minimises* the contrastive loss over δ. Solver: each round alternates ``model_steps`` contrastive training steps of
+an SSL model on the poisoned data and sign-PGD on δ (``noise_batches`` batches of ``pgd_steps`` steps of
+``step_size``) with the model frozen, through the differentiable (kornia) augmentations; for momentum encoders
+(MoCo v2, BYOL) ``dual_branch`` lets the gradient w.r.t. δ flow through the key/target branch as well.
+Published (official code, CIFAR-10, ResNet-18): CP-C 1000 rounds of 20 model + 20 noise batches (one sign step of
+0.1 ≈ 0.8/255 at ε = 8/255 per batch); CP-S 200 rounds of one model epoch + one noise epoch of 5 PGD steps per
+batch, started from a CP-C poison (``init_from: classwise``, ``init_rounds``). The defaults are scaled down for a
+CPU; the ``full`` suite sets the published values. The state is checkpointed every ``checkpoint_every`` rounds and
+every round is seeded by its index, so an interrupted run ends at the same δ as an uninterrupted one.
 """
 
 from __future__ import annotations

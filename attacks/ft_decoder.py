@@ -1,30 +1,17 @@
 """Feature-targeted attack with decoder inversion: Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning
 Attacks on Pre-trained Feature Extractors", SaTML 2024 (stages 1-3).
 
-Stage 1: GradPC target head; stage 2: gradient canceling in feature space → poisoned features ζ, kept in
-the clean-feature box by default (:mod:`attacks._feature_gc`). Stage 3, decoder inversion: a decoder
-g: features → images is trained on the clean training images with the extractor f frozen (MSE between
-g(f(x)) and x; a linear layer to a (4·width, H/4, W/4) map, two stride-2 transposed convolutions, a
-per-pixel output bias initialised at the logit of the mean training image, sigmoid; resized to H×W), held
-out 10 % to measure it; x_p = clamp(g(ζ), 0, 1), projected into the ε ball around the base image under an
-input constraint. The decoder is cached per (encoder, data, decoder config) through ``ctx.cached``; its
-initialisation and batch order come from ``decoder_seed`` (not the run generator), so a cache hit and a
-miss give the same decoder and the run's random stream does not depend on the cache.
-
-The per-pixel bias matters: without it the MSE-trained sigmoid decoder collapsed to an all-black output on
-digits (≈ 81 % zero pixels) and stayed worse than predicting the mean image (held-out MSE 0.089 vs 0.043
-at 10, 30 and 100 epochs, smoke SimCLR encoder, 1000 mnist5k images at 16 px). With it: 0.015 at 5 epochs,
-0.011 at 100 (≈ 30 s on one CPU thread). Defaults: 100 epochs, Adam 3e-3, batch 32.
-
-**Gate.** A decoder no better than the mean image makes the inversion meaningless, so after training (or
-on a cache hit) the attack raises :class:`DecoderGateError`, naming both numbers, unless
-``decoder_mse < decoder_gate × constant_mse`` (default 0.75: the decoder must explain at least a quarter
-of the held-out pixel variance around the mean image); the harness reports the cell as an error instead
-of a number. Measured ratios decoder_mse / constant_mse: 0.25–0.31 (mnist5k) and 0.12–0.17 (digits) with
-the smoke SimCLR encoder; 0.51–0.64 with a 1-step encoder on 200 images (the contract tests' tiny cell,
-still 0.51–0.57 at 100 epochs: the features, not the decoder, are the limit there); the old decoder 2.05. Diagnostics: ``decoder_mse`` (held-out reconstruction MSE) vs ``constant_mse``
-(the mean training image as a constant predictor), ``feature_match_error`` = ‖f(x_p) − ζ‖_F / ‖ζ‖_F, plus
-GradPC/GC diagnostics.
+Threat model as in :mod:`attacks.gc` (downstream: white-box frozen extractor f, the clean training set, ``budget``
+poisons). Stages 1-2 (:mod:`attacks._feature_gc`): a GradPC target head, then poisoned features ζ by feature-space
+GC, kept in the clean-feature box by default. Stage 3, decoder inversion: a decoder g: features → images is trained
+on 90 % of the clean training images with f frozen (MSE between g(f(x)) and x; a linear layer to a (4·width, H/4,
+W/4) map, two stride-2 transposed convolutions, a per-pixel output bias started at the logit of the mean training
+image, sigmoid; resized to H×W); x_p = clamp(g(ζ), 0, 1), projected into the ε ball around the base image under an
+input constraint. The decoder is cached per (encoder, data, decoder config) through ``ctx.cached`` and seeded by
+``decoder_seed`` alone, so a cache hit and a miss give the same decoder. Gate: unless the held-out
+``decoder_mse < decoder_gate × constant_mse`` (``constant_mse``: the mean training image as a constant predictor)
+the attack raises :class:`DecoderGateError` and the cell is an error, not a number. ``feature_match_error`` =
+‖f(x_p) − ζ‖_F / ‖ζ‖_F.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Feature-targeted attack with feature-matching inversion: Lu, Yang, Kamath, Yu, "Indiscriminate Data
 Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024 (stages 1-3).
 
-Stage 1: GradPC target head; stage 2: gradient canceling in feature space → poisoned features ζ, kept in
-the clean-feature box by default (:mod:`attacks._feature_gc`; unconstrained ζ, ``zeta_constraint: none``,
-has norms many times the clean features' and feature matching cannot reach it: error ≈ 0.9 measured). Stage 3, feature matching: from each poison's clean base image x_b,
-min_x ‖f(x) − ζ‖² + β‖x − x_b‖² (per-image sums) by Adam, clipped to [0, 1] after every step and
+Threat model as in :mod:`attacks.gc` (downstream: white-box frozen extractor f, the clean training set, ``budget``
+poisons). Stages 1-2 (:mod:`attacks._feature_gc`): a GradPC target head, then poisoned features ζ by feature-space
+GC, kept in the clean-feature box by default (the unconstrained ζ of ``zeta_constraint: none`` has norms many times
+the clean features' and feature matching cannot reach it). Stage 3, feature matching: from each poison's clean base
+image x_b, min_x ‖f(x) − ζ‖² + β‖x − x_b‖² (per-image sums) by Adam, clipped to [0, 1] after every step and
 projected into the ℓ∞ ball of radius ε around x_b when ``ctx.input_epsilon`` is set.
 Published: β ∈ {0.25, 0.1, 0.05} (the paper's figure); default β = 0.1, 300 Adam steps of 0.01.
 Diagnostics: ``feature_match_error`` = ‖f(x_p) − ζ‖_F / ‖ζ‖_F (and at the base images,

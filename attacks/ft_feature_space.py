@@ -1,22 +1,16 @@
 """Feature-targeted attack, feature-space upper bound: Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning
 Attacks on Pre-trained Feature Extractors", SaTML 2024 (stages 1-2 of the FT attack).
 
-Stage 1: GradPC target head θ̂ with ε_w chosen per cell by the attacker's feature-space GC sweep at the
-cell's ε_d (:func:`attacks._feature_gc.attainable_target`). Stage 2: gradient canceling on the *features*
-(:mod:`attacks._feature_gc`): poisoned feature vectors ζ, labels fixed (by default flipped as label
-flipping flips them, so GC starts from label flipping's poisons). The poisons are returned as features,
-not images: this row is the feature-space UPPER BOUND of the attacks that aim at the same target (GC, the
-FT inversions), NOT an input-space attack, and is reported as such (``space = "feature"``). It is not a
-certified bound on TGDA (which degrades the head without a target); the board marks a column where it
-falls below the best input-space attack beyond the seed spread.
-
-By default ζ is kept in the clean-feature box (per-dimension [min, max] of the clean training features,
-projected after every step: ``zeta_constraint: clean_box``), the same ζ the inversion attacks
-(``ft_decoder``, ``ft_feature_matching``) then try to reach. The paper's unconstrained stage 2 is
-``zeta_constraint: none`` (run it under its own suite name; its cells carry ``zeta_in_clean_box = 0``):
-its ζ leaves the range of any image's features. Diagnostics: the target choice's, ``gc_residual_*``,
-``gc_last_quarter_share``, ``target_attained``, ``target_distance_ratio``, ``zeta_norm_ratio``,
-``zeta_in_clean_box``.
+Threat model as in :mod:`attacks.gc`, except that the poisons are returned as features, not images: the attacker
+writes training features directly. Stage 1: GradPC target head θ̂, ε_w chosen per cell by the attacker's
+feature-space GC sweep at the cell's ε_d (:func:`attacks._feature_gc.attainable_target`). Stage 2: gradient
+canceling on the *features* (:mod:`attacks._feature_gc`): poisoned feature vectors ζ, labels fixed (by default
+flipped as label flipping flips them), kept in the clean-feature box (per-dimension [min, max] of the clean training
+features, ``zeta_constraint: clean_box``): the same ζ that ``ft_decoder`` and ``ft_feature_matching`` then try to
+reach. The paper's unconstrained stage 2 is ``zeta_constraint: none`` (its cells carry ``zeta_in_clean_box = 0``).
+This row (``space = "feature"``) is the feature-space UPPER BOUND of the attacks that aim at the same target (GC,
+the FT inversions), NOT an input-space attack. It is not a certified bound on TGDA (which degrades the head without
+a target); the board marks a column where it falls below the best input-space attack beyond the seed spread.
 """
 
 from __future__ import annotations

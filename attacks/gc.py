@@ -2,24 +2,17 @@
 Indiscriminate Data Poisoning Attacks", ICML 2023; on a frozen feature extractor as in Lu, Yang, Kamath, Yu,
 "Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024.
 
-Given a target head θ̂ (GradPC, :mod:`attacks._gradpc`, with ε_w chosen per cell by the attacker's own
-feature-space GC sweep: :func:`attacks._feature_gc.attainable_target`), choose ``budget`` clean training points at
-random (``base_indices`` kept), label them as label flipping does (``poison_labels: clean`` keeps their
-own labels; the labels stay fixed) and optimise their *images* x_p so that θ̂ is a stationary point of the
-victim's objective on D_c ∪ D_p:
+Threat model (downstream): white-box access to the frozen extractor f and the clean training set; the attacker adds
+``budget`` images, each started at a random clean training point (``base_indices`` kept) and labelled as
+:mod:`attacks.label_flip` labels it (``poison_labels: clean`` keeps its own label; labels stay fixed). Objective:
+make the target head θ̂ (GradPC, :mod:`attacks._gradpc`; ε_w chosen per cell by the attacker's own sweep,
+:func:`attacks._feature_gc.attainable_target`) a stationary point of the victim's objective on D_c ∪ D_p:
 
-    min_{x_p} ‖∇_θ [ 1/(N+n_p) Σ_{D_c ∪ D_p} CE(θ̂; f(x), y) + l2/2·‖W‖² ]‖²,
+    min_{x_p} ‖∇_θ [ 1/(N+n_p) Σ_{D_c ∪ D_p} CE(θ̂; f(x), y) + l2/2·‖W‖² ]‖²   (differentiated through f).
 
-differentiating the head gradient w.r.t. the images through the frozen f (second-order autograd). Solver:
-``steps`` Adam steps whose size decays from ``lr`` to 0 (cosine, as the authors' code decays its step;
-min(lr, ε/4) under an input constraint ε). After every step the images are clipped to [0, 1] and, under an
-input constraint, projected onto the ℓ∞ ball of radius ε around their base images. The pixel clip is ours
-(the poisons must be valid images); the authors' code does not clip, which :mod:`attacks.gc_unclipped`
-reproduces (``clip_pixels = False``). The [0, 1] box and the ε ball limit what input-space GC reaches:
-``target_attained`` records whether the cell's residual fell to ``attained_ratio`` of its start.
-Diagnostics: those of the target choice, ``gc_residual_start`` / ``gc_residual_end`` /
-``gc_residual_ratio``, ``gc_last_quarter_share`` (the part of the residual's fall made in the last quarter
-of the steps), ``target_attained``, ``target_distance_ratio``.
+Solver: ``steps`` Adam steps decayed from ``lr`` to 0 by a cosine (min(lr, ε/4) under an input constraint ε), each
+followed by a clip to [0, 1] (ours; :mod:`attacks.gc_unclipped` omits it, as the authors' code does) and, under ε,
+the projection onto the ℓ∞ ball around the base images. ``target_attained``: the residual fell to ``attained_ratio``.
 """
 
 from __future__ import annotations

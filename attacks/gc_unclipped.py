@@ -4,12 +4,12 @@ extractor as in Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning Attacks on 
 Extractors", SaTML 2024.
 
 **Its poisons are NOT valid images: pixel values may leave [0, 1].** Everything else is :mod:`attacks.gc`
-(same target head, same objective, same settings and defaults, same diagnostics ``gc_residual_start`` /
-``gc_residual_end`` / ``gc_residual_ratio``): after every Adam step the poisons are only projected onto
-the ℓ∞ ball of radius ε around their base images under an input constraint, never clipped to the pixel
-range, as in the authors' code. This row measures how much of GC's strength the [0, 1] box takes away. Its ``space`` is ``"input-unclipped"``: the harness checks its
-images for shape, dtype, finiteness and the ε ball, but not for [0, 1]; everything else (defenses acting
-on images, input constraints) treats it as an input-space attack, and the board labels it.
+(same threat model, target head, objective, settings, defaults and diagnostics): after every Adam step the
+poisons are only projected onto the ℓ∞ ball of radius ε around their base images under an input constraint,
+never clipped to the pixel range, as in the authors' code. This row measures how much of GC's strength the
+[0, 1] box takes away. Its ``space`` is ``"input-unclipped"``: the harness checks its images for shape, dtype,
+finiteness and the ε ball, but not for [0, 1]; everything else (defenses acting on images, input constraints)
+treats it as an input-space attack, and the board labels it.
 """
 
 from __future__ import annotations

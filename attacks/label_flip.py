@@ -2,8 +2,10 @@
 Attacks against Support Vector Machines", ICML 2012, and the baselines of Lu et al., "Indiscriminate Data
 Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024).
 
-Copies ``budget`` clean training points chosen uniformly at random and gives each a label drawn uniformly
-from the *other* classes. The images are exact copies, so the attack satisfies any input constraint.
+Threat model (downstream): the attacker adds ``budget`` labelled points to the clean training set, using neither
+the extractor nor any optimisation. It copies ``budget`` clean training points chosen uniformly at random and gives
+each a label drawn uniformly from the *other* classes. The images are exact copies, so the attack satisfies any
+input constraint.
 """
 
 from __future__ import annotations

@@ -1,48 +1,25 @@
 """PoisonedEncoder. Liu, Jia, Gong, "PoisonedEncoder: Poisoning the Unlabeled Pre-training Data in
 Contrastive Learning", USENIX Security 2022.
 
-The attacker wants chosen *target inputs* classified as a *target class* by any downstream classifier
-built on the pre-trained encoder. It injects poisoning images that stitch a target input and a reference
-image of the target class side by side, so that two random crops of a poisoning image often land one on
-each part and the contrastive loss pulls the target's features towards the target class.
-
-Layout. Each part keeps its own size: a poisoning image is a canvas of twice the dataset's width
-(``layout = horizontal``, [target | reference], H × 2W) or height (``vertical``, 2H × W), the order of the
-two parts drawn at random per image. The victim crops each view from the whole canvas and resizes it to
-H × W (its RandomResizedCrop does exactly that, as the paper's data loader does), so a view can be mostly
-one part. Squeezing both parts into one H × W image would leave ≈ 0.4 % of
-positive pairs with one view mostly target and the other mostly reference at 16 px, crop scale 0.3–1:
-the mechanism would almost never occur. One layout per poison set (the harness takes one canvas shape).
-
-Targets and references. The targeted track hands the attacker a *target pool*: clean labelled inputs of
-the downstream task that are neither pre-training images nor downstream training images (so targets are
-never training points of the probe). Targets are seeded draws from the pool of classes other than their
-target class; references are seeded draws of the reference class from the pool (``n_references`` per
-target; each poison of a target picks one of them). Without a pool (a context built outside the track)
-both come from the pre-training images. ``n_targets`` targets are attacked at once (the paper attacks one
-at a time; the track averages), at most one per injected image; the budget (floor(fraction · N) injected
-images) is spread evenly over them. With ``n_target_classes = k > 1`` the targets are split round-robin
-over k distinct seeded target classes, each with its own references, so one cell averages over target
-classes (at small scale, which class is the target dominates the spread of a one-class cell).
-
-Control. ``reference = decoy`` draws the references from a seeded *decoy* class instead — neither a target
-class nor the class of one of that class's targets, where the dataset leaves one — while the goal stays
-the target class. Every draw comes from its own stream seeded from the context's generator in a fixed
-order, and the track seeds the generator of an attack's settings variants alike, so in each cell the
-control stitches the same targets, for the same target classes, in the same order and positions as the
-attack, with nothing pulling them towards the target class: its target-probability gain should be ≈ 0 or
-negative (the targets move towards the decoy class instead).
-
-Diagnostics: ``single_part_view_fraction``, the fraction of positive pairs (two independent views of a
-poisoning image, under the victim's own crop geometry: its augmentation without colour jitter, seeded,
-``DIAGNOSTIC_PAIRS`` pairs) in which one view is at least 75 % target and the other at least 75 %
-reference; ``reference_class`` (one target class only); the number of target classes, targets, poisons
-and poisons per target; the canvas size.
+Threat model (pre-training targeted): the attacker injects ``budget`` unlabeled images into the pre-training set,
+drawing targets and references from the track's target pool (labelled downstream inputs in neither training set;
+without a pool, the pre-training images); it wants each target classified as its target class by any downstream
+classifier on the encoder. Each poisoning image stitches a target and a reference image of the target class side by
+side at their own size (H × 2W with ``layout: horizontal``, 2H × W with ``vertical``; order drawn per image); the
+victim crops every view from the whole canvas, so two views often land one on each part and the contrastive loss
+pulls the target's features towards the target class. ``n_targets`` targets are attacked at once (the paper: one),
+the budget spread evenly over them, each with ``n_references`` references; ``n_target_classes = k > 1`` splits them
+round-robin over k seeded target classes. Control ``reference: decoy``: references of a seeded decoy class, every
+other draw the attack's (each from its own seeded stream); its target-probability gain should be ≈ 0 or negative.
+``single_part_view_fraction``: the share of positive pairs (the victim's crop geometry) with one view at least 75 %
+target and the other at least 75 % reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 
@@ -156,7 +133,8 @@ class PoisonedEncoder(PretrainTargetedAttack):
     paper_url = "https://arxiv.org/abs/2205.06401"
     citation = "Liu, Jia, Gong, PoisonedEncoder: Poisoning the Unlabeled Pre-training Data in Contrastive Learning, USENIX Security 2022"
     # settings that make this attack a control row on the board (read there, never by the harness)
-    control_settings = {"reference": {"decoy": "references from another class: should not raise the target class"}}
+    control_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "reference": {"decoy": "references from another class: should not raise the target class"}}
 
     def craft_targeted(self, ctx: PretrainAttackContext) -> TargetedPoison:
         config: PoisonedEncoderConfig = self.config  # type: ignore[assignment]

@@ -2,6 +2,9 @@
 Examples", ICLR 2021; He et al., "Indiscriminate Poisoning Attacks on Unsupervised Contrastive
 Learning", ICLR 2023).
 
+Threat model: each track's attacker, using only the clean images (and, downstream, labels); no model, no
+optimisation.
+
 * downstream track, unconstrained: ``budget`` uniformly random images with uniformly random labels;
   under an input constraint ε: clean base images plus uniform noise in [−ε, ε] (clipped), labels kept.
 * pre-training availability track: uniform ℓ∞ noise of size ε on the poisoned fraction of images.

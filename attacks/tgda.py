@@ -2,32 +2,17 @@
 Networks", TMLR 2022; on a frozen feature extractor as in Lu, Yang, Kamath, Yu, "Indiscriminate Data
 Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024.
 
-A Stackelberg game. Leader: a small convolutional auto-encoder G mapping ``budget`` randomly chosen
-clean training images (labels kept, ``base_indices`` kept) to poisons x_p = clamp(x + G(x), 0, 1)
-(G ends in tanh; under an input constraint ε, x_p = clamp(x + ε·G(x), 0, 1), inside the ε ball by
-construction). Follower: the victim's linear head w on the frozen features, trained on the poisoned
-training objective L_tr(w; G) (mean CE over D_tr ∪ D_p + l2/2·‖W‖²). The leader maximises the follower's
-validation cross-entropy L_val(w) on a held-out split of the CLEAN TRAINING data (never test data), i.e.
-minimises the leader loss −L_val, with the TOTAL gradient
-
-    D_G(−L_val) = −[∇_G L_val − (∂²L_tr/∂G∂w) H_ww⁻¹ ∇_w L_val] = (∂²L_tr/∂G∂w) H_ww⁻¹ ∇_w L_val
-
-(∇_G L_val = 0: validation data is clean). H_ww⁻¹∇_w L_val is solved by conjugate gradient with exact
-Hessian-vector products (autograd, small damping for the bias' flat direction); the mixed term is one
-more backward pass through f and G. Then the follower takes ``follower_steps`` gradient steps.
-
-Published (TMLR 2022, as we recall it; not re-verified): 200 epochs, 1 leader step then 20 follower steps
-per epoch, 16 CG iterations, ε_d = 3 % of the data. Defaults here: 600 epochs of 1 leader Adam step whose
-size decays from 0.03 to 0 (cosine), 20 follower GD steps of 0.1, 16 CG iterations, 20 % validation split.
-
-Diagnostics. The leader's objective is the validation CE at the follower's best response, L_val(w*(G)):
-``refit_ce_start`` / ``refit_ce_three_quarters`` / ``val_ce_refit`` measure it with a head refitted by
-L-BFGS on D_tr ∪ D_p before the game, after three quarters of the epochs and at the end;
-``tgda_objective_gain`` = val_ce_refit − refit_ce_start and ``tgda_last_quarter_share`` = the part of it
-made in the last quarter (near 0: the game had levelled off; large: more epochs would help).
-``leader_loss_start`` / ``leader_loss_end`` = the follower iterate's validation CE, which lags the best
-response: on a cpu cell (MoCo v2, mnist5k, ε_d 0.1, 1000 epochs) the iterate ended at 1.03 nats and the
-refitted head at 1.36; the iterate gained 14 % in the last quarter, the best response 2 %.
+Threat model (downstream): white-box frozen extractor f and the clean training set; ``budget`` poisons, each a
+random clean training image (label kept) moved by a generator. A Stackelberg game. Leader: a small convolutional
+auto-encoder G, x_p = clamp(x + G(x), 0, 1) (tanh output; x + ε·G(x) under an input constraint ε). Follower: the
+victim's linear head w on f, trained on L_tr(w; G) = mean CE over D_tr ∪ D_p + l2/2·‖W‖². The leader maximises the
+follower's validation CE L_val(w) on a held-out ``val_fraction`` split of the CLEAN TRAINING data (never test data)
+by the total gradient D_G(−L_val) = (∂²L_tr/∂G∂w) H_ww⁻¹ ∇_w L_val (∇_G L_val = 0), H_ww⁻¹∇_w L_val by ``cg_iters``
+of conjugate gradient with exact Hessian-vector products. Each of ``epochs`` epochs takes one leader Adam step
+(cosine decay from ``leader_lr`` to 0), then ``follower_steps`` gradient steps of ``follower_lr``.
+Diagnostics: ``val_ce_refit`` (validation CE of a head refitted by L-BFGS on D_tr ∪ D_p, the leader's objective at
+the best response), ``tgda_objective_gain`` and ``tgda_last_quarter_share`` (its share made in the last quarter of
+the epochs: near 0, the game had levelled off); ``leader_loss_*`` follow the follower iterate, which lags.
 """
 
 from __future__ import annotations

@@ -2,28 +2,24 @@
 Examples: Making Personal Data Unexploitable", ICLR 2021; evaluated against frozen feature extractors in
 Lu, Yang, Kamath, Yu, "Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024.
 
-Bi-level min-min: min_θ min_{‖δ‖∞≤ε} CE(h_θ(x + δ), y). Alternate ``model_steps`` steps on θ with
-``pgd_steps`` steps of signed-gradient DESCENT on δ (step ``step_size``, projected to the ε ball and to
-valid pixels) until the training error on the poisoned points is below ``stop_error`` or ``max_rounds``
-rounds have run. ``mode = "samplewise"``: one δ per poisoned image; ``"classwise"``: one δ per class.
-Published: ε = 8/255, 20 PGD steps of 0.8/255, 10 model steps per round, stop at < 1 % train error.
-
-* downstream track: θ is the victim's LINEAR HEAD on the frozen extractor f (the only trainable model in
-  that pipeline), trained (SGD, momentum 0.9, weight decay = the head's l2) on the clean training features
-  plus the poisoned points; the poisons are ``budget`` randomly chosen training images + δ, labels kept.
-  Under ``ctx.input_epsilon`` that radius replaces ``epsilon``.
-* pre-training availability track (the supervised poison transferred to contrastive learning): the
-  attacker has labels but no encoder, so θ is a supervised network of the victim recipe's backbone (or
-  ``surrogate_backbone``) plus a linear layer, trained from scratch by mini-batch SGD on the perturbed images (a seeded random subset of ``budget`` images, the
-  whole set at the default p = 100 %), δ within ``ctx.epsilon``; PGD runs batch by batch (class-wise δ
-  are updated by every batch of their class, as in the reference implementation).
+Bi-level min-min: min_θ min_{‖δ‖∞≤ε} CE(h_θ(x + δ), y). Alternate ``model_steps`` steps on θ with ``pgd_steps``
+steps of signed-gradient DESCENT on δ (step ``step_size``, projected to the ε ball and to valid pixels) until the
+training error on the poisoned points is below ``stop_error`` or ``max_rounds`` rounds have run; one δ per image
+(``mode = "samplewise"``) or per class (``"classwise"``). Published: ε = 8/255, 20 PGD steps of 0.8/255, 10 model
+steps per round, stop at < 1 % train error. Threat model and θ per track:
+* downstream (white-box frozen extractor f, the clean training set): θ is the victim's linear head on f, trained
+  (SGD, momentum 0.9, weight decay = the head's l2) on the clean features plus the poisons, ``budget`` random
+  training images + δ, labels kept; ``ctx.input_epsilon``, when set, replaces ``epsilon``.
+* pre-training availability (images and labels, no encoder): θ is a supervised surrogate (the victim recipe's
+  backbone or ``surrogate_backbone``, plus a linear layer) trained from scratch by mini-batch SGD on the ``budget``
+  perturbed images, δ within ``ctx.epsilon``; PGD runs batch by batch (class-wise δ: by every batch of their class).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -120,9 +116,10 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
     Config = UEConfig
     paper_url = "https://arxiv.org/abs/2101.04898"
     citation = "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021"
-    expected_null = {"downstream": "weak against a frozen encoder by design (Lu, Yang, Kamath, Yu, SaTML 2024): "
-                                   "error-minimising noise makes its points easy to fit, and a linear head on fixed "
-                                   "features is not kept from learning the clean points by that"}
+    expected_null: ClassVar[Mapping[str, str]] = {
+        "downstream": "weak against a frozen encoder by design (Lu, Yang, Kamath, Yu, SaTML 2024): error-minimising "
+                      "noise makes its points easy to fit, and a linear head on fixed features is not kept from learning "
+                      "the clean points by that"}
 
     # ------------------------------------------------------------------------------ downstream
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:

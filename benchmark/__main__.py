@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-DEFAULT_RESULTS = Path("leaderboard/results")
+from benchmark.results import DEFAULT_RESULTS
+
 DEFAULT_CACHE = Path(os.environ.get("POISONBENCH_CACHE", ".poisonbench-cache"))
 
 
@@ -71,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="dotted override, value parsed as YAML (repeatable), e.g. --set seeds=[0]")
         p.add_argument("--data-root", default=None, help="where torchvision data sets live (sets data.root)")
-        p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where records are read and written (the committed ones by default)")
-        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="the artifact cache (encoders, features, poisons; $POISONBENCH_CACHE)")
+        p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where records are read and written (the "
+                                                                                 "committed ones by default)")
+        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="the artifact cache (encoders, features, "
+                                                                             "poisons; $POISONBENCH_CACHE)")
         p.add_argument("--plugins", default=None, metavar="MODULE[,MODULE]",
                        help="extra plugin modules to load beside attacks/ and defenses/ (an out-of-tree submission)")
     for name in ("run", "verify"):
@@ -81,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "it cannot; required stops instead (what the committed boards are computed with); off")
         sub.choices[name].add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
         sub.choices[name].add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
-                                       help="only the cells matching (repeatable): attack=ID, defense=ID, track=, scenario=, method=, seed=")
+                                       help="only the cells matching (repeatable): attack=ID, defense=ID, track=, scenario=, "
+                                            "method=, seed=")
     plan = sub.choices["plan"]
     plan.add_argument("--cells", action="store_true", help="list every cell (by shared encoder) and every skipped combination")
     plan.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
@@ -111,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also recompute cells whose record no longer matches the code (edited sources, dirty tree)")
     run.add_argument("--compare", type=Path, default=None, metavar="DIR",
                      help="afterwards, compare every record of this suite with the committed ones under DIR")
-    from benchmark.verify import VERIFY_SECONDS
+    from benchmark.provenance import VERIFY_SECONDS
 
     submit = sub.add_parser("submit", help="compute a new method's cells, render the board, verify, check; print the PR text",
                             description="compute a new method's cells, render the board, verify, check; print the PR text",
@@ -172,7 +176,7 @@ def _use_plugins(extra: str | None) -> None:
         os.environ[EXTRA_PLUGINS_ENV] = ",".join(dict.fromkeys(m.strip() for m in modules))
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def _load(args: argparse.Namespace):
     from benchmark.suite import load_suite
 
     _use_plugins(args.plugins)
@@ -216,7 +220,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for group in groups:
         s = group[0].spec
         print(f"\nshared encoder {s['encoder']['method']}/{s['encoder']['backbone']} pre-trained on "
-              f"{s['scenario']['pretrain']} (seed {s['seed']}, {s['encoder']['epochs']} epochs), track {group[0].track}: {len(group)} cells")
+              f"{s['scenario']['pretrain']} (seed {s['seed']}, {s['encoder']['epochs']} epochs), track {group[0].track}: "
+              f"{len(group)} cells")
         for cell in group:
             print(f"  [{'done' if cell.id in done_ids else 'todo'}] {cell.id}")
     if skipped:
@@ -226,17 +231,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _estimate(args: argparse.Namespace, suite) -> int:  # noqa: ANN001
-    from benchmark.estimate import budget_problems, calibrate, estimate, load_profiles, render
+def _estimate(args: argparse.Namespace, suite) -> int:
+    from benchmark.estimate import calibrate, compute_problems, estimate, load_profiles, render
 
-    budget = suite.raw.get("budget") or {}
+    compute = suite.raw.get("compute") or {}
     profiles = load_profiles()
     if args.calibrate:
         if not _device_ok(args.device):
             return 2
         profile = calibrate(suite, args.device)
     else:
-        name = args.profile or budget.get("profile") or next(iter(profiles))
+        name = args.profile or compute.get("profile") or next(iter(profiles))
         if name not in profiles:
             print(f"unknown device profile {name!r}; valid: {', '.join(sorted(profiles))}", file=sys.stderr)
             return 2
@@ -248,11 +253,11 @@ def _estimate(args: argparse.Namespace, suite) -> int:  # noqa: ANN001
         return 2
     result = estimate(suite, profile)
     print(render(result, suite, gpus))
-    if budget:
-        print(f"  budget: {budget['device_hours']:,.1f} device-hours on {budget['profile']}")
-        if profile.name == budget["profile"]:
-            for problem in budget_problems(result, budget["device_hours"]):
-                print(f"  OVER BUDGET: {problem}", file=sys.stderr)
+    if compute:
+        print(f"  compute limit: {compute['device_hours']:,.1f} device-hours on {compute['profile']}")
+        if profile.name == compute["profile"]:
+            for problem in compute_problems(result, compute["device_hours"]):
+                print(f"  OVER THE COMPUTE LIMIT: {problem}", file=sys.stderr)
                 return 1
     return 0
 
@@ -290,7 +295,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _sandbox(args: argparse.Namespace, suite, *extra: Path) -> bool:  # noqa: ANN001
+def _sandbox(args: argparse.Namespace, suite, *extra: Path) -> bool:
     """Configure the plugin sandbox for ``args.sandbox``, hiding the results, the cache, the data root, the
     embedded data sets and the suite's own data files from plugin processes."""
     from benchmark.data import dataset_path
@@ -332,7 +337,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.workers import STATS
 
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
-    print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, {summary.seconds:.1f} s")
+    print(f"suite {suite.name}: computed {len(summary.computed)} cells ({statuses}), {len(summary.skipped)} already finished, "
+          f"{summary.seconds:.1f} s")
     from benchmark.workers import sandboxed
 
     print(f"plugin isolation: {STATS.calls} plugin calls{' in the sandbox' if sandboxed() else ' (no sandbox)'}, "
@@ -352,7 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _compare(args: argparse.Namespace, suite, summary) -> int:  # noqa: ANN001
+def _compare(args: argparse.Namespace, suite, summary) -> int:
     from benchmark.utils import resolve_device
     from benchmark.verify import CROSS_CPU_TOLERANCE, compare_dirs, comparison_table, failed
 
@@ -395,14 +401,15 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from benchmark.submit import SubmitError, submit
+    from benchmark.submit import CliSteps, SubmitError, submit
 
     _use_plugins(args.plugins)
     args.suites = args.suites or ["smoke"]
     if args.data_root:
         args.overrides.append(f"data.root={args.data_root}")
     try:
-        return submit(args)
+        return submit(args, CliSteps(device_ok=_device_ok, prepare_sandbox=_sandbox, write_board=write_board,
+                                     check=lambda: cmd_leaderboard(build_parser().parse_args(["leaderboard", "--check"]))))
     except SubmitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -551,10 +558,11 @@ def _missing_cells(results_dir: Path) -> list[str]:
 
 
 def _verify_changed(args: argparse.Namespace) -> int:
-    """Re-compute the records changed since ``args.base`` (within the time budget); how many differ."""
-    from benchmark.verify import VERIFY_SECONDS, changed_records, choose_within, comparison_table, failed, verify_records
-
+    """Re-compute the records changed since ``args.base`` (within the time limit); how many differ."""
     import subprocess
+
+    from benchmark.provenance import VERIFY_SECONDS
+    from benchmark.verify import changed_records, choose_within, comparison_table, failed, verify_records
 
     try:
         paths = changed_records(args.results_dir, args.base)

@@ -119,7 +119,7 @@ def value_problems(value: Any, annotation: Any, where: str) -> list[str]:
             return [f"{where}: expected a mapping, got {_type_name(value)}"]
         key_t, val_t = args if args else (Any, Any)
         return [p for k, v in value.items() for p in value_problems(k, key_t, f"{where} key") + value_problems(v, val_t, f"{where}.{k}")]
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return config_problems(annotation, value, where)
     if annotation is bool:
         return [] if isinstance(value, bool) else [f"{where}: {value!r} is not a boolean (true/false)"]
@@ -142,6 +142,13 @@ def _annotation_name(annotation: Any) -> str:
     if annotation is type(None):
         return "null"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def poison_count(fraction: float, n: int) -> int:
+    """How many of ``n`` points a poison budget ``fraction`` allows, the one rule of every track and of the
+    estimate: ⌊fraction · n⌋, robust to the float error of the product (0.29 × 100 is 28.999999999999996 in
+    floating point, and 29 points here)."""
+    return math.floor(fraction * n + 1e-9)
 
 
 def check_range(problems: list[str], name: str, value: float, low: float, high: float,
@@ -169,7 +176,8 @@ class FeatureExtractorView:
     batch_size: int = 512
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images)
+        features: torch.Tensor = self.module(images)
+        return features
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -263,7 +271,7 @@ class PretrainAttackContext:
     ssl: Any  # benchmark.ssl.SSLRecipe: method id, backbone, augmentation, optimiser settings
     generator: torch.Generator
     device: torch.device
-    checkpoints: "CheckpointStore"  # where a long generation may checkpoint and resume (no path: the harness stores)
+    checkpoints: CheckpointStore  # where a long generation may checkpoint and resume (no path: the harness stores)
     cached: Callable[[str, Mapping[str, Any], Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
     # targeted track: clean labeled inputs of the downstream task, disjoint from the pre-training set and
     # from the downstream training set; every returned target image must be one of them (exact copy)
@@ -324,6 +332,11 @@ class Attack(ABC):
     # them, so recipes that agree on them share one poison (e.g. a supervised surrogate reads the backbone
     # only: one poison for SimCLR, MoCo v2 and BYOL victims of the same backbone, data and seed).
     recipe_fields: ClassVar[tuple[str, ...] | None] = None
+    # setting → value → why: a suite entry whose settings match one of these is a control row (the board
+    # labels it and does not rank it), e.g. PoisonedEncoder's decoy references
+    control_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # per track, what the attack's own loops cost, for ``plan --estimate`` (:mod:`benchmark.cost_models`)
+    cost: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -421,6 +434,8 @@ class Defense(ABC):
     # one, and a defense's cost and what it restores are measured against it, not against a victim trained
     # differently. None: the undefended victim is the track's own (data and post-hoc defenses).
     reference_settings: ClassVar[Mapping[str, Any] | None] = None
+    # per track and stage, what the defense's own loops cost, for ``plan --estimate`` (:mod:`benchmark.cost_models`)
+    cost: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

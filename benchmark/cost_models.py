@@ -32,7 +32,7 @@ import ast
 import math
 import operator
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def declared_cost(source: str | Path, plugin_id: str) -> dict[str, Any] | None:
     return _declared_cost(str(source), plugin_id)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _declared_cost(source: str, plugin_id: str) -> dict[str, Any] | None:
     path = Path(source)
     if not path.is_file():

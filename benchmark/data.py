@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import functools
 import http.client
-import pickle
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -33,16 +33,22 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmark.suite import NO_DEFENSE, Cell, Suite, expand_cells
-from benchmark.utils import config_hash
+from benchmark.api import poison_count
+from benchmark.backbones import create_backbone
+from benchmark.cost_models import CostModelError, check_defense_track, declared_cost, evaluate, names_for
+from benchmark.cost_models import work as declared_work
+from benchmark.data import load_dataset
+from benchmark.plugins import catalogue, resolved_config
+from benchmark.pretrain import SSLRecipe, train_ssl
+from benchmark.suite import NO_DEFENSE, PROFILES_FILE, Cell, Suite, expand_cells, profile_names
+from benchmark.utils import config_hash, resolve_device
 
-PROFILES_FILE = Path(__file__).with_name("device_profiles.yaml")
 FORWARD_PASS = 1.0 / 3.0  # a forward alone, in passes
 
 # Images per split and channels of the torchvision datasets (train, test, channels); the embedded and
@@ -77,12 +83,11 @@ class Sizes:
     channels: int  # of the pre-training images (the encoder's input)
 
 
-@lru_cache(maxsize=None)
+@cache
 def dataset_shape(name: str) -> tuple[int, int, int]:
     """(train images, test images, channels) of a dataset, without loading the torchvision ones."""
     if name in TORCHVISION_SHAPES:
         return TORCHVISION_SHAPES[name]
-    from benchmark.data import load_dataset
 
     train = load_dataset(name, "train")
     return len(train), len(load_dataset(name, "test")), int(train.images.shape[1])
@@ -257,7 +262,6 @@ def _backbone_id(encoder: Mapping[str, Any]) -> str:
 
 
 def _resolved(kind: str, entry: Any) -> dict[str, Any]:
-    from benchmark.plugins import resolved_config
 
     return dict(resolved_config(kind, entry.id, entry.settings).config or {})
 
@@ -284,15 +288,12 @@ def add_clean_encoder(work: WorkList, cell: Cell, sizes: Sizes) -> dict[str, Any
 
 def _declared(kind: str, plugin_id: str, track: str) -> tuple[bool, Any]:
     """(whether the plugin declares a cost model, its entry for ``track``; None where the track is absent)."""
-    from benchmark.cost_models import declared_cost
-    from benchmark.plugins import catalogue
 
     declared = declared_cost(catalogue().get(kind, plugin_id).source, plugin_id)
     return declared is not None, (declared or {}).get(track)
 
 
 def _names(ctx: Context, n: float = 0.0) -> dict[str, Any]:
-    from benchmark.cost_models import names_for
 
     return names_for(ctx.config, n_poison=ctx.n_poison, n=n, train=ctx.sizes.train, test=ctx.sizes.test,
                      pretrain=ctx.sizes.pretrain, ssl_batch=ctx.ssl_batch, epochs=int(ctx.spec["encoder"]["epochs"]))
@@ -305,7 +306,6 @@ def _not_estimated(kind: str, plugin_id: str, track: str, why: str = "") -> str:
 
 def attack_cost(work: WorkList, cell: Cell, ctx: Context) -> dict[str, float]:
     """The attack's declared cost model for the cell's track, else its built-in one (:data:`ATTACK_COSTS`)."""
-    from benchmark.cost_models import CostModelError, work as declared_work
 
     try:
         has, declared = _declared("attack", cell.attack.id, cell.track)
@@ -351,7 +351,6 @@ def _builtin_defense(did: str, track: str) -> DefenseCost | None:
 
 
 def _declared_defense(did: str, track: str, declared: Mapping[str, Any]) -> DefenseCost:
-    from benchmark.cost_models import check_defense_track, evaluate, work as declared_work
 
     where = f"defense {did} cost for {track}"
     check_defense_track(declared, track, where)
@@ -374,7 +373,6 @@ def _declared_defense(did: str, track: str, declared: Mapping[str, Any]) -> Defe
 def defense_cost(work: WorkList, cell: Cell) -> DefenseCost | None:
     """The defense's declared cost model for the cell's track, else its built-in one; None (and the cell's
     defense listed as not estimated) without either."""
-    from benchmark.cost_models import CostModelError
 
     did = cell.defense.id
     try:
@@ -394,7 +392,7 @@ def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     spec = cell.spec
     encoder = add_clean_encoder(work, cell, sizes)
     method = spec["encoder"]["method"]
-    n_poison = int(spec["budget"] * sizes.train) if cell.attack.id != "none" else 0
+    n_poison = poison_count(spec["budget"], sizes.train) if cell.attack.id != "none" else 0
     poison_identity = None
     if cell.attack.id != "none":
         poison_identity = {"encoder": encoder, "attack": [cell.attack.id, cell.attack.settings], "budget": spec["budget"],
@@ -408,7 +406,6 @@ def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     model = defense_cost(work, cell)
     if model is None:
         return
-    from benchmark.cost_models import CostModelError
 
     try:
         _defended_downstream(work, cell, sizes, dctx, model, encoder, poison_identity, method)
@@ -455,7 +452,7 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
     encoder = add_clean_encoder(work, cell, sizes)
     method, epochs = spec["encoder"]["method"], int(spec["encoder"]["epochs"])
     targeted = cell.track == "pretrain-targeted"
-    n_attacked = int(spec["budget"] * sizes.pretrain) if cell.attack.id != "none" else 0  # perturbed or injected
+    n_attacked = poison_count(spec["budget"], sizes.pretrain) if cell.attack.id != "none" else 0  # perturbed or injected
     n_extra = n_attacked if targeted else 0
     poison = None
     if cell.attack.id != "none":
@@ -472,7 +469,6 @@ def add_pretrain(work: WorkList, cell: Cell, sizes: Sizes) -> None:
         work.add(cell, sizes, "features", {"victim": victim}, passes=features)
     dctx = Context(cell, sizes, _resolved("defense", cell.defense), n_extra) if did != NO_DEFENSE else None
     model = defense_cost(work, cell) if dctx is not None else None
-    from benchmark.cost_models import CostModelError
 
     try:
         if dctx is not None and model is not None:
@@ -506,7 +502,6 @@ def _supervised_victims(work: WorkList, cell: Cell, sizes: Sizes, poison: Any, d
 def _attacker_encoder(cell: Cell, encoder: Any) -> Any:
     """What an availability poison is keyed on besides its own settings: the clean encoder's identity, or
     only the recipe fields the attack declares it reads (``Attack.recipe_fields``), as the track caches it."""
-    from benchmark.plugins import catalogue
 
     fields = catalogue().get("attack", cell.attack.id).recipe_fields
     if cell.track != "pretrain-availability" or fields is None:
@@ -570,13 +565,11 @@ class DeviceProfile:
         return scale * (ssl + one_pass * item.passes) + svd
 
 
-@lru_cache(maxsize=None)
+@cache
 def forward_flops(backbone: str, size: int) -> float:
     """FLOPs of one forward of one 3-channel ``size`` image through ``backbone`` (``name[+cifar_stem]``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
-    from benchmark.backbones import create_backbone
 
     name, _, stem = backbone.partition("+")
     model = create_backbone(name, in_chans=3, cifar_stem=bool(stem)).eval()
@@ -633,10 +626,6 @@ def utilisation_text(flops_per_second: float, device_name: str) -> str:
     return text
 
 
-def profile_names() -> list[str]:
-    return sorted(load_profiles())
-
-
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, DeviceProfile]:
     raw = yaml.safe_load(path.read_text())
     return {name: DeviceProfile(name=name, source=p["source"], ssl_image_epoch=p["ssl_image_epoch"],
@@ -650,9 +639,6 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
     per-epoch time of ``train_ssl`` on ``images`` random images (a 3-epoch run minus a 1-epoch run, after
     a warm-up), a forward + backward of the backbone, and batched 32 × 32 SVDs. Seconds, not minutes."""
     import torch
-
-    from benchmark.pretrain import SSLRecipe, train_ssl
-    from benchmark.utils import resolve_device
 
     dev = resolve_device(device)
     name = device_name(dev)
@@ -668,8 +654,8 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
         x = torch.rand(max(images, 2 * recipe.batch_size), 3, size, size, generator=torch.Generator().manual_seed(0))
         model = train_ssl(recipe, x[: recipe.batch_size], seed=0, device=dev, epochs=1, desc="calibrate (warm-up)")
         # the difference of a 3- and a 1-epoch run: the per-epoch cost without the loop's set-up
-        seconds = [_timed(lambda e=e: train_ssl(recipe, x, seed=0, device=dev, model=model, epochs=e,
-                                               desc=f"calibrate {enc['method']}"), dev) for e in (1, 3)]
+        seconds = [_timed(lambda e=e: train_ssl(recipe, x, seed=0, device=dev, model=model, epochs=e,  # noqa: B023 (timed now)
+                                               desc=f"calibrate {enc['method']}"), dev) for e in (1, 3)]  # noqa: B023
         entry[enc["method"]] = max(seconds[1] - seconds[0], 1e-12) / (2 * len(x))
         rate = ssl_step_flops(recipe, size) / entry[enc["method"]]
         achieved.append(f"{enc['method']} {_backbone_id(enc)}@{size}: {utilisation_text(rate, name)}")
@@ -684,7 +670,6 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
 
 def _time_pass(model: Any, images: Any, device: Any, batch: int = 256) -> float:
     """Seconds per image of a forward + backward of the SSL model's backbone (supervised-style step)."""
-    import torch
 
     backbone = getattr(model, "backbone", model).to(device).train()
     x = images[:batch].to(device)
@@ -767,11 +752,11 @@ def render(est: Estimate, suite: Suite, gpus: Iterable[int] = (1, 8)) -> str:
     return "\n".join(lines)
 
 
-def budget_problems(est: Estimate, budget_hours: float | None) -> list[str]:
-    if budget_hours is None or est.total <= budget_hours:
+def compute_problems(est: Estimate, limit_hours: float | None) -> list[str]:
+    if limit_hours is None or est.total <= limit_hours:
         return []
-    return [f"the estimate ({est.total:,.1f} device-hours on {est.profile.name}) exceeds the suite's budget "
-            f"({budget_hours:,.1f} h)"]
+    return [f"the estimate ({est.total:,.1f} device-hours on {est.profile.name}) exceeds the suite's compute limit "
+            f"({limit_hours:,.1f} h)"]
 
 
 def hours_text(hours: float) -> str:

@@ -15,12 +15,18 @@ from typing import Any
 
 import torch
 
+from benchmark.api import AvailabilityPoison, DownstreamPoison, TargetedPoison, target_classes_of
+from benchmark.data import load_dataset
+from benchmark.plugins import catalogue
+from benchmark.pretrain import SSLRecipe, make_extractor, train_ssl
+from benchmark.suite import NO_ATTACK, MethodEntry, encoder_specs
+from benchmark.tracks.common import RunEnv, extractor_spec, plugin_call
+from benchmark.validation import poison_from_answer
+
 SHOWN = 4  # examples per attack
 
 
 def _encoder(suite: Any, images: torch.Tensor) -> tuple[dict[str, Any], Any]:
-    from benchmark.pretrain import SSLRecipe, make_extractor, train_ssl
-    from benchmark.suite import encoder_specs
 
     spec = {**encoder_specs(suite)[0], "epochs": 2}
     model = train_ssl(SSLRecipe(**spec), images, seed=0, device=torch.device("cpu"), desc="examples encoder")
@@ -29,9 +35,6 @@ def _encoder(suite: Any, images: torch.Tensor) -> tuple[dict[str, Any], Any]:
 
 def _pairs(suite: Any, track: str, entry: Any, data: Any, extractor: Any, spec: dict[str, Any]) -> list[tuple[Any, Any, str]]:
     """(clean image, poisoned image, caption) pairs from one attack's validated poison."""
-    from benchmark.api import AvailabilityPoison, DownstreamPoison, TargetedPoison, target_classes_of
-    from benchmark.tracks.common import RunEnv, extractor_spec, plugin_call
-    from benchmark.validation import poison_from_answer
 
     env = RunEnv(cache=None, device=torch.device("cpu"), plugin_seconds=suite.plugin_seconds)
     n = len(data.images)
@@ -66,10 +69,6 @@ def write_examples(suite: Any, output: Path, *, n: int = 300) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from benchmark.data import load_dataset
-    from benchmark.plugins import catalogue
-    from benchmark.suite import NO_ATTACK, MethodEntry
 
     scenario = suite.raw["scenarios"][0]
     size = (suite.raw.get("data") or {}).get("image_size")

@@ -11,13 +11,16 @@ process: it validates every answer itself.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from benchmark.api import (
     ATTACKS,
@@ -33,9 +36,20 @@ from benchmark.api import (
     TargetedPoison,
     config_problems,
 )
-from benchmark.pretrain import FeatureExtractor, SSLRecipe, SSLTrainingHooks, make_extractor, train_ssl
-from benchmark.tracks.common import extractor_from_tensors, extractor_tensors
+from benchmark.codec import decode, encode
+from benchmark.pretrain import (
+    FeatureExtractor,
+    SSLRecipe,
+    SSLTrainingHooks,
+    extractor_from_tensors,
+    extractor_tensors,
+    make_extractor,
+    train_ssl,
+)
+from benchmark.sandbox import fresh_scratch
+from benchmark.supervised import supervised_net, train_supervised
 from benchmark.utils import seed_everything
+from benchmark.validation import fingerprint, validate_kept
 
 
 class Channel:
@@ -45,8 +59,6 @@ class Channel:
         self.conn = conn
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
-        from benchmark.workers import decode, encode
-
         self.conn.send_bytes(encode(message))
         return decode(self.conn.recv_bytes())
 
@@ -66,14 +78,10 @@ class BridgeCheckpoints:
         self.channel = channel
 
     def load(self, name: str) -> dict[str, Any] | None:
-        from benchmark.workers import decode
-
         data = self.channel.ask({"op": "checkpoint_load", "name": name})["data"]
         return None if data is None else decode(data)
 
     def save(self, name: str, state: Mapping[str, Any]) -> None:
-        from benchmark.workers import encode
-
         self.channel.ask({"op": "checkpoint_save", "name": name, "data": encode(_plain(state))})
 
 
@@ -90,8 +98,6 @@ def _plain(obj: Any) -> Any:
 
 def serve_call(conn: Any, function: str, request_bytes: bytes) -> None:
     """Decode the request, run ``FUNCTIONS[function]`` and send its answer or the exception raised."""
-    from benchmark.workers import decode, encode
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the user's interrupt of the scoring process counts
     start = time.perf_counter()
     try:
@@ -101,11 +107,11 @@ def serve_call(conn: Any, function: str, request_bytes: bytes) -> None:
         seed_everything(int(request.get("rng_seed", 0)))
         value = FUNCTIONS[function](request, Channel(conn))
         payload = {"op": "result", "value": value, "seconds": time.perf_counter() - start}
-    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from plugin code are cell errors
+    except BaseException as exc:
         payload = {"op": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     try:
         conn.send_bytes(encode(payload))
-    except Exception as exc:  # noqa: BLE001 - the answer itself could not be encoded
+    except Exception as exc:
         conn.send_bytes(encode({"op": "error", "message": f"the plugin's answer is not plain data: {exc}",
                                 "traceback": traceback.format_exc()}))
 
@@ -169,8 +175,6 @@ def resolve(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- attacks
 def _fingerprint(tensors: list[torch.Tensor]) -> str:
-    from benchmark.validation import fingerprint
-
     return fingerprint(*tensors)
 
 
@@ -317,8 +321,6 @@ def pretrain_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, 
 
 def supervised(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     """A supervised victim (backbone + linear layer) trained under a defense; its weights."""
-    from benchmark.tracks._pretrain import supervised_net, train_supervised
-
     defense, device = _plugin(request), torch.device(request["device"])
     recipe, dctx = SSLRecipe(**request["recipe"]), _defense_context(request)
     images, labels, epochs, seed = request["images"], request["labels"], int(request["epochs"]), int(request["seed"])
@@ -332,7 +334,6 @@ def supervised(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     elif defense.stage == "data":
         model = train(model, defense.transform_images(images, dctx), labels)
     elif defense.stage == "sanitise":
-        from benchmark.validation import validate_kept
 
         kept = validate_kept(defense.keep_indices(None, images, labels, dctx), len(images), defense.id)
         model = train(model, images[kept], labels[kept])
@@ -347,3 +348,15 @@ FUNCTIONS: dict[str, Callable[[Mapping[str, Any], Channel], Any]] = {
     "fit_head": fit_head, "repair_encoder": repair_encoder, "pretrain_encoder": pretrain_encoder,
     "supervised": supervised,
 }
+
+
+def child_entry(conn: Any, function: str, request: bytes, sandboxed: bool) -> None:  # runs in the child
+    if sandboxed:
+        fresh_scratch()
+    # tqdm's default lock is a multiprocessing RLock: a named semaphore that the ``os._exit`` below would
+    # leave to the resource tracker (a "leaked semaphore" warning per call at shutdown). The child is one
+    # process, so a thread lock is all its progress bars need.
+    tqdm.set_lock(threading.RLock())
+    serve_call(conn, function, request)
+    conn.close()
+    os._exit(0)  # skip interpreter teardown (and any atexit hook a plugin registered)

@@ -21,7 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmark.api import ATTACKS, DEFENSES
 from benchmark.registry import Registry, UnknownNameError
+from benchmark.utils import canonical_json
+from benchmark.workers import PluginError, PluginTimeout, call_plugin
 
 PLUGIN_PACKAGES = ("attacks", "defenses")
 EXTRA_PLUGINS_ENV = "POISONBENCH_PLUGINS"
@@ -52,7 +55,6 @@ def plugin_modules(*, include_extra: bool = True) -> tuple[str, ...]:
 def load_plugins(*, include_extra: bool = True) -> tuple[Registry[Any], Registry[Any]]:
     """Import every plugin module into this process and return the populated registries (plugin
     processes, tests and tools only: the scoring process uses :func:`catalogue`)."""
-    from benchmark.api import ATTACKS, DEFENSES
 
     for module in plugin_modules(include_extra=include_extra):
         importlib.import_module(module)
@@ -99,7 +101,6 @@ _CATALOGUES: dict[tuple[str, ...], Catalogue] = {}
 
 def catalogue() -> Catalogue:
     """The registered plugins, described by one plugin process per module (cached per module list)."""
-    from benchmark.workers import PluginError, PluginTimeout, call_plugin
 
     modules = plugin_modules()
     if modules not in _CATALOGUES:
@@ -146,7 +147,6 @@ _RESOLVED = _ResolveCache()
 
 
 def _key(*parts: Any) -> str:
-    from benchmark.utils import canonical_json
 
     return canonical_json(parts)
 
@@ -157,7 +157,6 @@ def resolve(entries: list[tuple[str, str, Mapping[str, Any], str]],
     """``entries``: (kind, id, settings, where) → their :class:`Resolution`; ``combos``: (defense id,
     settings, track, encoder spec, victim kind) → the defense's ``unsupported`` reason (None: runs).
     One plugin process per module, only for what is not cached yet."""
-    from benchmark.workers import PluginError, PluginTimeout, call_plugin
 
     cat = catalogue()
     todo: dict[str, dict[str, list[Any]]] = {}

@@ -256,7 +256,7 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (self.backbone(images).float() - self.mean) / self.std
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":  # always frozen: BN uses running stats
+    def train(self, mode: bool = True) -> FeatureExtractor:  # always frozen: BN uses running stats
         return super().train(False)
 
 
@@ -275,3 +275,14 @@ def make_extractor(backbone: nn.Module, pretrain_images: torch.Tensor, device: t
     backbone = backbone.to(device).eval()
     feats = backbone_features(backbone, pretrain_images, device)
     return FeatureExtractor(backbone, feats.mean(0), feats.std(0).clamp_min(1e-6)).to(device)
+
+
+def extractor_from_tensors(recipe: SSLRecipe, in_chans: int, tensors: dict[str, torch.Tensor], device: torch.device) -> FeatureExtractor:
+    backbone = recipe.build_model(in_chans).backbone
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")})
+    return FeatureExtractor(backbone, tensors["mean"], tensors["std"]).to(device)
+
+
+def extractor_tensors(extractor: FeatureExtractor) -> dict[str, torch.Tensor]:
+    return {f"backbone.{k}": v for k, v in extractor.backbone.state_dict().items()} | {
+        "mean": extractor.mean.flatten(), "std": extractor.std.flatten()}

@@ -27,10 +27,15 @@ ENGINE_FILES = (
     "benchmark/utils.py", "benchmark/validation.py", "benchmark/workers.py", "benchmark/ssl/__init__.py",
     "benchmark/ssl/simclr.py", "benchmark/ssl/mocov2.py", "benchmark/ssl/byol.py", "benchmark/tracks/__init__.py",
     "benchmark/tracks/common.py", "benchmark/__init__.py", "benchmark/sandbox.py", "benchmark/plugins.py",
-    "benchmark/registry.py", "benchmark/results.py",
+    "benchmark/registry.py", "benchmark/results.py", "benchmark/codec.py", "benchmark/supervised.py",
+    "benchmark/ssl/base.py",
 )
 """The engine modules on every cell's compute path (the CLI, the suite schema, the board and the plots are
 not: the resolved cell config is in the cell id, and rendering does not change a number)."""
+
+VERIFY_SECONDS = 300.0
+"""The default time limit of ``leaderboard --check --base``: recorded compute seconds re-computed in CI (here,
+not in :mod:`benchmark.verify`, so that the CLI reads it without importing torch)."""
 
 TRACK_FILES: dict[str, tuple[str, ...]] = {
     "downstream": ("benchmark/tracks/downstream.py",),
@@ -201,20 +206,25 @@ RECOMPUTE_FILE = "recompute.yaml"
 
 
 def pending_recompute(results_dir: str | Path) -> dict[str, Any] | None:
-    """The recompute in progress for the records under ``results_dir`` (``reason``, ``before``: the last
-    commit whose code the not-yet-recomputed records describe, ``suites``), or None. Malformed: ValueError."""
+    """The recompute in progress for the records under ``results_dir`` (``reason``, ``before``: the commits
+    whose code the not-yet-recomputed records describe, one or a list, returned as a list, ``suites``), or
+    None. Malformed: ValueError."""
     import yaml
 
     path = Path(results_dir).parent / RECOMPUTE_FILE
     if not path.exists():
         return None
     spec = yaml.safe_load(path.read_text())
-    if not isinstance(spec, dict) or not all(isinstance(spec.get(k), str) and spec.get(k) for k in ("reason", "before")) \
+    before = spec.get("before") if isinstance(spec, dict) else None
+    commits = [before] if isinstance(before, str) else before
+    if not isinstance(spec, dict) or not (isinstance(spec.get("reason"), str) and spec["reason"]) \
+            or not isinstance(commits, list) or not commits or not all(isinstance(c, str) and c for c in commits) \
             or not isinstance(spec.get("suites"), list) or not spec["suites"]:
-        raise ValueError(f"{path}: expected reason: str, before: commit, suites: [suite, ...]")
-    if _git_hash_at(spec["before"], "benchmark/api.py") is None:
-        raise ValueError(f"{path}: before: {spec['before']!r} is not a commit of this repository")
-    return spec
+        raise ValueError(f"{path}: expected reason: str, before: a commit or a list of commits, suites: [suite, ...]")
+    for commit in commits:
+        if _git_hash_at(commit, "benchmark/api.py") is None:
+            raise ValueError(f"{path}: before: {commit!r} is not a commit of this repository")
+    return {**spec, "before": commits}
 
 
 def fresh_at(record: Mapping[str, Any], commit: str) -> bool:

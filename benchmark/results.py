@@ -33,6 +33,9 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+DEFAULT_RESULTS = Path("leaderboard/results")
+"""Where the committed records live (relative to the repository root, where the CLI runs)."""
+
 # the benchmark's own outputs: rewritten by runs, never read to compute a cell, so a tree that differs from
 # its commit only in them is not dirty (a run started while another one's records are uncommitted)
 OUTPUT_PATHS = ("leaderboard/results", "leaderboard/README.md", "leaderboard/index.html", "leaderboard/plots")
@@ -40,21 +43,27 @@ SOURCE_FOLDERS = ("benchmark", "attacks", "defenses")
 """Where an untracked file makes the tree dirty too (a module a plugin could import that no commit holds)."""
 
 
-def _git(root: Path, *args: str) -> str:
+def _git(root: Path, *args: str, strip: bool = True) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False).stdout
+        return out.strip() if strip else out
     except (OSError, subprocess.SubprocessError):
         return ""
 
 
-def git_version(root: Path) -> dict[str, Any]:
-    """The commit of the checkout at ``root`` and whether a tracked file other than an output differs from it
-    (or an untracked file lies in a source folder)."""
-    commit = _git(root, "rev-parse", "HEAD")
+def uncommitted_files(root: Path) -> list[str]:
+    """What makes a record computed from the checkout at ``root`` dirty: tracked files other than outputs
+    that differ from its commit, and untracked files in a source folder."""
     outputs = [f":(exclude){p}" for p in OUTPUT_PATHS]
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs)
-                 or _git(root, "status", "--porcelain", "--untracked-files=all", "--", *SOURCE_FOLDERS)) if commit else None
-    return {"commit": commit or "unknown", "dirty": dirty}
+    lines = (_git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs, strip=False).splitlines()
+             + _git(root, "status", "--porcelain", "--untracked-files=all", "--", *SOURCE_FOLDERS, strip=False).splitlines())
+    return sorted({line[3:] for line in lines if line.strip()})
+
+
+def git_version(root: Path) -> dict[str, Any]:
+    """The commit of the checkout at ``root`` and whether it is dirty (:func:`uncommitted_files`)."""
+    commit = _git(root, "rev-parse", "HEAD")
+    return {"commit": commit or "unknown", "dirty": bool(uncommitted_files(root)) if commit else None}
 
 
 @lru_cache(maxsize=1)

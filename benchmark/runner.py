@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.cache import ArtifactCache
+from benchmark.data import DatasetNotFoundError, load_dataset
+from benchmark.plugins import catalogue, resolved_config
+from benchmark.provenance import changed_during, dependencies, recorded_hash, recorded_hashes, relative, snapshot, staleness
+from benchmark.results import code_version, device_info, package_versions, read_record, result_path, write_record
 from benchmark.suite import Cell, Suite, SuiteError, expand_cells
-from leaderboard.schema import FINAL_STATUSES
 from benchmark.tracks import load_tracks
-from benchmark.utils import config_hash, progress_bar
+from benchmark.tracks.common import RunEnv, build_clean_encoder, clean_encoder_id
+from benchmark.utils import config_hash, progress_bar, resolve_device, seed_everything
+from benchmark.workers import PluginError, PluginTimeout, sandboxed
+from leaderboard.schema import FINAL_STATUSES
 
 
 @dataclass
@@ -33,8 +40,6 @@ class RunSummary:
 def pending_cells(cells: list[Cell], suite: Suite, results_dir: Path, *, stale: bool = False) -> tuple[list[Cell], list[Cell]]:
     """(cells to compute, cells with a final record). With ``stale``, a final record whose source hashes no
     longer match the tree (:func:`benchmark.provenance.staleness`) is computed again."""
-    from benchmark.provenance import staleness
-    from benchmark.results import read_record, result_path
 
     done = []
     for cell in cells:
@@ -73,7 +78,6 @@ def check_data_available(cells: list[Cell]) -> None:
     """Load both splits of every data set the pending cells use once, so that a missing or corrupted one
     fails before any compute; the error names every such data set (each message names the directory it
     looked in), not only the first."""
-    from benchmark.data import DatasetNotFoundError, load_dataset
 
     seen, problems = set(), []
     for cell in cells:
@@ -101,11 +105,6 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     this cell's ``error``; a call past the time limit is its ``timeout``. After the cell, everything it
     shared with other cells is checked against its fingerprint (:meth:`RunEnv.verify`): a change makes the
     cell ``invalid`` and the changed objects are rebuilt for the next cell."""
-    from benchmark.plugins import catalogue, resolved_config
-    from benchmark.provenance import changed_during, dependencies, recorded_hash, recorded_hashes, relative, snapshot
-    from benchmark.results import code_version, device_info, package_versions
-    from benchmark.utils import seed_everything
-    from benchmark.workers import PluginError, PluginTimeout, sandboxed
 
     runners = load_tracks()  # imported once per process (Python caches modules)
     sources: dict[str, Any] = {}
@@ -155,10 +154,6 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
               stale: bool = False, ray_address: str | None = None) -> RunSummary:
     """Compute every unfinished cell of ``suite`` (only those matching ``only``; with ``stale``, also those
     whose record no longer matches the code) and write one record per cell."""
-    from benchmark.cache import ArtifactCache
-    from benchmark.results import result_path, write_record
-    from benchmark.tracks.common import RunEnv
-    from benchmark.utils import resolve_device
 
     start = time.perf_counter()
     _check_output_dirs(results_dir, cache_dir)
@@ -166,7 +161,8 @@ def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str =
     if tracks is not None:
         unknown = sorted(set(tracks) - {c.track for c in cells})
         if unknown:
-            raise SuiteError(suite.source, [f"--tracks: {', '.join(unknown)} not in this suite; it has {', '.join(sorted({c.track for c in cells}))}"])
+            raise SuiteError(suite.source, [f"--tracks: {', '.join(unknown)} not in this suite; it has "
+                                            f"{', '.join(sorted({c.track for c in cells}))}"])
         cells = [c for c in cells if c.track in tracks]
     if only:
         cells = select_cells(cells, only)
@@ -209,7 +205,6 @@ def _check_output_dirs(results_dir: Path, cache_dir: Path) -> None:
 
 def encoder_groups(cells: list[Cell]) -> list[list[Cell]]:
     """Cells grouped by the encoder they share (one Ray task each, so an encoder is trained once)."""
-    from benchmark.utils import config_hash
 
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
@@ -235,25 +230,19 @@ def _run_with_ray(cells: list[Cell], cache_dir: Path, device: str, plugin_second
     gpus = 1 if torch.cuda.is_available() and device in ("auto", "cuda") else 0
 
     def environment() -> Any:
-        from benchmark.cache import ArtifactCache
-        from benchmark.tracks.common import RunEnv
-        from benchmark.utils import resolve_device
 
         return RunEnv(cache=ArtifactCache(cache_dir), device=resolve_device(device), plugin_seconds=plugin_seconds)
 
     @ray.remote(num_gpus=gpus)
     def prepare(cell: Cell) -> str:
-        from benchmark.tracks.common import build_clean_encoder
 
         return build_clean_encoder(cell, environment())
 
     @ray.remote(num_gpus=gpus, num_returns="streaming")
-    def run_group(group: list[Cell], encoder_ready: str) -> Any:  # noqa: ARG001 (a dependency only)
+    def run_group(group: list[Cell], encoder_ready: str) -> Any:
         env = environment()
         for cell in group:
             yield run_cell(cell, env)
-
-    from benchmark.tracks.common import clean_encoder_id
 
     encoders: dict[str, Any] = {}
     streams = []

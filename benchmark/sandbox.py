@@ -109,7 +109,8 @@ def unavailable_reason() -> str | None:
         return f"bubblewrap needs Linux (this is {sys.platform})"
     if bwrap_path() is None:
         return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
-    probe = subprocess.run([bwrap_path() or "bwrap", *BWRAP_FLAGS, "--", "/bin/true"], capture_output=True, text=True)
+    probe = subprocess.run([bwrap_path() or "bwrap", *BWRAP_FLAGS, "--", "/bin/true"], capture_output=True, text=True,
+                           check=False)
     if probe.returncode != 0:
         return f"bwrap cannot build the sandbox on this kernel: {probe.stderr.strip()[:300]}"
     return None

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.plugins import catalogue
 from benchmark.provenance import REPO_ROOT
+from benchmark.results import DEFAULT_RESULTS, code_version, device_info, uncommitted_files
+from benchmark.runner import run_suite, select_cells
+from benchmark.suite import expand_cells, load_suite
+from benchmark.utils import resolve_device
+from benchmark.verify import choose_within, comparison_table, failed, verify_records
+from benchmark.workers import sandboxed
+from leaderboard.render import _rows, headline_blocks, load_records
 
 KINDS = ("attack", "defense")
 
@@ -72,7 +80,6 @@ def timed(submission: Submission, name: str, work: Callable[[], tuple[bool, str]
 # ------------------------------------------------------------------------------------------------ preflight
 def find_kind(plugin_id: str, kind: str | None) -> tuple[str, str]:
     """(kind, module) of a registered id; a clear error naming the valid ids otherwise."""
-    from benchmark.plugins import catalogue
 
     plugins = catalogue()
     kinds = [k for k in KINDS if plugin_id in plugins.of(k) and (kind is None or k == kind)]
@@ -88,29 +95,12 @@ def find_kind(plugin_id: str, kind: str | None) -> tuple[str, str]:
 
 
 def suite_cells(suite: Any, only: str) -> list[Any]:
-    from benchmark.runner import select_cells
-    from benchmark.suite import expand_cells
 
     return select_cells(expand_cells(suite)[0], [only])
 
 
-def uncommitted_sources() -> list[str]:
-    """Tracked files that differ from HEAD and untracked files in the source folders (what makes a record
-    stale from birth), outputs excepted."""
-    from benchmark.results import OUTPUT_PATHS, SOURCE_FOLDERS
-
-    def git(*args: str) -> list[str]:
-        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False).stdout
-        return [line[3:] for line in out.splitlines() if line.strip()]
-
-    excluded = [f":(exclude){p}" for p in OUTPUT_PATHS]
-    return sorted(set(git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
-                      + git("status", "--porcelain", "--untracked-files=all", "--", *SOURCE_FOLDERS)))
-
-
 def preflight(args: argparse.Namespace) -> tuple[Submission, list[Any]]:
     """Every problem that would waste the compute, before any of it (all of them at once)."""
-    from benchmark.suite import load_suite
 
     kind, module = find_kind(args.id, args.kind)
     submission = Submission(args.id, kind, module, list(args.suites))
@@ -123,7 +113,7 @@ def preflight(args: argparse.Namespace) -> tuple[Submission, list[Any]]:
                             f"benchmark/suites/{suite.name}.yaml (CONTRIBUTING.md, step 3)")
         submission.cell_ids[suite.name] = [c.id for c in cells]
         suites.append(suite)
-    dirty = uncommitted_sources()
+    dirty = uncommitted_files(REPO_ROOT)
     if dirty:
         problems.append("commit first: records computed from uncommitted code are stale and `leaderboard --check` "
                         f"fails on them; uncommitted: {', '.join(dirty[:8])}{' …' if len(dirty) > 8 else ''}")
@@ -134,9 +124,6 @@ def preflight(args: argparse.Namespace) -> tuple[Submission, list[Any]]:
 
 # ------------------------------------------------------------------------------------------------ steps
 def run_step(args: argparse.Namespace, submission: Submission, suite: Any) -> tuple[bool, str]:
-    from benchmark.__main__ import DEFAULT_RESULTS
-    from benchmark.runner import run_suite
-
     summary = run_suite(suite, results_dir=DEFAULT_RESULTS, cache_dir=args.cache_dir, device=args.device,
                         only=[submission.only], stale=True)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.by_status.items())) or "nothing new"
@@ -145,18 +132,13 @@ def run_step(args: argparse.Namespace, submission: Submission, suite: Any) -> tu
                 "an error cell's message is in its record")
 
 
-def board_step() -> tuple[bool, str]:
-    from benchmark.__main__ import DEFAULT_RESULTS, write_board
-
+def board_step(cli: CliSteps) -> tuple[bool, str]:
     readme = Path("leaderboard/README.md")
-    write_board(DEFAULT_RESULTS, readme, readme.parent / "index.html")
+    cli.write_board(DEFAULT_RESULTS, readme, readme.parent / "index.html")
     return True, f"{readme}, {readme.parent / 'index.html'} and the figures written"
 
 
 def verify_step(args: argparse.Namespace, submission: Submission) -> tuple[bool, str]:
-    from benchmark.__main__ import DEFAULT_RESULTS
-    from benchmark.verify import choose_within, comparison_table, failed, verify_records
-
     records = [json.loads((DEFAULT_RESULTS / suite / f"{cell_id}.json").read_text())
                for suite, ids in submission.cell_ids.items() for cell_id in ids]
     records = [r for r in records if r.get("status") == "ok"]
@@ -170,12 +152,10 @@ def verify_step(args: argparse.Namespace, submission: Submission) -> tuple[bool,
                      f"({len(chosen)} of {len(records)} chosen within {args.verify_seconds:g} s of recorded compute)")
 
 
-def check_step() -> tuple[bool, str]:
-    from benchmark.__main__ import build_parser, cmd_leaderboard
-
+def check_step(cli: CliSteps) -> tuple[bool, str]:
     errors = io.StringIO()
     with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
-        code = cmd_leaderboard(build_parser().parse_args(["leaderboard", "--check"]))
+        code = cli.check()
     lines = [line for line in errors.getvalue().splitlines() if line.strip()]
     if code == 0:
         return True, "board, page and figures current; every record fresh and sandboxed; no suite cell without a record"
@@ -186,9 +166,6 @@ def check_step() -> tuple[bool, str]:
 def board_rows(submission: Submission) -> list[str]:
     """The method's rows in the board's headline tables (markdown), per tier and track."""
     from tabulate import tabulate
-
-    from benchmark.__main__ import DEFAULT_RESULTS
-    from leaderboard.render import _rows, headline_blocks, load_records
 
     records, _ = load_records(DEFAULT_RESULTS)
     records = [r for r in records if r["suite"] in submission.cell_ids]
@@ -222,9 +199,6 @@ def changed_outputs() -> list[str]:
 
 def report(submission: Submission) -> str:
     """What to paste into the pull request."""
-    from benchmark.results import code_version, device_info
-    from benchmark.utils import resolve_device
-    from benchmark.workers import sandboxed
 
     device = device_info(resolve_device("auto"))
     code = code_version()
@@ -243,20 +217,32 @@ def report(submission: Submission) -> str:
     return "\n".join(lines)
 
 
-def submit(args: argparse.Namespace) -> int:
-    """The whole submission; 0 when every step passed, 1 when one failed, 2 on a preflight problem."""
-    from benchmark.__main__ import _device_ok, _sandbox
+@dataclass(frozen=True)
+class CliSteps:
+    """The CLI's own steps a submission runs, handed in by ``benchmark.__main__`` (this module never imports
+    the CLI): whether the device is usable, the sandbox set-up for a suite, the board writer and
+    ``leaderboard --check`` (its exit code)."""
 
-    if not _device_ok(args.device):
+    device_ok: Callable[[str], bool]
+    prepare_sandbox: Callable[[argparse.Namespace, Any], bool]
+    write_board: Callable[[Path, Path, Path], Path]
+    check: Callable[[], int]
+
+
+def submit(args: argparse.Namespace, cli: CliSteps) -> int:
+    """The whole submission; 0 when every step passed, 1 when one failed, 2 on a preflight problem."""
+    if not cli.device_ok(args.device):
         return 2
     submission, suites = preflight(args)
     for suite in suites:
-        _sandbox(args, suite)
+        cli.prepare_sandbox(args, suite)
         print(f"{suite.name}: {len(submission.cell_ids[suite.name])} cells with {submission.only}", flush=True)
         if not timed(submission, f"run {suite.name}", lambda suite=suite: run_step(args, submission, suite)):
             break
     else:
-        for name, work in (("board", board_step), ("verify", lambda: verify_step(args, submission)), ("check", check_step)):
+        steps = (("board", lambda: board_step(cli)), ("verify", lambda: verify_step(args, submission)),
+                 ("check", lambda: check_step(cli)))
+        for name, work in steps:
             if not timed(submission, name, work):
                 break
     print("\n----- paste into the pull request -----\n")

@@ -20,6 +20,9 @@ from typing import Any, Literal
 import yaml
 
 from benchmark.api import TRACKS, MethodConfig, check_range, config_problems, value_problems
+from benchmark.data import dataset_names
+from benchmark.plugins import catalogue, resolve
+from benchmark.pretrain import SSLRecipe
 from benchmark.utils import cell_id, config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -42,7 +45,7 @@ SuiteLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=SuiteLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=SuiteLoader)
 
 
 class SuiteError(ValueError):
@@ -62,7 +65,8 @@ def read_suite_file(name_or_path: str) -> tuple[dict[str, Any], str]:
     if not (path.suffix in (".yaml", ".yml") or path.exists()):
         path = SUITES_DIR / f"{name_or_path}.yaml"
         if not path.exists():
-            raise SuiteError(name_or_path, [f"no suite named {name_or_path!r}; built-in suites: {', '.join(suite_names())}, or pass a path to a YAML file"])
+            raise SuiteError(name_or_path, [f"no suite named {name_or_path!r}; built-in suites: {', '.join(suite_names())}, "
+                                            f"or pass a path to a YAML file"])
     if not path.exists():
         raise SuiteError(str(path), [f"file {path} does not exist"])
     if path.is_dir():
@@ -306,10 +310,20 @@ class LimitsSpec(MethodConfig):
         return problems
 
 
+PROFILES_FILE = Path(__file__).with_name("device_profiles.yaml")
+"""The device profiles of :mod:`benchmark.estimate` (measured or projected costs per device)."""
+
+
+def profile_names() -> list[str]:
+    """The device profiles a suite's ``compute`` may name."""
+    return sorted(yaml.safe_load(PROFILES_FILE.read_text())["profiles"])
+
+
 @dataclass(frozen=True, kw_only=True)
-class BudgetSpec(MethodConfig):
-    """``budget``: the device-hours the suite is designed to fit on ``profile`` (a device profile of
-    :mod:`benchmark.estimate`); ``plan --estimate`` checks it and a test keeps every built-in suite inside it."""
+class ComputeSpec(MethodConfig):
+    """``compute``: the device-hours the suite is designed to fit on ``profile`` (a device profile of
+    :mod:`benchmark.estimate`); ``plan --estimate`` checks it and a test keeps every built-in suite inside it.
+    (A *budget* is always a poison fraction: see :func:`benchmark.api.poison_count`.)"""
 
     device_hours: float
     profile: str
@@ -317,8 +331,6 @@ class BudgetSpec(MethodConfig):
     def problems(self) -> list[str]:
         problems: list[str] = []
         check_range(problems, "device_hours", self.device_hours, 0.0, 1e7, low_open=True)
-        from benchmark.estimate import profile_names
-
         if self.profile not in profile_names():
             close = difflib.get_close_matches(self.profile, profile_names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -345,7 +357,7 @@ class TrackSpec(MethodConfig):
     attacks: list[Any]
     defenses: list[Any] = field(default_factory=lambda: [NO_DEFENSE])
     # the attack names (``none`` included) that the defenses are evaluated against; null: every attack.
-    # A tier's time budget may restrict it; the other combinations are listed as skipped, with this reason.
+    # A tier's time limit may restrict it; the other combinations are listed as skipped, with this reason.
     defended_attacks: list[str] | None = None
     # the SSL methods whose encoders the defenses are evaluated on; null: every method of the suite
     defended_methods: list[str] | None = None
@@ -435,7 +447,7 @@ class SuiteSpec(MethodConfig):
     scenarios: list[ScenarioSpec]
     tracks: dict[str, Any]
     limits: LimitsSpec | None = None
-    budget: BudgetSpec | None = None
+    compute: ComputeSpec | None = None
 
     def problems(self) -> list[str]:
         problems: list[str] = []
@@ -454,7 +466,6 @@ def _method_entries(raw_list: list[Any], where: str, kind: str, reserved: str, p
                     track: str, checks: list[tuple[str, str, dict[str, Any], str]]) -> list[MethodEntry]:
     """The entries of an ``attacks`` / ``defenses`` list; every problem is appended, and the settings of
     known ids are queued in ``checks`` for their plugin process to validate."""
-    from benchmark.plugins import catalogue
 
     known = catalogue().of(kind)
     entries: list[MethodEntry] = []
@@ -502,8 +513,6 @@ class MethodEntrySpec(MethodConfig):
 def validate_suite(raw: dict[str, Any], source: str) -> Suite:
     """Check every field at every depth; raise :class:`SuiteError` listing every problem (before any
     compute, before anything is written). Plugin settings are checked in their own plugin processes."""
-    from benchmark.data import dataset_names
-    from benchmark.plugins import catalogue, resolve
 
     problems = list(catalogue().problems)
     problems += config_problems(SuiteSpec, raw, "")
@@ -548,7 +557,6 @@ def validate_suite(raw: dict[str, Any], source: str) -> Suite:
 def _encoder_problems(enc: dict[str, Any], override: dict[str, Any], where: str) -> list[str]:
     """Every (method, backbone) recipe of ``encoders`` (with a track's recipe ``override``) as an
     :class:`SSLRecipe`: types, ranges, the method's own settings."""
-    from benchmark.pretrain import SSLRecipe
 
     problems: list[str] = []
     methods = [m for m in enc.get("methods") or [] if isinstance(m, str)]
@@ -580,7 +588,6 @@ def _encoder_problems(enc: dict[str, Any], override: dict[str, Any], where: str)
 def _typed_part(values: dict[str, Any], label: str) -> tuple[list[str], dict[str, Any]]:
     """The type problems of a shared part of a recipe (``label.key: …``) and the part without the
     ill-typed keys (so the per-combination checks do not repeat them)."""
-    from benchmark.pretrain import SSLRecipe
 
     hints = typing.get_type_hints(SSLRecipe)
     problems: list[str] = []
@@ -632,7 +639,6 @@ def encoder_specs(suite: Suite) -> list[dict[str, Any]]:
 
 def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     """Every cell of the suite, in a stable order that keeps cells sharing an encoder together."""
-    from benchmark.plugins import catalogue, resolve
 
     cells: list[Cell] = []
     candidates: list[tuple[Cell, MethodEntry, MethodEntry, float | None]] = []
@@ -682,11 +688,11 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         defended_methods = suite.tracks[cell.track].get("defended_methods")
         if reason is None and defense.id != NO_DEFENSE and defended_attacks is not None and attack.name not in defended_attacks:
             reason = (f"this tier evaluates the {cell.track} defenses against {', '.join(defended_attacks)} only "
-                      f"(tracks.{cell.track}.defended_attacks: its time budget)")
+                      f"(tracks.{cell.track}.defended_attacks: its time limit)")
         method = cell.spec["encoder"]["method"]
         if reason is None and defense.id != NO_DEFENSE and defended_methods is not None and method not in defended_methods:
             reason = (f"this tier evaluates the {cell.track} defenses on {', '.join(defended_methods)} encoders only "
-                      f"(tracks.{cell.track}.defended_methods: its time budget) — {method}")
+                      f"(tracks.{cell.track}.defended_methods: its time limit) — {method}")
         if reason is None and defense.id != NO_DEFENSE:
             reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
                                   config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])]

@@ -52,7 +52,7 @@ def derive_seed(*parts: Any) -> int:
     return int(config_hash(list(parts), 8), 16) & 0x7FFFFFFF
 
 
-def fast_path(device: "torch.device") -> contextlib.AbstractContextManager:
+def fast_path(device: torch.device) -> contextlib.AbstractContextManager:
     """The device's fast path for a forward pass: bf16 autocast on CUDA; on a CPU nothing changes (the same
     code runs, autocast disabled), so CPU results stay bit-identical."""
     import torch
@@ -60,7 +60,7 @@ def fast_path(device: "torch.device") -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def fast_layout(obj: Any, device: "torch.device") -> Any:
+def fast_layout(obj: Any, device: torch.device) -> Any:
     """A module or a 4-D batch in channels_last on CUDA (convolutions run faster); unchanged on a CPU."""
     import torch
 
@@ -71,7 +71,7 @@ def fast_layout(obj: Any, device: "torch.device") -> Any:
     return obj.to(memory_format=torch.channels_last)
 
 
-def resolve_device(name: str = "auto") -> "torch.device":
+def resolve_device(name: str = "auto") -> torch.device:
     import torch
 
     if name == "auto":

@@ -12,7 +12,7 @@ non-deterministic kernels) the tolerance is :data:`GPU_TOLERANCE` (accuracy as a
 point). Timing metrics (``*seconds*``) are never compared.
 
 :func:`verify_changed` re-computes the records a change adds or modifies relative to a base commit
-(``leaderboard --check --base main``), within a time budget (a seeded sample beyond it): a forged or
+(``leaderboard --check --base main``), within a time limit (a seeded sample beyond it): a forged or
 hand-edited record in a pull request fails CI.
 """
 
@@ -26,10 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.cache import ArtifactCache
+from benchmark.plugins import catalogue
+from benchmark.provenance import REPO_ROOT
+from benchmark.results import device_info, read_record, result_path
+from benchmark.runner import run_cell, select_cells
+from benchmark.suite import PLUGIN_SECONDS, Cell, SuiteError, expand_cells
+from benchmark.tracks.common import RunEnv
+from benchmark.utils import progress, resolve_device
+from leaderboard.schema import FINAL_STATUSES
+
 GPU_TOLERANCE = 0.01
 CROSS_CPU_TOLERANCE = 0.25
-VERIFY_SECONDS = 300.0
-"""The default time budget of ``leaderboard --check --base``: recorded compute seconds re-computed in CI."""
+
 
 
 @dataclass
@@ -80,7 +89,6 @@ def compare_dirs(new_dir: Path, committed_dir: Path, suite_name: str, cell_ids: 
                  device: Any = "cpu") -> list[Comparison]:
     """The records of ``cell_ids`` in ``new_dir`` against those in ``committed_dir`` (same suite); with
     ``tolerance`` None, each committed record's own (:func:`tolerance_for` on ``device``)."""
-    from benchmark.results import read_record, result_path
 
     rows = []
     for cell_id in cell_ids:
@@ -96,13 +104,6 @@ def verify_suite(suite: Any, *, committed_dir: Path, sample: int | None, seed: i
                  device: str, tolerance: float | None) -> tuple[list[Comparison], float]:
     """Re-compute (a seeded sample of) the committed cells of ``suite`` from an empty cache and compare them
     with the committed records. Returns the rows and the tolerance used."""
-    from benchmark.cache import ArtifactCache
-    from benchmark.results import read_record, result_path
-    from benchmark.runner import run_cell, select_cells
-    from benchmark.suite import SuiteError, expand_cells
-    from benchmark.tracks.common import RunEnv
-    from benchmark.utils import progress, resolve_device
-    from leaderboard.schema import FINAL_STATUSES
 
     cells, _ = expand_cells(suite)
     if only:
@@ -112,7 +113,7 @@ def verify_suite(suite: Any, *, committed_dir: Path, sample: int | None, seed: i
     if not cells:
         raise SuiteError(suite.source, [f"no committed results of suite {suite.name} under {committed_dir} to verify"])
     if sample is not None and sample < len(cells):
-        cells = sorted(random.Random(seed).sample(cells, sample), key=lambda c: cells.index(c))
+        cells = sorted(random.Random(seed).sample(cells, sample), key=cells.index)
     resolved = resolve_device(device)
     rows, largest = [], 0.0
     with tempfile.TemporaryDirectory(prefix="poisonbench-verify-") as scratch:
@@ -129,8 +130,6 @@ def changed_records(results_dir: Path, base: str) -> list[Path]:
     """The record files under ``results_dir`` that differ from ``base`` (added or modified since the merge
     base, committed or not)."""
     import subprocess
-
-    from benchmark.provenance import REPO_ROOT
 
     def git(*args: str) -> list[str]:
         out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
@@ -160,7 +159,6 @@ def choose_within(records: list[dict[str, Any]], seconds: float, seed: int = 0) 
 
 def tolerance_for(record: Mapping[str, Any], device: Any) -> float:
     """0 on the CPU model (and vector extensions) that computed ``record``; else the cross-CPU or GPU one."""
-    from benchmark.results import device_info
 
     here = device_info(device)
     if here["type"] != "cpu":
@@ -172,12 +170,6 @@ def tolerance_for(record: Mapping[str, Any], device: Any) -> float:
 
 def verify_records(records: list[dict[str, Any]], *, device: str) -> list[Comparison]:
     """Re-compute each record's cell (its own resolved spec) from an empty cache and compare."""
-    from benchmark.cache import ArtifactCache
-    from benchmark.plugins import catalogue
-    from benchmark.runner import run_cell
-    from benchmark.suite import PLUGIN_SECONDS, Cell
-    from benchmark.tracks.common import RunEnv
-    from benchmark.utils import progress, resolve_device
 
     resolved = resolve_device(device)
     plugins = catalogue()

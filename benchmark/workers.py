@@ -27,9 +27,7 @@ returns). Without it, a plugin can still open files by name, which review and ``
 
 from __future__ import annotations
 
-import io
 import multiprocessing
-import os
 import re
 import threading
 import time
@@ -40,7 +38,10 @@ from typing import Any
 
 import torch
 
-from benchmark.sandbox import SandboxSpec, fresh_scratch, kill_strays, launcher_directory, resolve_mode
+from benchmark.codec import decode, encode
+from benchmark.plugin_host import child_entry
+from benchmark.sandbox import SandboxSpec, kill_strays, launcher_directory, resolve_mode
+from benchmark.utils import atomic_write_bytes
 
 PRELOAD = ("torch", "numpy", "kornia", "timm", "opacus", "benchmark.api", "benchmark.pretrain", "benchmark.probe",
            "benchmark.tracks.common", "benchmark.plugin_host")
@@ -60,19 +61,6 @@ class PluginError(Exception):
 
 class PluginTimeout(Exception):
     """A plugin call ran past its time limit; the child was killed."""
-
-
-# --------------------------------------------------------------------------------------------- codec
-def encode(obj: Any) -> bytes:
-    """Plain data (tensors, numbers, strings, None, lists, tuples, dicts) as bytes."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def decode(data: bytes) -> Any:
-    """The inverse of :func:`encode`, with ``weights_only=True``: nothing but plain data can come back."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 # --------------------------------------------------------------------------------------------- the pool
@@ -181,7 +169,7 @@ def call_plugin(function: str, request: Mapping[str, Any], *, timeout: float | N
     ctx = _context()
     server = _SANDBOXED_SERVER
     parent, child = ctx.Pipe(duplex=True)
-    process = ctx.Process(target=_child_entry, args=(child, function, encode(dict(request)), server is not None),
+    process = ctx.Process(target=child_entry, args=(child, function, encode(dict(request)), server is not None),
                           daemon=True)
     process.start()
     child.close()
@@ -246,22 +234,6 @@ def _serve(conn: Any, process: Any, bridge: Bridge, deadline: float | None, time
             raise PluginError(f"the plugin process sent an unknown message {op!r}")
 
 
-def _child_entry(conn: Any, function: str, request: bytes, sandboxed: bool) -> None:  # runs in the child
-    from tqdm import tqdm
-
-    from benchmark.plugin_host import serve_call
-
-    if sandboxed:
-        fresh_scratch()
-    # tqdm's default lock is a multiprocessing RLock: a named semaphore that the ``os._exit`` below would
-    # leave to the resource tracker (a "leaked semaphore" warning per call at shutdown). The child is one
-    # process, so a thread lock is all its progress bars need.
-    tqdm.set_lock(threading.RLock())
-    serve_call(conn, function, request)
-    conn.close()
-    os._exit(0)  # skip interpreter teardown (and any atexit hook a plugin registered)
-
-
 # --------------------------------------------------------------------------------------------- cache bridge
 class CacheBridge(Bridge):
     """A bridge to the artifact cache, confined to one namespace (``attack-<id>-<kind>`` under a fixed
@@ -295,7 +267,6 @@ class CacheBridge(Bridge):
         return path.read_bytes() if path is not None and path.exists() else None
 
     def save_checkpoint(self, name: str, data: bytes) -> None:
-        from benchmark.utils import atomic_write_bytes
 
         path = self._checkpoint(name)
         if path is not None:

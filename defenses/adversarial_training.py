@@ -3,37 +3,29 @@ Resistant to Adversarial Attacks", ICLR 2018 (PGD-AT); for pre-training, adversa
 Kim, Tack, Hwang, "Adversarial Self-Supervised Contrastive Learning", NeurIPS 2020 and Jiang, Chen, Chen,
 Wang, "Robust Pre-Training by Adversarial Contrastive Learning", NeurIPS 2020 (ACL).
 
-* :meth:`fit_head` (downstream track): min over the linear head of the cross-entropy on x + δ*, with δ*
-  from PGD (``steps`` steps of ``step_size``, random start, ℓ∞ ball ``epsilon``, pixels kept in [0, 1])
-  maximising that cross-entropy through the frozen extractor; Adam on the head, L2 weight of the victim's
-  :class:`HeadSpec` on W (bias unpenalised), ``epochs`` epochs of mini-batches. ``epsilon = 0`` is the
-  same training without the adversary (``reference_settings``: the same-schedule undefended victim that
-  the track measures this defense's cost against; PGD's random starts have their own generator, so the
-  batch order is identical).
-* :meth:`fit_supervised`: the same PGD-AT for a supervised victim ``model`` (images → logits); it uses this
-  config's schedule (``supervised_epochs``, ``supervised_lr``), not the plain trainer's.
-* :meth:`ssl_hooks` (pre-training): a ``loss_fn`` running PGD (``ssl_steps`` of ``ssl_step_size`` in
-  ``ssl_epsilon``) on both views jointly, maximising the SSL method's own loss; the training loss is
-  ½(clean loss + adversarial loss) (ACL's A2A pair). The method's batch statistics and queue see the PGD
-  passes too (momentum encoders are not updated by them: ``after_step`` runs once per optimiser step).
-
-PGD's random starts are drawn on the data's device from a generator on that device, and the batch order is
-moved to the device once per epoch: no host round trip per step (on a CPU the numbers are those of the
-earlier CPU-drawn code; on CUDA the starts come from the CUDA generator, another stream).
+Threat model: the defender controls the victim's training only, on its training set as given (poisons unmarked).
+Objective: min over the model of the loss at x + δ*, δ* by ℓ∞ PGD with a random start maximising that loss
+(pixels kept in [0, 1]; the starts drawn from a generator of their own, on the data's device).
+* :meth:`fit_head` (downstream): PGD (``steps`` of ``step_size`` in ``epsilon``) through the frozen extractor; Adam
+  on the linear head for ``epochs`` epochs, the victim's L2 weight on W. ``epsilon = 0`` (``reference_settings``) is
+  the same training, with the same batch order, without the adversary: the track measures the cost against it.
+* :meth:`fit_supervised`: the same PGD-AT for a supervised victim, on ``supervised_epochs`` and ``supervised_lr``.
+* :meth:`ssl_hooks` (pre-training): PGD (``ssl_steps`` of ``ssl_step_size`` in ``ssl_epsilon``) on both views
+  jointly, maximising the SSL method's own loss; the loss is ½(clean + adversarial) (ACL's A2A pair). Batch
+  statistics and queues see the PGD passes; momentum encoders are updated once per optimiser step only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import (DefenseContext, Defense, FeatureExtractorView, HeadSpec, MethodConfig, check_range,
-                           register_defense)
+from benchmark.api import Defense, DefenseContext, FeatureExtractorView, HeadSpec, MethodConfig, check_range, register_defense
 from benchmark.pretrain import SSLTrainingHooks
 from benchmark.probe import LinearHead
 from benchmark.utils import fast_layout, fast_path
@@ -113,7 +105,7 @@ class AdversarialTraining(Defense):
     Config = AdversarialTrainingConfig
     citation = "Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018"
     paper_url = "https://arxiv.org/abs/1706.06083"
-    reference_settings = {"epsilon": 0.0, "ssl_epsilon": 0.0}  # the same training, no adversary
+    reference_settings: ClassVar[Mapping[str, Any] | None] = {"epsilon": 0.0, "ssl_epsilon": 0.0}  # the same training, no adversary
     config: AdversarialTrainingConfig
 
     # ------------------------------------------------------------------------------------ heads
@@ -131,7 +123,7 @@ class AdversarialTraining(Defense):
                 x, y = data[idx], targets[idx]
                 w, b = layer.weight.detach(), layer.bias.detach()
                 if cfg.epsilon > 0:
-                    x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,
+                    x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,  # noqa: B023 (used now)
                             epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
                 with torch.no_grad():
                     feats = _fast(extractor, x, device)
@@ -153,7 +145,7 @@ class AdversarialTraining(Defense):
                 x, y = data[idx], targets[idx]
                 if cfg.epsilon > 0:
                     model.eval()  # the attack sees the model as it will be evaluated (BN running stats)
-                    x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,
+                    x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,  # noqa: B023
                             step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
                 model.train()
                 loss = F.cross_entropy(_fast(model, x, device), y)

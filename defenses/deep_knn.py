@@ -10,7 +10,9 @@ default here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,7 +35,7 @@ class DeepKnn(Defense):
     Config = DeepKnnConfig
     citation = "Peri et al., Deep k-NN Defense against Clean-label Data Poisoning Attacks, ECCV Workshops 2020"
     paper_url = "https://arxiv.org/abs/1909.13374"
-    cost = {"downstream": {"data": {"passes": "n"}}}  # one forward pass per point it looks at
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"data": {"passes": "n"}}}  # one forward pass per point it looks at
 
     def keep_indices(self, extractor: FeatureExtractorView | None, images: torch.Tensor,
                      labels: torch.Tensor | None, ctx: DefenseContext) -> torch.Tensor:

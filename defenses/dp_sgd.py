@@ -1,29 +1,18 @@
 """DP-SGD. Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang, "Deep Learning with Differential
 Privacy", CCS 2016; implemented with Opacus (Yousefpour et al., "Opacus: User-Friendly Differential
-Privacy Library in PyTorch", 2021): per-sample gradient clipping to norm ``max_grad_norm`` (C), Gaussian
-noise of std ``noise_multiplier``·C (σ), privacy accounted by Opacus's RDP accountant. Clipping, noise and
-accounting are Opacus's; nothing is hand-written here.
+Privacy Library in PyTorch", 2021).
 
-Privacy: after every training call ``self.last_epsilon`` holds ε at δ = 1/N (N the number of training
-points the victim used, poisons included), with ``self.last_delta``, ``self.last_steps`` and
-``self.last_sample_rate``; ``self.privacy()`` returns them as a dict. The tracks put ``last_epsilon`` into
-the result as ``privacy_epsilon``.
-
-Its cost is measured against ``reference_settings`` (σ = 0, C = 10⁶: the same Opacus training, Poisson
-batches and epochs, without noise or effective clipping), not against a converged non-private head.
-
-* :meth:`fit_head`: ``PrivacyEngine.make_private`` on an ``nn.Linear`` over the (frozen) features, Poisson
-  sampling with expected batch ``batch_size``, SGD; L2 of the victim's :class:`HeadSpec` as weight decay on
-  W (data-independent, applied after the noise).
-* :meth:`fit_supervised`: the same on a supervised victim (``ModuleValidator.fix`` replaces BatchNorm by
-  GroupNorm; the model returned is the fixed one).
-* :meth:`ssl_hooks`: only where the SSL loss is a mean of per-sample terms: BYOL with ``norm="group"``
-  (GroupNorm backbone, LayerNorm projector/predictor). ``make_optimizer`` wraps the model in Opacus's
-  ``GradSampleModule`` (hooks; in-place ReLUs are made out-of-place; both views of an image add to that image's per-sample gradient) and the
-  optimiser in ``DPOptimizer`` with an RDP accountant hook; sample rate = batch / N. The pre-training loop
-  draws shuffled fixed-size batches, so the ε reported is the standard Poisson-sampling accountant's
-  (as in common DP-SGD practice), not a shuffling bound. SimCLR / MoCo v2 (InfoNCE couples the batch; MoCo's
-  queue holds other samples' keys) and BYOL with BatchNorm are ``unsupported``.
+Threat model: the defender controls the victim's training only, on its training set as given (poisons unmarked).
+Algorithm (all Opacus's, nothing hand-written): per-sample gradient clipping to norm ``max_grad_norm`` (C), Gaussian
+noise of std ``noise_multiplier``·C, Poisson-sampled batches, privacy by Opacus's RDP accountant. ``privacy()``
+reports ε at δ = 1/N (N the victim's training points, poisons included), steps and sample rate. The cost is measured
+against ``reference_settings`` (σ = 0, C = 10⁶: the same Opacus training without noise or effective clipping).
+* :meth:`fit_head`: an ``nn.Linear`` on the frozen features, SGD, the head's L2 as weight decay on W.
+* :meth:`fit_supervised`: the same on a supervised victim (``ModuleValidator.fix``: BatchNorm becomes GroupNorm).
+* :meth:`ssl_hooks`: only where the SSL loss is a mean of per-sample terms (BYOL with ``norm="group"``): Opacus's
+  ``GradSampleModule`` (both views add to their image's per-sample gradient) and ``DPOptimizer``, sample rate
+  batch / N; the batches are shuffled, fixed-size, so ε is the usual Poisson accountant's, not a shuffling bound.
+  SimCLR, MoCo v2 (the loss couples the batch) and BYOL with BatchNorm are ``unsupported``.
 """
 
 from __future__ import annotations
@@ -31,14 +20,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmark.api import DefenseContext, Defense, FeatureExtractorView, HeadSpec, MethodConfig, register_defense
+from benchmark.api import Defense, DefenseContext, FeatureExtractorView, HeadSpec, MethodConfig, register_defense
 from benchmark.pretrain import SSLTrainingHooks, make_optimizer
 from benchmark.probe import LinearHead
 
@@ -98,7 +87,7 @@ class DPSGD(Defense):
     citation = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (Opacus)"
     paper_url = "https://arxiv.org/abs/1607.00133"
     # the same Opacus training (Poisson batches, SGD, epochs) with no noise and no effective clipping
-    reference_settings = {"noise_multiplier": 0.0, "max_grad_norm": 1.0e6}
+    reference_settings: ClassVar[Mapping[str, Any] | None] = {"noise_multiplier": 0.0, "max_grad_norm": 1.0e6}
     config: DPSGDConfig
 
     def __init__(self, config: DPSGDConfig | None = None) -> None:

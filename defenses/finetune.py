@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import DefenseContext, Defense, MethodConfig, check_range, register_defense
+from benchmark.api import Defense, DefenseContext, MethodConfig, check_range, register_defense
 from benchmark.pretrain import FeatureExtractor, make_extractor
 from benchmark.utils import fast_layout, fast_path
 

@@ -2,36 +2,16 @@
 Adversarial Robustness with Matrix Estimation", ICML 2019; used as a defense against contrastive poisoning
 by He, Zha, Katabi, "Indiscriminate Poisoning Attacks on Unsupervised Contrastive Learning", ICLR 2023.
 
-Every image is mapped to [-1, 1] and written as the channel-concatenated matrix X of shape H × (W·C)
-(R | G | B side by side). A random pixel mask with keep-probability ``p`` (one mask per pixel, shared by
-the channels) zeroes the rest; the USVT step of ME-Net's code keeps the **top ⌊rank_fraction · min(m, n)⌋
-singular values** of the masked m × n matrix (⌊0.8·h⌋ for an h-row image, a fixed rank fraction, not a
-noise threshold) and rescales by 1/p̂ (p̂ the observed fraction of that mask), clipped to [-1, 1].
-``n_masks`` reconstructions with independent masks are averaged. Everything is batched: one
-``torch.linalg.svd`` over (images × masks) matrices per chunk, never a loop over images.
-
-Defaults follow ME-Net's code and what a frozen encoder tolerates: keep_prob 0.8 (ME-Net trains with
-0.8–1.0 and tests with 0.9), rank fraction 0.8, 10 masks. Measured on 16 × 16 digits (project pipeline,
-cpu-tier SimCLR encoder): clean cost ≈ 2 points. A noise-threshold rule (Chatterjee's
-(2 + η)·sqrt(max(m, n)·p̂)·σ̂) keeps rank 1 on such images and erases the digit (relative error 0.75,
-41–43 points of cost): that is why the rule here is the rank fraction. Diagnostics for a batch:
-:func:`reconstruction_report` (relative reconstruction error and kept rank).
-
-Where it acts:
-
-* downstream track: :meth:`transform_images` preprocesses the victim's whole training set (clean and
-  poisoned alike, the defense cannot tell them apart). ME-Net also preprocesses at inference, so with
-  ``transform_test = True`` (default) the track reconstructs the test images the same way (fresh masks).
-* pre-training tracks: :meth:`ssl_hooks` replaces each image of a pre-training batch by a reconstruction
-  with probability ``ssl_prob`` (default 1: always, as the CP paper's "ME-Net as augmentation"
-  preprocesses the whole poisoned pre-training set), before the SSL augmentations draw the two views; the
-  others stay clean. With ``ssl_bank = 0`` (default) a ``batch_transform`` reconstructs every batch with
-  fresh masks: epochs · N · n_masks SVDs, affordable for the CPU tiers only (≈ 5·10⁸ for ResNet-18's 1000
-  epochs on CIFAR-10). With ``ssl_bank = k ≥ 1`` the hook's ``prepare`` reconstructs every pre-training
-  image k times before training (each its own ``n_masks`` masks; :func:`reconstruction_bank`, chunk by
-  chunk) and each batch takes, per image, one of its k reconstructions at random
-  (:class:`ReconstructionBank`): fresh-mask augmentation bounded to k · N reconstructions, drawn on the
-  compute device without a host sync. The released encoder then sees plain images at test time.
+Threat model: the defender transforms every image the victim trains on (clean and poisoned alike, unmarked) and,
+with ``transform_test`` (default, as ME-Net does), its test images. Each image in [-1, 1] becomes the H × (W·C)
+matrix of its channels side by side; a random pixel mask keeps each pixel with probability ``keep_prob`` (shared by
+the channels); the masked matrix keeps its top ⌊``rank_fraction``·min(m, n)⌋ singular values (ME-Net code's USVT
+step: a fixed rank fraction, not a noise threshold), rescaled by 1/p̂ (p̂ the observed fraction) and clipped;
+``n_masks`` reconstructions are averaged, batched in one ``torch.linalg.svd`` per chunk. Defaults follow ME-Net's
+code: keep_prob 0.8, rank fraction 0.8, 10 masks. Pre-training (:meth:`ssl_hooks`): each batch image is replaced by
+a reconstruction with probability ``ssl_prob`` (default 1, as CP's "ME-Net as augmentation") before the SSL views
+are drawn, with fresh masks every batch (``ssl_bank = 0``) or one of ``ssl_bank`` reconstructions per image made
+before training (:class:`ReconstructionBank`). The released encoder sees plain images at test time.
 """
 
 from __future__ import annotations
@@ -42,7 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import DefenseContext, Defense, MethodConfig, check_range, register_defense
+from benchmark.api import Defense, DefenseContext, MethodConfig, check_range, register_defense
 from benchmark.pretrain import IndexedTransform, SSLTrainingHooks
 from benchmark.utils import derive_seed
 

@@ -21,18 +21,15 @@ titles say so. Titles name the tier: a smoke figure is never the published proto
 from __future__ import annotations
 
 from collections.abc import Iterable
-
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from leaderboard.render import _rows, _strongest_attacks, broken_reference, defense_effects, load_records, pooled_by  # noqa: E402
-
-
+from leaderboard.render import _rows, _strongest_attacks, broken_reference, defense_effects, load_records, pooled_by
 
 
 def method_colours(names: Iterable[str]) -> dict[str, str]:

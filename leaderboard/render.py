@@ -19,13 +19,15 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
 from leaderboard.schema import location_problems, record_problems
 
 TIER_ORDER = ("full", "cpu", "smoke", "custom")
 TIER_NOTES = {
     "full": "the published protocol (CIFAR/STL, ResNet-18, paper epochs)",
     "cpu": "CPU scale (embedded data, small CNNs): rankings at this scale, not the published protocol",
-    "smoke": "smoke scale (embedded data, tiny CNNs, a few epochs): checks the pipeline end to end; NOT the published protocol and not a ranking of methods",
+    "smoke": "smoke scale (embedded data, tiny CNNs, a few epochs): checks the pipeline end to end; NOT the published "
+             "protocol and not a ranking of methods",
     "custom": "a user-defined suite",
 }
 TRACK_ORDER = ("downstream", "pretrain-availability", "pretrain-targeted")
@@ -44,9 +46,12 @@ TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
         ("supervised_accuracy_drop", "cross-evaluation: accuracy drop of a supervised victim trained on the poisoned labeled set", True),
     ],
     "pretrain-targeted": [
-        ("asr_gain", "attack-success-rate gain over no attack on the same targets (points; targets the clean victim already puts in the target class are excluded)", True),
-        ("target_probability_gain", "target-class probability gain over the clean encoder on the same targets (points of probability)", True),
-        ("target_margin_gain", "target-class margin gain over the clean encoder on the same targets (logits; margin = target-class logit − largest other logit, a target counts as a success when it is > 0)", True),
+        ("asr_gain", "attack-success-rate gain over no attack on the same targets (points; targets the clean victim already "
+                     "puts in the target class are excluded)", True),
+        ("target_probability_gain", "target-class probability gain over the clean encoder on the same targets (points of "
+                                    "probability)", True),
+        ("target_margin_gain", "target-class margin gain over the clean encoder on the same targets (logits; margin = "
+                               "target-class logit − largest other logit, a target counts as a success when it is > 0)", True),
         ("targets_pulled", "targets whose target-class margin rose against the clean encoder (%; the decoy control gives the null)", True),
         ("attack_success_rate", "attack success rate on the target inputs (%; the no-attack rate on them is 0 by construction)", True),
         ("asr_gain_augmented", "attack-success-rate gain on augmented target inputs (points)", True),
@@ -176,7 +181,7 @@ def _metric_table(df: pd.DataFrame, metric: str, higher_first: bool) -> str:
         cells[label] = (row, "" if math.isnan(mean) else f"{mean:.1f}" + ("" if math.isnan(spread) else f" ± {spread:.1f}"))
         stats.append((label, mean, spread))
     single_seed = all(math.isnan(sd) for _, _, sd in stats)
-    ranks = {k: "–" for k in cells} if single_seed else _ranks(stats, higher_first)
+    ranks = dict.fromkeys(cells, "–") if single_seed else _ranks(stats, higher_first)
     order = sorted(cells, key=lambda k: (_rank_key(ranks[k]), -stats_of(stats, k) if higher_first else stats_of(stats, k), k))
     headers = ["rank", "attack"] + [f"{e} · {_budget(b)}" for e, b in columns] + ["mean over columns ± pooled seed std"]
     body = [[ranks[k], k] + [cells[k][0][c] for c in columns] + [cells[k][1]] for k in order]
@@ -318,7 +323,8 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
     ok = df[df["status"] == "ok"]
     enc = _encoder_table(ok[ok["attack"] == "none"] if (ok["attack"] == "none").any() else ok)
     if enc:
-        lines += ["Clean encoders (linear probe on the downstream task; the gain column says whether the SSL encoder helps that task at all):", "", enc, ""]
+        lines += ["Clean encoders (linear probe on the downstream task; the gain column says whether the SSL encoder helps "
+                  "that task at all):", "", enc, ""]
     for scenario in sorted(set(ok["scenario"])):
         sdf = ok[ok["scenario"] == scenario]
         for constraint in sorted(set(sdf["constraint"])):
@@ -345,7 +351,8 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
 DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
     "downstream": [("accuracy_drop", "accuracy drop against the undefended clean head (points)")],
     "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points), probe=clean"),
-                              ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), probe=poisoned")],
+                              ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), "
+                                                               "probe=poisoned")],
     "pretrain-targeted": [("asr_gain", "attack-success-rate gain over no attack (points)"),
                           ("target_probability_gain", "target-class probability gain over the clean encoder (points)"),
                           ("target_margin_gain", "target-class margin gain over the clean encoder (logits)"),
@@ -389,11 +396,11 @@ def _pooled_cell(df: pd.DataFrame, col: str) -> str:
 
 
 def _pending_note(results_dir: Path, suite: str, waiting: int, total: int) -> str:
-    from benchmark.provenance import pending_recompute
 
     pending = pending_recompute(results_dir) or {}
+    commits = " or ".join(f"`{commit[:10]}`" for commit in pending["before"])
     return (f"> **Recompute in progress:** {waiting} of this suite's {total} records were computed with the code of "
-            f"commit `{pending['before'][:10]}` and await the recompute for: {pending['reason']} "
+            f"commit {commits} and await the recompute for: {pending['reason']} "
             f"(`python -m benchmark run --suite {suite} --stale --sandbox required`). The rest are recomputed; "
             "both describe the same protocol, on possibly different CPUs.")
 
@@ -441,16 +448,15 @@ def pending_counts(results_dir: Path) -> dict[str, int]:
 def _review(results_dir: Path, committed: bool) -> tuple[dict[str, list[tuple[str, list[str]]]], dict[str, int], dict[str, Any] | None]:
     """One pass over the records: the stale ones by suite (with their reasons), the number awaiting a
     recompute in progress per suite, and that recompute (None without one, or when not ``committed``)."""
-    from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
 
     pending = pending_recompute(results_dir) if committed else None
     by_suite: dict[str, list[tuple[str, list[str]]]] = {}
-    waiting = {suite: 0 for suite in (pending or {}).get("suites", [])}
+    waiting = dict.fromkeys((pending or {}).get("suites", []), 0)
     for record in _valid_records(results_dir):
         reasons = staleness(record) + ([] if not committed or sandboxed(record) else ["its plugin calls ran without the sandbox"])
         if not reasons:
             continue
-        if record["suite"] in waiting and fresh_at(record, pending["before"]):
+        if record["suite"] in waiting and any(fresh_at(record, commit) for commit in pending["before"]):
             waiting[record["suite"]] += 1
         else:
             by_suite.setdefault(record["suite"], []).append((record["cell_id"], reasons))
@@ -523,7 +529,7 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     columns = sorted({k for stats in per_attack.values() for k in stats})
     modules = _modules(undefended, "attack")
     controls = {a for a, g in groups.items() if _control(g, modules.get(a))}
-    wins = {a: 0 for a in per_attack}
+    wins = dict.fromkeys(per_attack, 0)
     for key in columns:  # won by the one attack with an effect strictly above every other's (controls do not compete)
         present = sorted(((stats[key][0], a) for a, stats in per_attack.items() if key in stats and a not in controls),
                          reverse=True)
@@ -755,7 +761,8 @@ def pooled_by(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
 
 HEADLINE_INTRO = ("Per tier and track: the strongest attacks (mean over every encoder × scenario × budget × constraint "
                   "column of the per-column seed means, ± the pooled seed std; *won* = columns where the attack has an effect "
-                  "(> 0) strictly above every other's; a *(control)* row does not compete), then each defense against the strongest input-space attack: **restored** = accuracy with the "
+                  "(> 0) strictly above every other's; a *(control)* row does not compete), then each defense against the "
+                  "strongest input-space attack: **restored** = accuracy with the "
                   "defense − without it, under the attack, **cost** = clean accuracy lost with the defense and no attack, both "
                   "against an undefended victim trained the same way (for adversarial training and DP-SGD heads: the same "
                   "optimiser, epochs and batches with ε = 0 / σ = 0), cost read from every cell of the defense. Defenses are "
@@ -915,8 +922,8 @@ def citation_of(module: str) -> str:
 
 def module_attributes(module: str) -> dict[str, Any]:
     """The literal class attributes ``paper_url``, ``expected_null`` and ``control_settings`` of a plugin
-    module's classes, read
-    without importing it (the board never runs plugin code)."""
+    module's classes (plain or annotated assignments), read without importing it (the board never runs
+    plugin code)."""
     import ast
 
     path = Path(__file__).resolve().parent.parent / _module_path(module)
@@ -928,10 +935,11 @@ def module_attributes(module: str) -> dict[str, Any]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             for statement in node.body:
-                if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name) \
-                        and statement.targets[0].id in ("paper_url", "expected_null", "control_settings"):
+                target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else \
+                    statement.target if isinstance(statement, ast.AnnAssign) and statement.value is not None else None
+                if isinstance(target, ast.Name) and target.id in ("paper_url", "expected_null", "control_settings"):
                     try:
-                        out.setdefault(statement.targets[0].id, ast.literal_eval(statement.value))
+                        out.setdefault(target.id, ast.literal_eval(statement.value))
                     except ValueError:
                         continue
     return out

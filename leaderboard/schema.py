@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmark.utils import cell_id
+
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("ok", "invalid", "timeout")  # error cells are retried by the next run
 STATUSES = ("ok", "invalid", "timeout", "error")
@@ -58,7 +60,6 @@ def record_problems(record: Any) -> list[str]:
 def location_problems(record: dict[str, Any], path: Path) -> list[str]:
     """Whether a valid record sits where its content says: ``<suite>/<cell_id>.json``, and its ``cell_id`` is
     the id of the cell spec it holds (a record copied to another cell's file, or edited, fails here)."""
-    from benchmark.utils import cell_id
 
     problems = []
     if path.name != f"{record['cell_id']}.json":

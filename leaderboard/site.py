@@ -21,8 +21,17 @@ from typing import Any
 
 import pandas as pd
 
-from leaderboard.render import (HEADLINE_INTRO, PUBLISHED_INTRO, TIER_NOTES, TIER_ORDER, TRACK_ORDER, _rows, headline_blocks,
-                                load_records, published_blocks)
+from leaderboard.render import (
+    HEADLINE_INTRO,
+    PUBLISHED_INTRO,
+    TIER_NOTES,
+    TIER_ORDER,
+    TRACK_ORDER,
+    _rows,
+    headline_blocks,
+    load_records,
+    published_blocks,
+)
 
 CELL_METRICS = ("accuracy_drop", "accuracy_drop_poisoned_probe", "asr_gain", "defense_cost", "privacy_epsilon")
 FILTERS = ("tier", "track", "scenario", "attack", "defense")

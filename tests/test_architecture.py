@@ -14,6 +14,89 @@ FORBIDDEN = ("benchmark.runner", "benchmark.cache", "benchmark.__main__", "bench
              "benchmark.results", "leaderboard")
 
 
+# The allowed direction of imports between the engine's modules, lowest layer first: a module may import
+# its own layer and the layers below it, never one above (an allow-list: a new module must be placed here).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("benchmark", "benchmark.utils", "benchmark.registry", "benchmark.codec", "leaderboard", "leaderboard.schema"),
+    ("benchmark.api",),  # the plugin API
+    ("benchmark.data", "benchmark.augment", "benchmark.backbones", "benchmark.ssl", "benchmark.ssl.base",
+     "benchmark.ssl.simclr", "benchmark.ssl.mocov2", "benchmark.ssl.byol", "benchmark.pretrain", "benchmark.probe",
+     "benchmark.supervised", "benchmark.validation", "benchmark.cache", "benchmark.sandbox", "benchmark.provenance",
+     "benchmark.results"),  # compute and bookkeeping primitives
+    ("benchmark.plugin_host", "benchmark.workers", "benchmark.plugins"),  # plugin isolation and the catalogue
+    ("benchmark.suite", "benchmark.cost_models", "benchmark.estimate", "benchmark.tracks", "benchmark.tracks.common",
+     "benchmark.tracks._pretrain", "benchmark.tracks.downstream", "benchmark.tracks.pretrain_availability",
+     "benchmark.tracks.pretrain_targeted"),  # suites, tracks and their cost
+    ("benchmark.runner", "benchmark.verify", "benchmark.examples"),  # running and re-computing cells
+    ("leaderboard.render", "leaderboard.plots", "leaderboard.site"),  # the board (no torch)
+    ("benchmark.submit", "benchmark.__main__"),  # the CLI and its workflows
+)
+LAYER_OF = {module: i for i, layer in enumerate(LAYERS) for module in layer}
+
+
+def _engine_modules() -> dict[str, Path]:
+    paths = sorted((ROOT / "benchmark").rglob("*.py")) + sorted((ROOT / "leaderboard").glob("*.py"))
+    modules = {}
+    for path in paths:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _engine_edges(path: Path, modules: dict[str, Path]) -> list[tuple[str, bool]]:
+    """(imported engine module, whether the import is function-local) for every import in ``path``."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    edges = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            targets = {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
+        elif isinstance(node, ast.Import):
+            targets = {a.name for a in node.names}
+        else:
+            continue
+        edges += [(t, id(node) not in top) for t in targets if t in modules]
+    return edges
+
+
+def test_every_engine_module_has_a_layer_and_imports_only_downwards() -> None:
+    modules = _engine_modules()
+    assert not set(modules) - set(LAYER_OF), f"place these modules in LAYERS: {sorted(set(modules) - set(LAYER_OF))}"
+    upward = [f"{name} (layer {LAYER_OF[name]}) imports {target} (layer {LAYER_OF[target]})"
+              for name, path in modules.items() for target, _ in _engine_edges(path, modules)
+              if LAYER_OF[target] > LAYER_OF[name]]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_circle() -> None:
+    """Including function-local imports: a circle held apart by imports inside functions is still one."""
+    modules = _engine_modules()
+    graph = {name: {t for t, _ in _engine_edges(path, modules) if t != name} for name, path in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(nxt):] + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_function_local_imports_only_in_the_cli() -> None:
+    """The CLI imports its commands' modules when a command runs (start-up stays fast); everywhere else an
+    engine import is at the top of the module (optional dependencies such as ray stay function-local)."""
+    modules = _engine_modules()
+    local = [f"{name} imports {target} inside a function" for name, path in modules.items()
+             if name != "benchmark.__main__" for target, inside in _engine_edges(path, modules) if inside]
+    assert not local, "\n".join(local)
+
+
 def _imports(path: Path) -> list[str]:
     names = []
     for node in ast.walk(ast.parse(path.read_text())):

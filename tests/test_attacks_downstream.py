@@ -4,10 +4,9 @@ and every attack honours the output contract."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ import torch
 
 from attacks._gradpc import gradpc_target
 from benchmark.api import (
-    DirectoryCheckpoints,
     ATTACKS,
+    DirectoryCheckpoints,
     DownstreamAttackContext,
     DownstreamPoison,
     FeatureExtractorView,

@@ -38,7 +38,7 @@ from benchmark.validation import fingerprint, validate_availability, validate_do
 
 def _registered() -> tuple[dict[str, Any], dict[str, Any]]:
     attacks, defenses = load_plugins(include_extra=False)
-    own = lambda cls: cls.__module__.split(".")[0] in PLUGIN_PACKAGES  # noqa: E731 - not the test fixtures
+    own = lambda cls: cls.__module__.split(".")[0] in PLUGIN_PACKAGES
     return ({n: attacks.get(n) for n in attacks.names() if own(attacks.get(n))},
             {n: defenses.get(n) for n in defenses.names() if own(defenses.get(n))})
 
@@ -83,7 +83,7 @@ def tiny_extractor(images: torch.Tensor) -> FeatureExtractor:
 def attack_context(track: str, tmp_path: Path, seed: int) -> Any:
     data = load_dataset("mnist5k", "train", image_size=16, subset=300, subset_seed=0)
     generator = torch.Generator().manual_seed(seed)
-    cached = lambda kind, config, build: build()  # noqa: E731
+    cached = lambda kind, config, build: build()
     if track == "downstream":
         extractor = tiny_extractor(data.images)
         with torch.no_grad():

@@ -280,7 +280,7 @@ def test_npz_malformed(tmp_path: Path, arrays: dict, match: str) -> None:
 
 
 def test_npz_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DatasetNotFoundError, match="nope.npz"):
+    with pytest.raises(DatasetNotFoundError, match=r"nope\.npz"):
         load_dataset(f"npz:{tmp_path / 'nope.npz'}", "train")
 
 

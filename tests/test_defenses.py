@@ -18,8 +18,14 @@ from benchmark.suite import SuiteError, expand_cells, load_suite
 from defenses.adversarial_training import AdversarialTraining, AdversarialTrainingConfig, pgd
 from defenses.dp_sgd import DPSGD, DPSGDConfig
 from defenses.finetune import Finetune, FinetuneConfig
-from defenses.matrix_completion import (MatrixCompletion, MatrixCompletionConfig, ReconstructionBank, me_net,
-                                       reconstruction_bank, reconstruction_report)
+from defenses.matrix_completion import (
+    MatrixCompletion,
+    MatrixCompletionConfig,
+    ReconstructionBank,
+    me_net,
+    reconstruction_bank,
+    reconstruction_report,
+)
 
 CPU = torch.device("cpu")
 
@@ -93,7 +99,7 @@ def test_matrix_completion_removes_more_perturbation_than_image() -> None:
     delta = torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(2))) * 8 / 255
     xd = (x + delta).clamp(0, 1)
     # a low rank fraction: the projection then drops most of a full-rank perturbation, little of a rank-1 image
-    rec = lambda z: me_net(z, keep_prob=0.8, n_masks=10, rank_fraction=0.25, generator=torch.Generator().manual_seed(3))  # noqa: E731
+    rec = lambda z: me_net(z, keep_prob=0.8, n_masks=10, rank_fraction=0.25, generator=torch.Generator().manual_seed(3))
     r, rd = rec(x), rec(xd)
     perturbation_kept = ((rd - r).norm() / (xd - x).norm()).item()
     image_lost = ((r - x).norm() / (x - 0.5).norm()).item()
@@ -125,7 +131,7 @@ def test_matrix_completion_ssl_hook_transforms_batches() -> None:
     assert mc.transform_images(x, _ctx()).shape == x.shape
 
 
-def _bank(images: torch.Tensor, seed: int = 0, **settings) -> ReconstructionBank:  # noqa: ANN003
+def _bank(images: torch.Tensor, seed: int = 0, **settings) -> ReconstructionBank:
     hooks = MatrixCompletion(MatrixCompletionConfig(**settings)).ssl_hooks(None, _ctx(seed, "pretrain-availability"))
     assert hooks.batch_transform is None and hooks.prepare is not None
     return hooks.prepare(images)
@@ -154,7 +160,7 @@ def test_matrix_completion_bank_entries_are_me_net_reconstructions() -> None:
         assert report["kept_rank"] == fresh["kept_rank"] == 12
         assert abs(report["relative_error"] - fresh["relative_error"]) < 0.02 and report["relative_error"] < 0.3
     # one copy in one chunk is exactly me_net with the same masks; small chunks change only the mask order
-    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(7)
     one = reconstruction_bank(x, copies=1, keep_prob=0.8, n_masks=4, generator=g())
     assert torch.equal(one[0], me_net(x, keep_prob=0.8, n_masks=4, generator=g()))
     chunked = reconstruction_bank(x, copies=2, keep_prob=0.8, n_masks=4, generator=g(), chunk=40)  # 10 images a chunk

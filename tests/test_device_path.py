@@ -40,7 +40,7 @@ def _view(module: torch.nn.Module, images: torch.Tensor, seed: int) -> torch.Ten
 @pytest.mark.parametrize("channels", [1, 3])
 def test_placed_augmentation_draws_the_same_views_on_cpu(config: AugmentConfig, channels: int) -> None:
     images = torch.rand(16, channels, 20, 20, generator=torch.Generator().manual_seed(0))
-    build = lambda: build_augmentation(config, image_size=16, channels=channels)  # noqa: E731
+    build = lambda: build_augmentation(config, image_size=16, channels=channels)
     placed = place_augmentation(build(), CPU)
     assert all(op.device == CPU and op.dtype == torch.float32 for op in _ops(placed))  # the rng stays on the CPU
     for before in (build(), build().to(CPU)):  # what the call sites did before: nothing, or .to(device)
@@ -95,7 +95,7 @@ def test_a_cp_round_hands_each_loop_one_tensor_of_batches_on_the_device(tmp_path
     for loop in ("_model_steps", "_noise_steps"):
         real = getattr(run, loop)
 
-        def spy(state_: cp_module._State, batches: torch.Tensor, _loop: str = loop, _real=real) -> None:  # noqa: ANN001
+        def spy(state_: cp_module._State, batches: torch.Tensor, _loop: str = loop, _real=real) -> None:
             seen[_loop] = batches
             _real(state_, batches)
 
@@ -185,7 +185,7 @@ def test_pretraining_with_injected_images_steps_without_host_syncs_on_the_gpu() 
     extra = torch.rand(6, 1, 16, 32, device=device)
     steps = []
 
-    def loss_fn(model, x, v1, v2):  # noqa: ANN001, ANN202
+    def loss_fn(model, x, v1, v2):
         if not steps:
             torch.cuda.synchronize()
             torch.cuda.set_sync_debug_mode("error")

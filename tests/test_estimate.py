@@ -9,8 +9,19 @@ import pytest
 import torch
 
 from benchmark.__main__ import main
-from benchmark.estimate import (DeviceProfile, _mc_pretrain, bf16_peak_tflops, calibrate, cell_sizes, estimate, forward_flops,
-                                load_profiles, ssl_step_flops, suite_work, utilisation_text)
+from benchmark.estimate import (
+    DeviceProfile,
+    _mc_pretrain,
+    bf16_peak_tflops,
+    calibrate,
+    cell_sizes,
+    estimate,
+    forward_flops,
+    load_profiles,
+    ssl_step_flops,
+    suite_work,
+    utilisation_text,
+)
 from benchmark.pretrain import SSLRecipe
 from benchmark.suite import expand_cells, load_suite, suite_names
 
@@ -19,18 +30,18 @@ UNIT = DeviceProfile(name="unit", source="test", svd_seconds=0.0,
                      ssl_image_epoch={"cnn_micro@16": {"simclr": 1.0, "mocov2": 2.0, "byol": 2.0, "pass": 0.25}})
 
 
-@pytest.mark.parametrize("name", [n for n in suite_names() if load_suite(n).raw.get("budget")])
-def test_every_builtin_suite_fits_the_budget_it_states(name: str) -> None:
+@pytest.mark.parametrize("name", [n for n in suite_names() if load_suite(n).raw.get("compute")])
+def test_every_builtin_suite_fits_the_compute_it_states(name: str) -> None:
     suite = load_suite(name)
-    budget = suite.raw["budget"]
-    result = estimate(suite, load_profiles()[budget["profile"]])
+    compute = suite.raw["compute"]
+    result = estimate(suite, load_profiles()[compute["profile"]])
     assert not result.unmodelled, result.unmodelled
-    assert 0 < result.total <= budget["device_hours"]
+    assert 0 < result.total <= compute["device_hours"]
 
 
-def test_the_gpu_tiers_state_a_budget() -> None:
-    assert load_suite("full").raw["budget"]["device_hours"] <= 500
-    assert load_suite("full-quick").raw["budget"]["device_hours"] <= 24
+def test_the_gpu_tiers_state_a_compute_limit() -> None:
+    assert load_suite("full").raw["compute"]["device_hours"] <= 500
+    assert load_suite("full-quick").raw["compute"]["device_hours"] <= 24
 
 
 def test_a_clean_encoder_shared_by_cells_is_counted_once() -> None:
@@ -118,12 +129,12 @@ def test_utilisation_names_the_fraction_of_the_gpus_bf16_peak() -> None:
     assert utilisation_text(2e9, "cpu (2 threads)") == "0.002 TFLOP/s"
 
 
-def test_plan_estimate_prints_the_total_and_fails_over_budget(capsys) -> None:
+def test_plan_estimate_prints_the_total_and_fails_over_the_compute_limit(capsys) -> None:
     assert main(["plan", "--suite", "full-quick", "--estimate"]) == 0
     out = capsys.readouterr().out
-    assert "total:" in out and "pretrain-availability" in out and "budget: 24.0" in out
-    assert main(["plan", "--suite", "full-quick", "--estimate", "--set", "budget.device_hours=0.5"]) == 1
-    assert "OVER BUDGET" in capsys.readouterr().err
+    assert "total:" in out and "pretrain-availability" in out and "compute limit: 24.0" in out
+    assert main(["plan", "--suite", "full-quick", "--estimate", "--set", "compute.device_hours=0.5"]) == 1
+    assert "OVER THE COMPUTE LIMIT" in capsys.readouterr().err
     assert main(["plan", "--suite", "full-quick", "--estimate", "--profile", "tpu"]) == 2
 
 
@@ -145,14 +156,14 @@ def test_an_availability_poison_that_reads_only_the_backbone_is_counted_once_for
 
 
 # ------------------------------------------------------------------------------------------ declared cost models
-def _costed_suite(tiny_suite_dict: dict, write_suite, attacks: list[str], defenses: list[str]):  # noqa: ANN001, ANN202
+def _costed_suite(tiny_suite_dict: dict, write_suite, attacks: list[str], defenses: list[str]):
     tiny_suite_dict["tracks"]["downstream"]["attacks"] = attacks
     tiny_suite_dict["tracks"]["downstream"]["defenses"] = defenses
     return load_suite(str(write_suite(tiny_suite_dict)))
 
 
 @pytest.fixture
-def costed_plugins(monkeypatch):  # noqa: ANN001, ANN201
+def costed_plugins(monkeypatch):
     from benchmark.plugins import EXTRA_PLUGINS_ENV
 
     monkeypatch.setenv(EXTRA_PLUGINS_ENV, os.environ.get(EXTRA_PLUGINS_ENV, "") + ",tests.plugins.costed")

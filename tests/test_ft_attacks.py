@@ -127,7 +127,7 @@ def test_decoder_gate_is_a_setting() -> None:
     assert FTDecoderConfig().decoder_gate == 0.75 and FTDecoderConfig().decoder_epochs == 100
     assert any(p.startswith("decoder_gate") for p in FTDecoderConfig(decoder_gate=0.0).problems())
     check_gate(0.01, 0.04, 0.6)
-    with pytest.raises(DecoderGateError, match="0.03"):
+    with pytest.raises(DecoderGateError, match=r"0\.03"):
         check_gate(0.03, 0.04, 0.6)
 
 

@@ -208,9 +208,9 @@ def test_a_plugin_call_equals_the_same_call_in_process_under_the_same_seed() -> 
     from benchmark.api import DefenseContext
     from benchmark.data import load_dataset
     from benchmark.plugins import load_plugins
-    from benchmark.pretrain import SSLRecipe, make_extractor
+    from benchmark.pretrain import SSLRecipe, extractor_tensors, make_extractor
     from benchmark.suite import MethodEntry
-    from benchmark.tracks.common import RunEnv, extractor_spec, extractor_tensors, plugin_call
+    from benchmark.tracks.common import RunEnv, extractor_spec, plugin_call
     from benchmark.utils import seed_everything
 
     encoder = {"method": "simclr", "backbone": "cnn_micro", "epochs": 1, "method_settings": {"proj_hidden": 64, "proj_dim": 32}}
@@ -262,7 +262,7 @@ def test_plugin_processes_leave_no_semaphores_behind(tmp_path: Path, write_suite
     done = subprocess.run([sys.executable, "-m", "benchmark", "run", "--suite", str(write_suite(raw)), "--device", "cpu",
                            "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
                            "--no-leaderboard"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "POISONBENCH_PROGRESS": "1"})
+                          env={**os.environ, "POISONBENCH_PROGRESS": "1"}, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "computed 1 cells (1 ok)" in done.stdout + done.stderr
     assert "leaked semaphore" not in done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,14 @@ import pytest
 import torch
 
 from benchmark.api import (
-    DirectoryCheckpoints,
     ATTACKS,
-    DEFENSES,
-    Defense,
-    DefenseContext,
-    MethodConfig,
+    DirectoryCheckpoints,
     PretrainAttackContext,
 )
 from benchmark.augment import build_augmentation
 from benchmark.data import load_dataset
 from benchmark.plugins import load_plugins
-from benchmark.pretrain import SSLRecipe, SSLTrainingHooks
+from benchmark.pretrain import SSLRecipe
 from benchmark.runner import run_suite
 from benchmark.suite import load_suite
 from benchmark.utils import seed_everything
@@ -130,7 +125,7 @@ def test_cp_checkpoints_every_k_rounds_and_after_the_last(tmp_path: Path) -> Non
     generate(ctx, config, torch.arange(64), 7, checkpoint="k")
     assert saves == [3, 6, 7]
     saves.clear()
-    interrupted, _ = generate(ctx, config, torch.arange(64), 7, checkpoint="k2", max_rounds=5)
+    _interrupted, _ = generate(ctx, config, torch.arange(64), 7, checkpoint="k2", max_rounds=5)
     assert saves == [3, 5]  # an interruption still leaves its last state
 
 
@@ -318,7 +313,8 @@ def test_cp_lowers_the_poisoned_probe_accuracy_more_than_random_noise(tmp_path: 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
     "ASR is too coarse at CPU scale (the cpu board reports the target-class probability gain beside it). Tried "
-    "before the full-size canvas layout of issue #15, when each part was squeezed to half the image (seed 0 unless noted): 16 and 28 px mnist5k, cnn_micro and cnn_tiny, "
+    "before the full-size canvas layout of issue #15, when each part was squeezed to half the image (seed 0 unless noted): 16 "
+    "and 28 px mnist5k, cnn_micro and cnn_tiny, "
     "SimCLR and BYOL, 20-100 victim epochs, crop scale min 0.3 and 0.08, 1-5 targets with 1-60 % poisons per "
     "target, targets outside the pre-training set, the target class set to each target's runner-up class: the "
     "targets' probability of the target class never rose consistently (ASR 0 vs 0; augmented ASR 0.00-0.26 vs "

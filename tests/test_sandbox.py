@@ -49,7 +49,7 @@ def _run(tmp_path: Path, attacks: list[str], name: str, sandbox: str, monkeypatc
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    threading.Thread(target=lambda: listener.accept(), daemon=True).start()
+    threading.Thread(target=listener.accept, daemon=True).start()
     monkeypatch.setenv(TARGETS_ENV, json.dumps({
         "embedded_data": str(embedded_data_dirs()[0]), "results": str(results), "cache": str(cache),
         "source": str(ROOT / "attacks" / "__init__.py"), "port": listener.getsockname()[1], "scoring_pid": os.getpid()}))
@@ -74,7 +74,7 @@ def test_every_escape_is_contained_and_honest_cells_keep_their_numbers(tmp_path:
     probe = records["escape_probe"]
     assert probe["status"] == "ok" and probe["provenance"]["sandbox"] is True
     found = probe["details"]["attack_diagnostics"]
-    assert {k: found[k] for k in PROBES} == {k: 0.0 for k in PROBES}
+    assert {k: found[k] for k in PROBES} == dict.fromkeys(PROBES, 0.0)
     assert found["writes_scratch"] == 1.0  # its own scratch directory works
     assert found["started_daemon"] == 1.0  # it could start one; the namespace check above shows it was killed
     kind = records["escape_cache_kind"]

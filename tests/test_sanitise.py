@@ -26,7 +26,7 @@ def test_a_selection_is_checked_and_every_problem_named() -> None:
                          (torch.tensor([True, False]), "not an integer type")):
         with pytest.raises(ValueError, match=message):
             validate_kept(bad, 4, "d")
-    with pytest.raises(ValueError, match="must return a torch.Tensor"):
+    with pytest.raises(ValueError, match=r"must return a torch\.Tensor"):
         validate_kept([0, 1], 4, "d")
 
 

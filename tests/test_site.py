@@ -36,7 +36,7 @@ def test_the_page_is_deterministic_and_links_every_cell(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def browser():  # noqa: ANN201
+def browser():
     if not (CHROMIUM and DRIVER):
         pytest.skip("headless Chromium test skipped: no chromium/chromedriver on this machine (apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium.webdriver", reason="headless Chromium test skipped: selenium is not installed")
@@ -47,7 +47,7 @@ def browser():  # noqa: ANN201
     driver.quit()
 
 
-def test_the_page_sorts_filters_and_logs_no_errors(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_page_sorts_filters_and_logs_no_errors(browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -62,8 +62,8 @@ def test_the_page_sorts_filters_and_logs_no_errors(browser, tmp_path: Path) -> N
 
     assert browser.find_element(By.CSS_SELECTOR, "#headlines h2").text == "Headlines"
     assert browser.find_elements(By.CSS_SELECTOR, "#headlines table tbody tr")
-    rows = lambda: browser.find_elements(By.CSS_SELECTOR, "#cells-table tbody tr")  # noqa: E731
-    visible = lambda: [r for r in rows() if r.is_displayed()]  # noqa: E731
+    rows = lambda: browser.find_elements(By.CSS_SELECTOR, "#cells-table tbody tr")
+    visible = lambda: [r for r in rows() if r.is_displayed()]
     column = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#cells-table thead th")].index("accuracy_drop")
 
     def drops() -> list[str]:
@@ -203,7 +203,7 @@ def test_the_page_for_the_committed_results_is_light() -> None:
     assert page.count('"><a href="results/') == 0 and page.count('<td><a href="results/') == cells
 
 
-def test_the_page_filters_headlines_figures_and_cells_by_every_filter(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_page_filters_headlines_figures_and_cells_by_every_filter(browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -254,7 +254,8 @@ def test_the_page_filters_headlines_figures_and_cells_by_every_filter(browser, t
     Select(browser.find_element(By.CSS_SELECTOR, "select[name=scenario]")).select_by_value("")
     Select(browser.find_element(By.CSS_SELECTOR, "select[name=track]")).select_by_value("")
     assert set(column("tier")) == {"cpu"} and shown("#headlines div[data-track]") == ["downstream"]
-    assert [s.get_attribute("data-tier") for s in browser.find_elements(By.CSS_SELECTOR, "section[data-tier]") if s.is_displayed()] == ["cpu", "cpu"]
+    sections = browser.find_elements(By.CSS_SELECTOR, "section[data-tier]")
+    assert [s.get_attribute("data-tier") for s in sections if s.is_displayed()] == ["cpu", "cpu"]
 
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

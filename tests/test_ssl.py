@@ -15,7 +15,7 @@ SMALL = {"simclr": {"proj_hidden": 32, "proj_dim": 16}, "mocov2": {"proj_hidden"
          "byol": {"proj_hidden": 32, "proj_dim": 16}}
 
 
-def _model(method: str):  # noqa: ANN202
+def _model(method: str):
     torch.manual_seed(0)
     return create_ssl_method(method, create_backbone("cnn_micro", in_chans=1), SMALL[method])
 
@@ -101,10 +101,10 @@ def test_pretraining_is_seeded() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _recording_prepare(calls: list[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]]):  # noqa: ANN202
+def _recording_prepare(calls: list[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]]):
     """A ``prepare`` hook that records each image set and every (batch, indices) it maps, unchanged."""
 
-    def prepare(images: torch.Tensor):  # noqa: ANN202
+    def prepare(images: torch.Tensor):
         batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         calls.append((images.clone(), batches))
 

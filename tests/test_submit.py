@@ -140,7 +140,7 @@ def git(repo: Path, *args: str) -> str:
 
 def benchmark(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=1800, check=False)
 
 
 def shrunk_clone(tmp_path: Path) -> Path:

@@ -109,8 +109,8 @@ BAD_VARIANTS: list[tuple[str, str, str]] = [  # (--set override, what the report
     ("tier=gpu", "tier", "must be one of"),
     ("seeds=[-1]", "seeds", "negative"),
     ("tracks.downstream.seeds=[0, 0]", "seeds", "duplicates"),
-    ("budget={device_hours: 10, profile: h200-projectd}", "profile", "did you mean 'h200-projected'"),
-    ("budget={device_hours: -1, profile: h200-projected}", "device_hours", "outside"),
+    ("compute={device_hours: 10, profile: h200-projectd}", "profile", "did you mean 'h200-projected'"),
+    ("compute={device_hours: -1, profile: h200-projected}", "device_hours", "outside"),
     ("seeds=zero", "seeds", "expected a list"),
     ("data.image_size=4", "image_size", "≥ 8"),
     ("data.imagesize=16", "imagesize", "did you mean 'image_size'"),
@@ -218,3 +218,30 @@ def test_plan_summarises_by_default_and_lists_cells_on_request(capsys, tmp_path)
                  "--only", "seed=0"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("[todo]")]
     assert listed and all("__gc__" in line for line in listed)
+
+
+def test_one_poison_count_rule_robust_to_float_error() -> None:
+    """A budget fraction becomes a count by one rule everywhere (benchmark.api.poison_count): ⌊fraction · n⌋
+    where 0.29 · 100 = 28.999999999999996 in floating point still gives 29 (int() gave 28)."""
+    from benchmark.api import poison_count
+
+    assert 0.29 * 100 < 29 and poison_count(0.29, 100) == 29
+    assert poison_count(0.1, 1000) == 100 and poison_count(0.03, 1437) == 43 and poison_count(1.0, 5000) == 5000
+    assert poison_count(0.1334, 3000) == 400 and poison_count(0.0, 100) == 0
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "full-quick", "full"])
+def test_the_rule_gives_every_shipped_cell_the_count_it_had(name: str) -> None:
+    """The records must not move: on every cell of the shipped suites the rule agrees with the one its track
+    used before (``int(b·n)`` downstream, ``floor(b·n + 1e-9)`` on the pre-training tracks)."""
+    import math
+
+    from benchmark.api import poison_count
+    from benchmark.estimate import cell_sizes
+
+    cells, _ = expand_cells(load_suite(name))
+    for cell in cells:
+        sizes = cell_sizes(cell.spec)
+        n = sizes.train if cell.track == "downstream" else sizes.pretrain
+        before = int(cell.spec["budget"] * n) if cell.track == "downstream" else math.floor(cell.spec["budget"] * n + 1e-9)
+        assert poison_count(cell.spec["budget"], n) == before, (cell.cell_id, n)

@@ -11,6 +11,8 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmark.provenance import dependencies, file_hash
 from leaderboard.render import load_records, pending_counts, stale_report
 
@@ -65,6 +67,14 @@ def test_committed_records_need_the_sandbox_and_a_recompute_excuses_only_what_it
     _write(results, forged)
     report = stale_report(results, committed=True)
     assert "1 result(s)" in report and forged["cell_id"] in report
+
+    # ``before`` may name several commits (records of two code states await one recompute)
+    (tmp_path / "recompute.yaml").write_text(f"reason: a test\nbefore: [HEAD~1, HEAD]\nsuites: [{record['suite']}]\n")
+    assert pending_counts(results) == {record["suite"]: 1}
+    (tmp_path / "recompute.yaml").write_text(f"reason: a test\nbefore: [HEAD, not-a-commit]\nsuites: [{record['suite']}]\n")
+    with pytest.raises(ValueError, match="not a commit"):
+        pending_counts(results)
+    (tmp_path / "recompute.yaml").write_text(f"reason: a test\nbefore: HEAD\nsuites: [{record['suite']}]\n")
 
     record["provenance"]["sandbox"] = True  # recomputed: nothing awaits the recompute any more
     _write(results, record)

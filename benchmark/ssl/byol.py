@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.api import MethodConfig, check_range
-from benchmark.ssl import SSLMethod, ema_update, mlp, momentum_copy, register_ssl
+from benchmark.ssl.base import SSLMethod, ema_update, mlp, momentum_copy, register_ssl
 
 
 @dataclass(frozen=True, kw_only=True)

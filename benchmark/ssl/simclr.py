@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.api import MethodConfig, check_range
-from benchmark.ssl import SSLMethod, mlp, register_ssl
+from benchmark.ssl.base import SSLMethod, mlp, register_ssl
 
 
 @dataclass(frozen=True, kw_only=True)

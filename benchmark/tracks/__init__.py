@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from benchmark.plugins import import_submodules
 from benchmark.tracks.common import CellOutcome, RunEnv
 
 TRACK_RUNNERS: dict[str, Callable[..., CellOutcome]] = {}
@@ -24,10 +25,9 @@ def register_track(name: str) -> Callable[[Callable[..., CellOutcome]], Callable
 def load_tracks() -> dict[str, Callable[..., CellOutcome]]:
     """The track runners (one module per track). They reach attacks and defenses only through plugin
     processes (:mod:`benchmark.workers`); no plugin module is imported here."""
-    from benchmark.plugins import import_submodules
 
     import_submodules(__name__, __path__)
     return TRACK_RUNNERS
 
 
-__all__ = ["CellOutcome", "RunEnv", "TRACK_RUNNERS", "load_tracks", "register_track"]
+__all__ = ["TRACK_RUNNERS", "CellOutcome", "RunEnv", "load_tracks", "register_track"]

@@ -11,9 +11,11 @@ import torch
 
 from benchmark.cache import ArtifactCache, TensorDict
 from benchmark.data import ImageDataset, load_dataset
-from benchmark.pretrain import FeatureExtractor, SSLRecipe, make_extractor, train_ssl
+from benchmark.plugins import catalogue
+from benchmark.pretrain import FeatureExtractor, SSLRecipe, extractor_from_tensors, extractor_tensors, make_extractor, train_ssl
 from benchmark.probe import fit_linear_head, head_accuracy, select_l2
 from benchmark.utils import config_hash, fast_layout, fast_path
+from benchmark.workers import STATS, call_plugin
 
 
 @dataclass
@@ -30,7 +32,6 @@ class RunEnv:
 
     def shared(self, key: Mapping[str, Any], build: Callable[[], Any], keep: int = 16) -> Any:
         """An object shared by the cells of one encoder/scenario, kept for the next few cells."""
-        from benchmark.utils import config_hash, fast_layout, fast_path
 
         name = config_hash(key)
         if name not in self.memo:
@@ -68,7 +69,7 @@ def state_fingerprint(obj: Any) -> str:
     alive: list[Any] = []  # keeps visited objects alive, so that an id is never reused within one walk
 
     def visit(value: Any, path: str) -> None:
-        if isinstance(value, (RunEnv, ArtifactCache)) or id(value) in seen or callable(value) and not isinstance(value, torch.nn.Module):
+        if isinstance(value, (RunEnv, ArtifactCache)) or id(value) in seen or (callable(value) and not isinstance(value, torch.nn.Module)):
             return
         seen.add(id(value))
         alive.append(value)
@@ -99,8 +100,6 @@ def plugin_call(env: RunEnv, function: str, kind: str, entry: Any, request: Mapp
                 bridge: Any = None) -> Any:
     """Run ``function`` of :mod:`benchmark.plugin_host` for the attack or defense ``entry`` in its own plugin
     process (:mod:`benchmark.workers`), with ``request`` (plain data: what the threat model grants)."""
-    from benchmark.plugins import catalogue
-    from benchmark.workers import STATS, call_plugin
 
     info = catalogue().get(kind, entry.id)
     full = {"module": info.module, "kind": kind, "id": entry.id, "settings": dict(entry.settings),
@@ -172,17 +171,6 @@ def encoder_key(encoder: Mapping[str, Any], pretrain: str, data: Mapping[str, An
     """Cache key of a pre-trained encoder; ``variant`` names poisons/defenses that changed its training."""
     return {"encoder": dict(encoder), "pretrain": pretrain, "data": data_key(data), "seed": seed,
             "variant": dict(variant or {})}
-
-
-def extractor_from_tensors(recipe: SSLRecipe, in_chans: int, tensors: TensorDict, device: torch.device) -> FeatureExtractor:
-    backbone = recipe.build_model(in_chans).backbone
-    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")})
-    return FeatureExtractor(backbone, tensors["mean"], tensors["std"]).to(device)
-
-
-def extractor_tensors(extractor: FeatureExtractor) -> TensorDict:
-    return {f"backbone.{k}": v for k, v in extractor.backbone.state_dict().items()} | {
-        "mean": extractor.mean.flatten(), "std": extractor.std.flatten()}
 
 
 def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tensor,

@@ -39,12 +39,11 @@ with the attack), ``defense_cost`` = reference clean − defended clean (the pri
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from benchmark.api import DownstreamPoison, FeatureExtractorView
+from benchmark.api import DownstreamPoison, FeatureExtractorView, poison_count
 from benchmark.plugins import catalogue, resolved_config
 from benchmark.probe import LinearHead, SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
 from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry
@@ -300,7 +299,7 @@ def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPois
     spec, env = cell.spec, setting.env
     entry = cell.attack
     space = catalogue().get("attack", entry.id).space
-    budget = int(spec["budget"] * len(setting.train))
+    budget = poison_count(spec["budget"], len(setting.train))
     seed = derive_seed(setting.seed, entry.name, spec["budget"], spec["input_epsilon"])
     scope = {"encoder": config_hash(setting.encoder_key), "downstream": spec["scenario"]["downstream"]}
     context = {"extractor": extractor_spec(setting.encoder_spec, setting.extractor, setting.channels),
@@ -342,7 +341,7 @@ def shared_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPoi
     fields = {name: tensors.get(name) for name in POISON_FIELDS}
     diagnostics = {k.removeprefix("diagnostic."): float(v) for k, v in tensors.items() if k.startswith("diagnostic.")}
     poison = DownstreamPoison(**fields, diagnostics=diagnostics)
-    budget = int(spec["budget"] * len(setting.train))  # what the victim consumes is what was validated
+    budget = poison_count(spec["budget"], len(setting.train))  # what the victim consumes is what was validated
     validate(setting, poison, catalogue().get("attack", cell.attack.id).space, budget, spec["input_epsilon"])
     return poison, float(tensors["attack_seconds"])
 

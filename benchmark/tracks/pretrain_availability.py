@@ -15,12 +15,11 @@ encoder (the clean key plus ``variant = {poison, defense}``), features, and scal
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from benchmark.api import AvailabilityPoison
+from benchmark.api import AvailabilityPoison, poison_count
 from benchmark.plugins import catalogue
 from benchmark.suite import NO_ATTACK, Cell
 from benchmark.tracks import register_track
@@ -68,7 +67,7 @@ def attack_request(setting: PretrainSetting, cell: Cell) -> tuple[dict[str, Any]
     """What the availability attacker is granted (plain data): the clean unlabeled pre-training images and
     their labels (class-wise poisons), ε, the fraction p and budget, the victim's SSL recipe."""
     spec = cell.spec
-    budget = math.floor(spec["budget"] * len(setting.pre) + 1e-9)
+    budget = poison_count(spec["budget"], len(setting.pre))
     seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, spec["budget"], spec["epsilon"])
     context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
                "epsilon": float(spec["epsilon"]), "poison_fraction": float(spec["budget"]), "budget": budget,

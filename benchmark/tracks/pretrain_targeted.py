@@ -33,12 +33,11 @@ the clean victim does not already put in the target class (a cell whose targets 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from benchmark.api import TargetedPoison, target_classes_of
+from benchmark.api import TargetedPoison, poison_count, target_classes_of
 from benchmark.augment import build_augmentation, place_augmentation
 from benchmark.data import ImageDataset, load_dataset, stratified_subset
 from benchmark.pretrain import FeatureExtractor
@@ -48,7 +47,7 @@ from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import PretrainSetting, diagnostic_tensors, diagnostics_of, victim_encoder
 from benchmark.tracks.common import CellOutcome, RunEnv, data_key, match_channels, plugin_call
 from benchmark.utils import derive_seed, seed_everything
-from benchmark.validation import ThreatModelViolation, pool_indices, poison_from_answer, validate_targeted
+from benchmark.validation import ThreatModelViolation, poison_from_answer, pool_indices, validate_targeted
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-targeted"
@@ -116,7 +115,7 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, fl
            "budget": spec["budget"], "target_pool": {"downstream": setting.scenario["downstream"],
                                                      "size": TARGET_POOL_SIZE}}
     name = env.cache.key(POISON_KIND, key)
-    budget = math.floor(spec["budget"] * len(setting.pre) + 1e-9)
+    budget = poison_count(spec["budget"], len(setting.pre))
     shape = tuple(setting.pre.images.shape[1:])
     seed = attack_stream_seed(setting.seed, cell.attack.id, spec["budget"])
     context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,

@@ -22,7 +22,7 @@ TIMES: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def setting():  # noqa: ANN201
+def setting():
     train, test = load_dataset("mnist5k", "train", image_size=16), load_dataset("mnist5k", "test", image_size=16)
     recipe = SSLRecipe(method="simclr", backbone="cnn_micro", epochs=5, lr=2e-3,
                        augment={"flip": False, "rotation_degrees": 10, "grayscale_prob": 0.0},

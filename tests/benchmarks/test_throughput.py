@@ -101,7 +101,7 @@ def _step_flops_per_image() -> float:
     return ssl_step_flops(recipe(), 32)
 
 
-def _record(benchmark, key: str, images_per_epoch: int) -> None:  # noqa: ANN001
+def _record(benchmark, key: str, images_per_epoch: int) -> None:
     seconds = benchmark.stats.stats.median
     SECONDS[key] = seconds
     flops = _step_flops_per_image() * images_per_epoch / seconds

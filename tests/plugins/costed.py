@@ -3,12 +3,22 @@ an attack, a subclass that inherits its model, one that declares none, and a dat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-from benchmark.api import (Defense, DefenseContext, DownstreamAttack, DownstreamAttackContext, DownstreamPoison,
-                           MethodConfig, register_attack, register_defense)
+from benchmark.api import (
+    Defense,
+    DefenseContext,
+    DownstreamAttack,
+    DownstreamAttackContext,
+    DownstreamPoison,
+    MethodConfig,
+    register_attack,
+    register_defense,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +33,7 @@ class CostedAttack(DownstreamAttack):
     id = "_test_costed"
     Config = CostedConfig
     citation = "test fixture"
-    cost = {"downstream": {"passes": "steps * n_poison + (1 if steps > 5 else 0)"}}
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "steps * n_poison + (1 if steps > 5 else 0)"}}
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
         base = torch.randperm(len(ctx.train_labels), generator=ctx.generator)[: ctx.budget]
@@ -56,7 +66,7 @@ class CostedDefense(Defense):
     tracks = ("downstream",)
     Config = BlurConfig
     citation = "test fixture"
-    cost = {"downstream": {"data": {"svds": "rounds * n"}}}
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"data": {"svds": "rounds * n"}}}
 
     def transform_images(self, images: torch.Tensor, ctx: DefenseContext) -> torch.Tensor:
         return images
