@@ -49,7 +49,8 @@ class CostModelError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def _class_attribute(node: ast.ClassDef, name: str) -> ast.expr | None:
+def class_attribute(node: ast.ClassDef, name: str) -> ast.expr | None:
+    """The value assigned to ``name`` in a class body (a plain or an annotated assignment), or None."""
     for statement in node.body:
         target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else \
             statement.target if isinstance(statement, ast.AnnAssign) else None
@@ -75,13 +76,13 @@ def _find_cost(path: Path, class_name: str | None, plugin_id: str | None, depth:
     tree = ast.parse(path.read_text())
     classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
     for node in classes:
-        ident = _class_attribute(node, "id")
+        ident = class_attribute(node, "id")
         if (class_name is not None and node.name == class_name) or \
                 (plugin_id is not None and isinstance(ident, ast.Constant) and ident.value == plugin_id):
             break
     else:
         return None
-    declared = _class_attribute(node, "cost")
+    declared = class_attribute(node, "cost")
     if declared is not None:
         try:
             return ast.literal_eval(declared)

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.cost_models import class_attribute
 from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
 from leaderboard.schema import location_problems, record_problems
 
@@ -934,12 +935,11 @@ def module_attributes(module: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
-            for statement in node.body:
-                target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else \
-                    statement.target if isinstance(statement, ast.AnnAssign) and statement.value is not None else None
-                if isinstance(target, ast.Name) and target.id in ("paper_url", "expected_null", "control_settings"):
+            for name in ("paper_url", "expected_null", "control_settings"):
+                value = class_attribute(node, name)
+                if value is not None and name not in out:
                     try:
-                        out.setdefault(target.id, ast.literal_eval(statement.value))
+                        out[name] = ast.literal_eval(value)
                     except ValueError:
                         continue
     return out
