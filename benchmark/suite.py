@@ -359,7 +359,10 @@ class TrackSpec(MethodConfig):
     # the attack names (``none`` included) that the defenses are evaluated against; null: every attack.
     # A tier's time limit may restrict it; the other combinations are listed as skipped, with this reason.
     defended_attacks: list[str] | None = None
-    # the SSL methods whose encoders the defenses are evaluated on; null: every method of the suite
+    # the SSL methods whose encoders this track's cells use; null: every method of the suite. A tier's time
+    # limit may restrict it; the other methods are listed as skipped, with this reason.
+    methods: list[str] | None = None
+    # the SSL methods whose encoders the defenses are evaluated on; null: every method of the track
     defended_methods: list[str] | None = None
     victim: VictimSpec | None = None
     # the seeds of this track's cells; null: the suite's. A tier spends its seeds where the spread needs them.
@@ -535,9 +538,14 @@ def validate_suite(raw: dict[str, Any], source: str) -> Suite:
             if isinstance(s, str) and s not in scenario_names:
                 problems.append(f"{where}.scenarios: unknown scenario {s!r}; defined: {', '.join(sorted(scenario_names))}")
         methods = encoders.get("methods") if isinstance(encoders.get("methods"), list) else []
-        for m in body.get("defended_methods") or []:
+        for m in body.get("methods") or []:
             if m not in methods:
-                problems.append(f"{where}.defended_methods: {m!r} is not one of the suite's methods ({', '.join(map(str, methods))})")
+                problems.append(f"{where}.methods: {m!r} is not one of the suite's methods ({', '.join(map(str, methods))})")
+        track_methods = body.get("methods") or methods
+        for m in body.get("defended_methods") or []:
+            if m not in track_methods:
+                problems.append(f"{where}.defended_methods: {m!r} is not one of the track's methods "
+                                f"({', '.join(map(str, track_methods))})")
         for key, kind, reserved in (("attacks", "attack", NO_ATTACK), ("defenses", "defense", NO_DEFENSE)):
             items = body.get(key, [NO_DEFENSE] if key == "defenses" else [])
             if isinstance(items, list):
@@ -641,6 +649,7 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     """Every cell of the suite, in a stable order that keeps cells sharing an encoder together."""
 
     cells: list[Cell] = []
+    skipped: list[SkippedCombination] = []
     candidates: list[tuple[Cell, MethodEntry, MethodEntry, float | None]] = []
     scenarios = {s["name"]: s for s in suite.raw["scenarios"]}
     data = {"root": None, "download": False, "image_size": None, "pretrain_subset": None,
@@ -655,7 +664,14 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         track_scenarios = body.get("scenarios") or list(scenarios)
         epsilons = body.get("input_epsilons", [None]) if track == "downstream" else [None]
         track_data = {**data, **(body.get("data") or {})}  # pre-training tracks may shrink data / recipe
+        track_methods = body.get("methods")
         for encoder in encoder_specs(suite):
+            if track_methods is not None and encoder["method"] not in track_methods:
+                skipped.append(SkippedCombination(
+                    track, f"every cell with {encoder['method']}",
+                    f"this tier runs the {track} track on {', '.join(track_methods)} encoders only "
+                    f"(tracks.{track}.methods: its time limit) — {encoder['method']}"))
+                continue
             encoder = {**encoder, **(body.get("recipe") or {})}
             for scenario_name in track_scenarios:
                 for seed in body.get("seeds") or suite.seeds:
@@ -680,7 +696,6 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                  for d, sh, t, eh, v in combos]
     _, answers = resolve([], questions)
     unsupported = dict(zip(combos, answers, strict=True))
-    skipped: list[SkippedCombination] = []
     attacks_info = catalogue().attacks
     for cell, attack, defense, eps in candidates:
         reason = _skip_reason(attacks_info, attack, defense, cell.spec["victim"], eps, cell.track)

@@ -203,7 +203,28 @@ def test_defended_methods_restricts_the_defended_cells_only(tiny_suite_dict, wri
     assert {c.spec["encoder"]["method"] for c in mine if c.spec["defense"]["id"] == "none"} == {"simclr", "byol"}
     assert any("defended_methods" in s.reason for s in skipped)
     tiny_suite_dict["tracks"][track]["defended_methods"] = ["moco"]
-    with pytest.raises(SuiteError, match="defended_methods: 'moco' is not one of the suite's methods"):
+    with pytest.raises(SuiteError, match="defended_methods: 'moco' is not one of the track's methods"):
+        load_suite(str(write_suite(tiny_suite_dict)))
+
+
+def test_track_methods_restrict_one_track_to_some_encoders(tiny_suite_dict, write_suite) -> None:
+    """``tracks.<track>.methods``: that track's cells use those SSL methods only (a tier's time limit), the
+    other tracks keep every method; the rest are listed as skipped; a method the suite lacks, or a defended
+    method outside the track's, is a clear error."""
+    tiny_suite_dict["encoders"]["methods"] = ["simclr", "byol"]
+    tiny_suite_dict["encoders"]["method_settings"]["byol"] = {"proj_hidden": 64, "proj_dim": 32}
+    tiny_suite_dict["tracks"]["downstream"] |= {"methods": ["byol"]}
+    tiny_suite_dict["tracks"]["pretrain-targeted"] = {"budgets": [0.02], "attacks": ["none", "poisoned_encoder"]}
+    cells, skipped = expand_cells(load_suite(str(write_suite(tiny_suite_dict))))
+    by_track = {t: {c.spec["encoder"]["method"] for c in cells if c.track == t} for t in {c.track for c in cells}}
+    assert by_track.pop("downstream") == {"byol"}
+    assert by_track == {"pretrain-targeted": {"simclr", "byol"}}
+    assert any(s.track == "downstream" and "tracks.downstream.methods" in s.reason for s in skipped)
+    tiny_suite_dict["tracks"]["downstream"] |= {"methods": ["moco"]}
+    with pytest.raises(SuiteError, match=r"downstream\.methods: 'moco' is not one of the suite's methods"):
+        load_suite(str(write_suite(tiny_suite_dict)))
+    tiny_suite_dict["tracks"]["downstream"] |= {"methods": ["byol"], "defended_methods": ["simclr"]}
+    with pytest.raises(SuiteError, match="defended_methods: 'simclr' is not one of the track's methods"):
         load_suite(str(write_suite(tiny_suite_dict)))
 
 
