@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from benchmark.api import chunked
 from benchmark.probe import LinearHead, head_objective
 
 
@@ -90,13 +91,13 @@ def input_gradient(extractor: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                    feature_grad: torch.Tensor, batch: int) -> torch.Tensor:
     """∂L/∂x = J_f(x)ᵀ ∂L/∂f(x), image by image in chunks of ``batch``: exact, because the frozen extractor
     (eval mode) maps each image alone; only one chunk's graph is alive at a time."""
-    grad = torch.empty_like(x)
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch].detach().requires_grad_(True)
+    def chunk_gradient(chunk: torch.Tensor, chunk_feature_grad: torch.Tensor) -> torch.Tensor:
+        chunk = chunk.detach().requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(extractor(chunk), chunk, grad_outputs=feature_grad[start : start + batch])
-        grad[start : start + batch] = g
-    return grad
+            (g,) = torch.autograd.grad(extractor(chunk), chunk, grad_outputs=chunk_feature_grad)
+        return g
+
+    return chunked(chunk_gradient, x, feature_grad, size=batch) if len(x) else torch.empty_like(x)
 
 
 def loss_and_input_gradient(extractor: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -105,7 +106,7 @@ def loss_and_input_gradient(extractor: Callable[[torch.Tensor], torch.Tensor], x
     matching), with memory bounded by ``batch`` images: f(x) without a graph (chunked), the loss's gradient
     w.r.t. the features, then :func:`input_gradient`. The extra forward is the price of the bound."""
     with torch.no_grad():
-        features = torch.cat([extractor(x[i : i + batch]) for i in range(0, len(x), batch)])
+        features = chunked(extractor, x, size=batch)
     loss, feature_grad = feature_loss_gradient(loss_of, features)
     return loss, input_gradient(extractor, x, feature_grad, batch)
 
@@ -113,5 +114,4 @@ def loss_and_input_gradient(extractor: Callable[[torch.Tensor], torch.Tensor], x
 def chunked_features(extractor: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
     """f(x) without a graph, ``batch`` images at a time."""
     with torch.no_grad():
-        chunks = [extractor(x[i : i + batch]) for i in range(0, len(x), batch)]
-    return torch.cat(chunks) if chunks else x.new_empty((0,))
+        return chunked(extractor, x, size=batch)

@@ -23,7 +23,7 @@ import torch
 
 from attacks._common import GradientResidual, initial_poisons
 from attacks._gradpc import GradPCConfig, gradpc_target, target_diagnostics, target_distance_ratio
-from benchmark.api import DownstreamAttackContext, check_range
+from benchmark.api import DownstreamAttackContext, check_range, fit
 from benchmark.probe import LinearHead, fit_linear_head, head_accuracy, stratified_split
 
 ZETA_CONSTRAINTS = ("clean_box", "none")
@@ -65,17 +65,20 @@ def solve_feature_gc(residual: GradientResidual, zeta: torch.Tensor, labels: tor
     """GC on the poison features from ``zeta``: (ζ, residual norm before every step and at the end)."""
     zeta = zeta.detach().clone().requires_grad_(True)
     optimizer, schedule = cosine_adam([zeta], lr, steps)
-    trajectory = []
-    for _ in range(steps):
+    trajectory: list[float] = []
+
+    def squared_residual(_: int) -> torch.Tensor:
         loss = residual.squared(zeta, labels)
         trajectory.append(loss.detach().clamp_min(0).sqrt().item())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return loss
+
+    def decay_and_project(_: int) -> None:
         schedule.step()
         if box is not None:
             with torch.no_grad():
                 zeta.copy_(torch.minimum(torch.maximum(zeta, box[0]), box[1]))
+
+    fit(optimizer, range(steps), squared_residual, after_step=decay_and_project)
     zeta = zeta.detach()
     trajectory.append(residual.norm(zeta, labels))
     return zeta, trajectory
@@ -90,16 +93,16 @@ def feature_space_gc(features: torch.Tensor, labels: torch.Tensor, target: Linea
     every step)."""
     features = features.detach().float()
     labels = labels.to(features.device)
-    base, poison_labels_ = initial_poisons(labels, budget, num_classes, generator, poison_labels=poison_labels)
+    base, zeta_labels = initial_poisons(labels, budget, num_classes, generator, poison_labels=poison_labels)
     idx = base.to(features.device)
     residual = GradientResidual(target, features, labels, len(base), l2)
-    zeta, trajectory = solve_feature_gc(residual, features[idx], poison_labels_, steps=steps, lr=lr,
+    zeta, trajectory = solve_feature_gc(residual, features[idx], zeta_labels, steps=steps, lr=lr,
                                         box=clean_feature_box(features) if box else None)
     clean_norm = features.norm(dim=1).mean().clamp_min(1e-12)
     diagnostics = {**schedule_diagnostics(trajectory, attained_ratio),
                    "zeta_norm_ratio": (zeta.norm(dim=1).mean() / clean_norm).item() if len(zeta) else 0.0,
                    "zeta_in_clean_box": float(box)}
-    return zeta, poison_labels_, base, diagnostics
+    return zeta, zeta_labels, base, diagnostics
 
 
 def attainable_target(config: GradPCConfig, features: torch.Tensor, labels: torch.Tensor, num_classes: int,

@@ -30,6 +30,7 @@ from benchmark.api import (
     PretrainAttackContext,
     PretrainAvailabilityAttack,
     check_range,
+    fit,
     register_attack,
 )
 from benchmark.augment import build_augmentation, place_augmentation
@@ -192,13 +193,10 @@ class _Generation:
 
     def _model_steps(self, state: _State, batches: torch.Tensor) -> None:
         state.model.train()
-        for idx in batches:  # rows of a device tensor: no host sync per step
-            x = self.current(idx, state.delta)
-            loss = contrastive_loss(state.model, self.augment, x, dual_branch=False, device=self.device)
-            state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            state.optimizer.step()
-            state.model.after_step()
+        fit(state.optimizer, batches,  # rows of a device tensor: no host sync per step
+            lambda idx: contrastive_loss(state.model, self.augment, self.current(idx, state.delta), dual_branch=False,
+                                         device=self.device),
+            after_step=lambda _: state.model.after_step())
 
     def _noise_steps(self, state: _State, batches: torch.Tensor) -> None:
         buffers = {k: v.clone() for k, v in state.model.named_buffers()}  # frozen: no BN-stat/queue drift

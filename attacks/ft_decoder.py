@@ -24,7 +24,16 @@ from torch import nn
 
 from attacks._common import project_images
 from attacks._feature_gc import FeatureGCConfig, feature_targeted_poison
-from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, check_range, register_attack
+from benchmark.api import (
+    DownstreamAttack,
+    DownstreamAttackContext,
+    DownstreamPoison,
+    check_range,
+    epoch_batches,
+    fit,
+    register_attack,
+    shuffled_batches,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,14 +97,9 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, cfg: FTDecoderCo
     with torch.no_grad():  # start at (about) the mean image, not at a sigmoid that collapses to black
         decoder.bias.copy_(torch.logit(images[tr].mean(0).clamp(1e-3, 1 - 1e-3)))
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.decoder_lr)
-    for _ in range(cfg.decoder_epochs):
-        perm = tr[torch.randperm(len(tr), generator=gen).to(features.device)]
-        for start in range(0, len(perm), cfg.decoder_batch_size):
-            idx = perm[start : start + cfg.decoder_batch_size]
-            loss = F.mse_loss(decoder(features[idx]), images[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    batches = epoch_batches(cfg.decoder_epochs, lambda _: [tr[i] for i in shuffled_batches(
+        len(tr), cfg.decoder_batch_size, gen, device=features.device)])
+    fit(optimizer, batches, lambda idx: F.mse_loss(decoder(features[idx]), images[idx]))
     with torch.no_grad():
         mse = F.mse_loss(decoder(features[val]), images[val])
         constant = F.mse_loss(images[tr].mean(0, keepdim=True).expand_as(images[val]), images[val])

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from attacks._common import initial_poisons
 from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, MethodConfig, register_attack
 
 
@@ -30,8 +29,6 @@ class LabelFlip(DownstreamAttack):
     citation = "Biggio et al., Poisoning Attacks against Support Vector Machines, ICML 2012 (baseline)"
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
-        n, k = len(ctx.train_labels), ctx.num_classes
-        base = torch.randperm(n, generator=ctx.generator)[: ctx.budget]
-        shift = torch.randint(1, k, (len(base),), generator=ctx.generator)
-        labels = (ctx.train_labels[base] + shift) % k
+        base, labels = initial_poisons(ctx.train_labels, ctx.budget, ctx.num_classes, ctx.generator,
+                                       poison_labels="flipped")
         return DownstreamPoison(images=ctx.train_images[base].clone(), labels=labels, base_indices=base)

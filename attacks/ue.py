@@ -35,6 +35,8 @@ from benchmark.api import (
     PretrainAttackContext,
     PretrainAvailabilityAttack,
     check_range,
+    chunked,
+    fit,
     register_attack,
 )
 from benchmark.backbones import create_backbone, is_known_backbone
@@ -147,11 +149,8 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
         rounds, error = 0, poison_error()
         while rounds < cfg.max_rounds and error >= cfg.stop_error:
             poison_f = ctx.extractor.features(noise.images())
-            for _ in range(cfg.model_steps):
-                loss = F.cross_entropy(head(torch.cat([clean_f, poison_f])), torch.cat([clean_y, poison_y]))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            fit(optimizer, range(cfg.model_steps),  # full-batch steps on clean ∪ poisoned features
+                lambda _: F.cross_entropy(head(torch.cat([clean_f, poison_f])), torch.cat([clean_y, poison_y])))  # noqa: B023
             head.requires_grad_(False)
             noise.descend(lambda x, idx: F.cross_entropy(head(ctx.extractor(x)), poison_y[idx]), all_idx,
                           cfg.pgd_steps, step, batch=ctx.extractor.batch_size)
@@ -177,12 +176,9 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
         rounds, error = 0, 1.0
         while rounds < cfg.max_rounds and error >= cfg.stop_error:
             model.train()
-            for _ in range(cfg.model_steps):
-                idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=ctx.generator).to(dev)
-                loss = F.cross_entropy(model(noise.images(idx).detach()), labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            batches = (torch.randint(0, n, (min(cfg.batch_size, n),), generator=ctx.generator).to(dev)
+                       for _ in range(cfg.model_steps))  # drawn step by step, with replacement
+            fit(optimizer, batches, lambda idx: F.cross_entropy(model(noise.images(idx).detach()), labels[idx]))
             model.eval()
             model.requires_grad_(False)
             for start in range(0, n, cfg.batch_size):
@@ -211,8 +207,6 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
     @torch.no_grad()
     def _error(model: nn.Module, noise: _Noise, labels: torch.Tensor, batch: int) -> float:
         model.eval()
-        wrong = 0
-        for start in range(0, len(labels), batch):
-            idx = torch.arange(start, min(start + batch, len(labels)), device=labels.device)
-            wrong += (model(noise.images(idx)).argmax(1) != labels[idx]).sum().item()
-        return wrong / max(1, len(labels))
+        every = torch.arange(len(labels), device=labels.device)
+        wrong = chunked(lambda idx: model(noise.images(idx)).argmax(1) != labels[idx], every, size=batch)
+        return int(wrong.sum().item()) / max(1, len(labels))

@@ -34,6 +34,12 @@ from torch import nn
 
 from benchmark.registry import Registry
 
+# the one training loop and chunked map, for plugins too (re-exported)
+from benchmark.training import chunked as chunked
+from benchmark.training import epoch_batches as epoch_batches
+from benchmark.training import fit as fit
+from benchmark.training import shuffled_batches as shuffled_batches
+
 TRACKS: tuple[str, ...] = ("downstream", "pretrain-availability", "pretrain-targeted")
 Track = Literal["downstream", "pretrain-availability", "pretrain-targeted"]
 DefenseStage = Literal["data", "sanitise", "training", "posthoc"]
@@ -182,9 +188,9 @@ class FeatureExtractorView:
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Features of ``images`` (any device), computed in batches; returned on ``self.device``."""
-        chunks = [self.module(images[i : i + self.batch_size].to(self.device))
-                  for i in range(0, len(images), self.batch_size)]
-        return torch.cat(chunks) if chunks else torch.empty(0, self.feature_dim, device=self.device)
+        if not len(images):
+            return torch.empty(0, self.feature_dim, device=self.device)
+        return chunked(lambda part: self.module(part.to(self.device)), images, size=self.batch_size)
 
 
 @dataclass(frozen=True)

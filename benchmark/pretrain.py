@@ -20,7 +20,8 @@ from benchmark.api import MethodConfig, check_range, config_problems
 from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
 from benchmark.backbones import create_backbone, is_known_backbone
 from benchmark.ssl import SSL_METHODS, SSLMethod, create_ssl_method
-from benchmark.utils import fast_layout, fast_path, progress, seed_everything
+from benchmark.training import chunked, epoch_batches, fit
+from benchmark.utils import fast_layout, fast_path, seed_everything
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,40 +168,40 @@ def train_ssl(recipe: SSLRecipe, images: torch.Tensor, *, seed: int, device: tor
             return indexed[group](x, idx)
         return hooks.batch_transform(x) if hooks.batch_transform is not None else x
 
-    model.train()
-    step = 0
-    for _ in progress(range(n_epochs), desc=desc, total=n_epochs):
+    def epoch(_: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         order = torch.randperm(total_n, generator=generator)
         if extra is None:
             order = order.to(device)
+            return [(order[b * batch : (b + 1) * batch], None) for b in range(steps_per_epoch)]
+        return list(_split_batches(order, n, batch, steps_per_epoch, device))
+
+    def set_lr(step: int) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, total, warmup, recipe.lr)
+
+    def loss(indices: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+        clean_idx, extra_idx = indices
+        if extra_idx is None:
+            x = transform(data[clean_idx], clean_idx, 0)
+            groups = [x]
         else:
-            split_batches = _split_batches(order, n, batch, steps_per_epoch, device)
-        for b in range(steps_per_epoch):
-            if extra is None:
-                idx = order[b * batch : (b + 1) * batch]
-                x = transform(data[idx], idx, 0)
-                groups = [x]
+            assert extra is not None  # batches with extra indices exist only with extra images
+            x = transform(data[clean_idx], clean_idx, 0) if len(clean_idx) else data[clean_idx]
+            groups = [g for g in (x, transform(extra[extra_idx], extra_idx, 1) if len(extra_idx) else None)
+                      if g is not None and len(g)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            if len(groups) == 1:
+                v1, v2 = augment(groups[0]), augment(groups[0])
             else:
-                clean_idx, extra_idx = split_batches[b]
-                x = transform(data[clean_idx], clean_idx, 0) if len(clean_idx) else data[clean_idx]
-                groups = [g for g in (x, transform(extra[extra_idx], extra_idx, 1) if len(extra_idx) else None)
-                          if g is not None and len(g)]
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total, warmup, recipe.lr)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                if len(groups) == 1:
-                    v1, v2 = augment(groups[0]), augment(groups[0])
-                else:
-                    v1 = torch.cat([augment(g) for g in groups])
-                    v2 = torch.cat([augment(g) for g in groups])
-                if cuda:
-                    v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-                loss = hooks.loss_fn(model, x, v1, v2) if hooks.loss_fn else model.loss(v1, v2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            model.after_step()
-            step += 1
+                v1 = torch.cat([augment(g) for g in groups])
+                v2 = torch.cat([augment(g) for g in groups])
+            if cuda:
+                v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+            return hooks.loss_fn(model, x, v1, v2) if hooks.loss_fn else model.loss(v1, v2)
+
+    model.train()
+    fit(optimizer, epoch_batches(n_epochs, epoch, desc=desc), loss, before_step=set_lr,
+        after_step=lambda _: model.after_step())
     model.eval()
     return model
 
@@ -263,11 +264,12 @@ class FeatureExtractor(nn.Module):
 @torch.no_grad()
 def backbone_features(backbone: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
     backbone.eval()
-    out = []
-    for i in range(0, len(images), batch):
+
+    def features(chunk: torch.Tensor) -> torch.Tensor:
         with fast_path(device):
-            out.append(backbone(fast_layout(images[i : i + batch].to(device, non_blocking=True), device)).float())
-    return torch.cat(out)
+            return backbone(fast_layout(chunk.to(device, non_blocking=True), device)).float()
+
+    return chunked(features, images, size=batch)
 
 
 def make_extractor(backbone: nn.Module, pretrain_images: torch.Tensor, device: torch.device) -> FeatureExtractor:

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.utils import fast_layout, fast_path, progress, seed_everything
+from benchmark.training import epoch_batches, fit, shuffled_batches
+from benchmark.utils import fast_layout, fast_path, seed_everything
 
 
 @dataclass(frozen=True)
@@ -120,15 +121,13 @@ def train_sgd_probe(extractor: nn.Module, images: torch.Tensor, labels: torch.Te
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     data, targets = images.to(device), labels.to(device)
     generator = torch.Generator().manual_seed(seed)
-    for _ in progress(range(config.epochs), desc=desc, total=config.epochs):
-        order = torch.randperm(len(data), generator=generator).to(device)
-        for start in range(0, len(data), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            with torch.no_grad(), fast_path(device):
-                feats = extractor(fast_layout(augment(data[idx]), device)).float()
-            loss = F.cross_entropy(layer(feats), targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
+
+    def loss(idx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), fast_path(device):
+            feats = extractor(fast_layout(augment(data[idx]), device)).float()
+        return F.cross_entropy(layer(feats), targets[idx])
+
+    batches = epoch_batches(config.epochs, lambda _: shuffled_batches(len(data), config.batch_size, generator, device=device),
+                            after_epoch=lambda _: scheduler.step(), desc=desc)
+    fit(optimizer, batches, loss)
     return LinearHead(layer.weight.detach(), layer.bias.detach())

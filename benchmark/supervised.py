@@ -4,7 +4,6 @@ process: one builder for both)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import kornia.augmentation as K
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from benchmark.backbones import create_backbone
+from benchmark.training import epoch_batches, fit, shuffled_batches
 from benchmark.utils import fast_layout, fast_path, seed_everything
 
 
@@ -48,15 +48,11 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     data, targets = images.to(device), labels.to(device)
     gen = torch.Generator().manual_seed(seed)
-    steps = max(1, math.ceil(len(data) / batch_size))
-    for _ in range(epochs):
-        order = torch.randperm(len(data), generator=gen).to(device)
-        for b in range(steps):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            with fast_path(device):
-                logits = model(fast_layout(crop(data[idx]), device))
-            loss = nn.functional.cross_entropy(logits.float(), targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+
+    def loss(idx: torch.Tensor) -> torch.Tensor:
+        with fast_path(device):
+            logits = model(fast_layout(crop(data[idx]), device))
+        return nn.functional.cross_entropy(logits.float(), targets[idx])
+
+    fit(optimizer, epoch_batches(epochs, lambda _: shuffled_batches(len(data), batch_size, gen, device=device)), loss)
     return model.eval()

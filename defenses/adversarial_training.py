@@ -25,7 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import Defense, DefenseContext, FeatureExtractorView, HeadSpec, MethodConfig, check_range, register_defense
+from benchmark.api import (
+    Defense,
+    DefenseContext,
+    FeatureExtractorView,
+    HeadSpec,
+    MethodConfig,
+    check_range,
+    epoch_batches,
+    fit,
+    register_defense,
+    shuffled_batches,
+)
 from benchmark.pretrain import SSLTrainingHooks
 from benchmark.probe import LinearHead
 from benchmark.utils import fast_layout, fast_path
@@ -91,12 +102,6 @@ def _attack_generator(ctx: DefenseContext) -> torch.Generator:
     return device_generator(ctx.device, int(ctx.seed) ^ 0x5EED)
 
 
-def _batches(n: int, batch: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-    """One epoch's batches of indices, drawn from ``generator`` (CPU) and moved to ``device`` once."""
-    order = torch.randperm(n, generator=generator).to(device)
-    return [order[i : i + batch] for i in range(0, n, batch)]
-
-
 @register_defense
 class AdversarialTraining(Defense):
     id = "adversarial_training"
@@ -118,19 +123,19 @@ class AdversarialTraining(Defense):
         optimizer = torch.optim.Adam(layer.parameters(), lr=cfg.lr)
         data, targets = images.to(device), labels.to(device)
         attack_generator = _attack_generator(ctx)  # batch order alone comes from ctx.generator
-        for _ in range(cfg.epochs):
-            for idx in _batches(len(data), cfg.batch_size, ctx.generator, device):
-                x, y = data[idx], targets[idx]
-                w, b = layer.weight.detach(), layer.bias.detach()
-                if cfg.epsilon > 0:
-                    x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,  # noqa: B023 (used now)
-                            epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
-                with torch.no_grad():
-                    feats = _fast(extractor, x, device)
-                loss = F.cross_entropy(layer(feats), y) + 0.5 * head.l2 * layer.weight.pow(2).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:  # the step: the head's loss on PGD examples of the batch
+            x, y = data[idx], targets[idx]
+            w, b = layer.weight.detach(), layer.bias.detach()
+            if cfg.epsilon > 0:
+                x = pgd(lambda z: F.cross_entropy(_fast(extractor, z, device) @ w.T + b, y), x,
+                        epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
+            with torch.no_grad():
+                feats = _fast(extractor, x, device)
+            return F.cross_entropy(layer(feats), y) + 0.5 * head.l2 * layer.weight.pow(2).sum()
+
+        fit(optimizer, epoch_batches(cfg.epochs, lambda _: shuffled_batches(len(data), cfg.batch_size, ctx.generator,
+                                                                             device=device)), loss)
         return LinearHead(layer.weight.detach().clone(), layer.bias.detach().clone())
 
     def fit_supervised(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: DefenseContext,
@@ -140,18 +145,18 @@ class AdversarialTraining(Defense):
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.supervised_lr)
         data, targets = images.to(device), labels.to(device)
         attack_generator = _attack_generator(ctx)
-        for _ in range(cfg.supervised_epochs):
-            for idx in _batches(len(data), cfg.batch_size, ctx.generator, device):
-                x, y = data[idx], targets[idx]
-                if cfg.epsilon > 0:
-                    model.eval()  # the attack sees the model as it will be evaluated (BN running stats)
-                    x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,  # noqa: B023
-                            step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
-                model.train()
-                loss = F.cross_entropy(_fast(model, x, device), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:  # the step: the model's loss on PGD examples of the batch
+            x, y = data[idx], targets[idx]
+            if cfg.epsilon > 0:
+                model.eval()  # the attack sees the model as it will be evaluated (BN running stats)
+                x = pgd(lambda z: F.cross_entropy(_fast(model, z, device), y), x, epsilon=cfg.epsilon,
+                        step_size=cfg.step_size, steps=cfg.steps, generator=attack_generator)
+            model.train()
+            return F.cross_entropy(_fast(model, x, device), y)
+
+        fit(optimizer, epoch_batches(cfg.supervised_epochs, lambda _: shuffled_batches(
+            len(data), cfg.batch_size, ctx.generator, device=device)), loss)
         return model.eval()
 
     # ------------------------------------------------------------------------------------ pre-training

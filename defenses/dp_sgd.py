@@ -18,7 +18,7 @@ against ``reference_settings`` (σ = 0, C = 10⁶: the same Opacus training with
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,7 +27,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmark.api import Defense, DefenseContext, FeatureExtractorView, HeadSpec, MethodConfig, register_defense
+from benchmark.api import (
+    Defense,
+    DefenseContext,
+    FeatureExtractorView,
+    HeadSpec,
+    MethodConfig,
+    epoch_batches,
+    fit,
+    register_defense,
+)
 from benchmark.pretrain import SSLTrainingHooks, make_optimizer
 from benchmark.probe import LinearHead
 
@@ -148,14 +157,10 @@ class DPSGD(Defense):
                device: torch.device) -> None:
         """Cross-entropy epochs over Opacus's Poisson-sampled loader (an empty batch is possible); the
         data stay on the CPU and each batch moves to ``device``, where the model and the noise are."""
-        for _ in range(epochs):
-            for x, y in loader:
-                if len(x) == 0:
-                    continue
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(module(x), y).backward()
-                optimizer.step()
+        def batches(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            return ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader if len(x))
+
+        fit(optimizer, epoch_batches(epochs, batches), lambda batch: F.cross_entropy(module(batch[0]), batch[1]))
 
     def fit_head(self, extractor: FeatureExtractorView, images: torch.Tensor, labels: torch.Tensor,
                  head: HeadSpec, ctx: DefenseContext, features: torch.Tensor | None = None) -> LinearHead:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import Defense, DefenseContext, MethodConfig, check_range, register_defense
+from benchmark.api import Defense, DefenseContext, MethodConfig, check_range, epoch_batches, fit, register_defense, shuffled_batches
 from benchmark.pretrain import FeatureExtractor, make_extractor
 from benchmark.utils import fast_layout, fast_path
 
@@ -88,17 +88,14 @@ class Finetune(Defense):
         augment = _augment(cfg.crop_scale_min, x_all.shape[-1]).to(device)
         torch.manual_seed(int(ctx.seed))  # kornia draws from the global generator
         backbone.train()
-        for _ in range(cfg.epochs):
-            order = torch.randperm(len(x_all), generator=ctx.generator).to(device)
-            for start in range(0, len(x_all), cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                with fast_path(device):
-                    feats = backbone(fast_layout(augment(x_all[idx]).clamp(0, 1), device))
-                loss = F.cross_entropy(head(feats.float()), y_all[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            with fast_path(device):
+                feats = backbone(fast_layout(augment(x_all[idx]).clamp(0, 1), device))
+            return F.cross_entropy(head(feats.float()), y_all[idx])
+
+        # batches of fewer than two samples are left out: BatchNorm needs two
+        fit(optimizer, epoch_batches(cfg.epochs, lambda _: shuffled_batches(len(x_all), cfg.batch_size, ctx.generator,
+                                                                             device=device, min_size=2)), loss)
         backbone.eval().requires_grad_(False)
         return make_extractor(backbone, x_all, device)

@@ -793,7 +793,8 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                     continue
                 _, what = HEADLINE_METRICS[track]
                 headers = ["attack", "mean ± spread", "won"] + HEADLINE_EXTRA_COLUMNS.get(track, ((), []))[1] + ["diagnostics"]
-                blocks += [("p", f"**{track}** — {what}; {BUDGET_MEANING[track]}:"),
+                encoders = ", ".join(f"`{e}`" for e in sorted(set(tdf["encoder"])))
+                blocks += [("p", f"**{track}** (encoders {encoders}) — {what}; {BUDGET_MEANING[track]}:"),
                            ("table", (headers, attacks))]
                 for note in ([upper_bound_note(tdf), unattained_note(tdf)] if track == "downstream" else []):
                     if note:

@@ -17,7 +17,8 @@ FORBIDDEN = ("benchmark.runner", "benchmark.cache", "benchmark.__main__", "bench
 # The allowed direction of imports between the engine's modules, lowest layer first: a module may import
 # its own layer and the layers below it, never one above (an allow-list: a new module must be placed here).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("benchmark", "benchmark.utils", "benchmark.registry", "benchmark.codec", "leaderboard", "leaderboard.schema"),
+    ("benchmark", "benchmark.utils", "benchmark.training", "benchmark.registry", "benchmark.codec", "leaderboard",
+     "leaderboard.schema"),
     ("benchmark.api",),  # the plugin API
     ("benchmark.data", "benchmark.augment", "benchmark.backbones", "benchmark.ssl", "benchmark.ssl.base",
      "benchmark.ssl.simclr", "benchmark.ssl.mocov2", "benchmark.ssl.byol", "benchmark.pretrain", "benchmark.probe",

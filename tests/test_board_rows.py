@@ -78,8 +78,14 @@ def test_each_published_number_sits_beside_its_own_metric() -> None:
     assert "`gc` drop 29.5 (SSL method not stated)" in published_headline("downstream", {"gc"})
     records, _ = load_records(Path("leaderboard/results"))
     df = _rows(records)
-    tables = [payload[0] for kind, payload in headline_blocks(df[df["track"] == "pretrain-availability"]) if kind == "table"]
+    blocks = headline_blocks(df[df["track"] == "pretrain-availability"])
+    tables = [payload[0] for kind, payload in blocks if kind == "table"]
     assert any("probe=clean drop (the published protocol)" in headers for headers in tables)
+    # each track's headline names the encoders it was measured on (a tier may run a track on some only)
+    cpu = df[(df["track"] == "pretrain-availability") & (df["tier"] == "cpu")]
+    named = [text for kind, text in headline_blocks(cpu) if kind == "p" and text.startswith("**pretrain-availability**")]
+    assert named == [n for n in named if "(encoders " + ", ".join(f"`{e}`" for e in sorted(set(cpu["encoder"]))) + ")" in n]
+    assert named
     _, rows = published_blocks(df)
     imagenet = [row for row in rows if "ImageNet-100" in row[6]]
     assert imagenet and all("does not run imagenet100" in row[5] for row in imagenet)

@@ -30,6 +30,7 @@ from benchmark.tracks.common import (
     recipe_of,
     resolve_l2,
 )
+from benchmark.training import chunked
 from benchmark.utils import config_hash, derive_seed
 from benchmark.validation import validate_kept
 
@@ -195,7 +196,7 @@ def diagnostics_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
 @torch.no_grad()
 def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
     model.eval()
-    preds = torch.cat([model(images[i : i + 1024].to(device)).argmax(1).cpu() for i in range(0, len(images), 1024)])
+    preds = chunked(lambda part: model(part.to(device)).argmax(1).cpu(), images, size=1024)
     return float((preds == labels.cpu()).float().mean())
 
 

@@ -14,6 +14,7 @@ from benchmark.data import ImageDataset, load_dataset
 from benchmark.plugins import catalogue
 from benchmark.pretrain import FeatureExtractor, SSLRecipe, extractor_from_tensors, extractor_tensors, make_extractor, train_ssl
 from benchmark.probe import fit_linear_head, head_accuracy, select_l2
+from benchmark.training import chunked
 from benchmark.utils import config_hash, fast_layout, fast_path
 from benchmark.workers import STATS, call_plugin
 
@@ -218,8 +219,7 @@ def random_init_extractor(env: RunEnv, encoder: Mapping[str, Any], images: torch
 def cached_features(env: RunEnv, key: Mapping[str, Any], extractor: FeatureExtractor, images: torch.Tensor) -> torch.Tensor:
     def build() -> TensorDict:
         with torch.no_grad(), fast_path(env.device):
-            feats = torch.cat([extractor(fast_layout(images[i : i + 1024].to(env.device), env.device)).float()
-                               for i in range(0, len(images), 1024)])
+            feats = chunked(lambda part: extractor(fast_layout(part.to(env.device), env.device)).float(), images, size=1024)
         return {"features": feats}
 
     return env.cache.get_or_build("features", key, build)["features"].to(env.device)

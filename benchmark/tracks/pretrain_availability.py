@@ -3,7 +3,7 @@ Unsupervised Contrastive Learning", ICLR 2023): the attacker perturbs a fraction
 pre-training images within an ℓ∞ ball ε; the victim pre-trains the same SSL recipe from scratch on them;
 the metric is the linear-probe accuracy drop against the clean encoder.
 
-Two probe protocols (REFERENCE §6): ``probe=clean`` (the published one: the head is trained on the clean
+Two probe protocols: ``probe=clean`` (the published one: the head is trained on the clean
 labeled training set) gives ``poisoned_accuracy`` / ``accuracy_drop``; ``probe=poisoned`` (the head is
 trained on the poisoned images' features, for a victim who uses the released data end to end) gives
 ``*_poisoned_probe``. With ``victim.supervised_eval`` a supervised CNN (the same backbone + a linear

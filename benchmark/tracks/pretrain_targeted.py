@@ -19,7 +19,7 @@ augmented views of them: ``attack_success_rate_augmented``), the same targets on
 ``target_probability`` (mean softmax probability of the target class on the targets, poisoned victim's
 probe), ``target_probability_no_attack`` (clean encoder's probe, same targets) and their difference
 ``target_probability_gain``: ASR moves in steps of 1/targets and rarely moves at CPU scale, the
-probability shows the pull (REFERENCE §6). A well-fitted probe puts ≈ 0.001 on a wrong class, so the
+probability shows the pull. A well-fitted probe puts ≈ 0.001 on a wrong class, so the
 probability saturates: ``target_margin`` (target-class logit minus the largest other logit; ASR counts
 margins > 0), its ``_no_attack`` value and ``target_margin_gain`` (logits) measure the pull before any
 target crosses, and ``targets_pulled`` is the fraction of targets whose margin rose (the decoy control
