@@ -41,7 +41,7 @@ FILTER_NOTE = ("The tier and track filters apply to the headlines, the figures (
                "table of every cell; the scenario, attack and defense filters apply to the table of every cell only: "
                "each headline row pools its tier's and track's cells over every scenario, and the headline tables list "
                "the attacks and the defenses side by side.")
-TRACK_LINE = re.compile(r"\*\*([a-z-]+)\*\* — ")
+TRACK_LINE = re.compile(r"\*\*([a-z-]+)\*\*(?: \([^)]*\))? — ")  # "**track** (encoders …) — "
 
 SCRIPT = """
 function cellValue(row, i) {

@@ -19,7 +19,8 @@ import attacks.cp as cp_module
 from benchmark.api import DefenseContext, DirectoryCheckpoints, PretrainAttackContext
 from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
 from benchmark.pretrain import SSLRecipe, SSLTrainingHooks, _split_batches, train_ssl
-from defenses.adversarial_training import _attack_generator, _batches, device_generator, pgd
+from benchmark.training import shuffled_batches
+from defenses.adversarial_training import _attack_generator, device_generator, pgd
 from defenses.matrix_completion import MatrixCompletion, MatrixCompletionConfig
 
 CPU = torch.device("cpu")
@@ -60,7 +61,7 @@ def test_pgd_start_comes_from_a_generator_on_the_data_device_with_the_cpu_stream
     assert _attack_generator(ctx).device == CPU
     assert torch.equal(torch.rand(4, generator=_attack_generator(ctx)),
                        torch.rand(4, generator=torch.Generator().manual_seed(3 ^ 0x5EED)))
-    batches = _batches(10, 4, torch.Generator().manual_seed(1), CPU)
+    batches = shuffled_batches(10, 4, torch.Generator().manual_seed(1), device=CPU)  # adversarial training's batches
     assert torch.equal(torch.cat(batches), torch.randperm(10, generator=torch.Generator().manual_seed(1)))
 
 
