@@ -6,8 +6,11 @@ from collections.abc import Callable
 
 import torch
 
-from benchmark.api import chunked
-from benchmark.probe import LinearHead, head_objective
+from benchmark.api import (
+    LinearHead,
+    chunked,
+    head_objective,
+)
 
 
 def choose_base(n: int, budget: int, generator: torch.Generator) -> torch.Tensor:

@@ -23,8 +23,15 @@ import torch
 
 from attacks._common import GradientResidual, initial_poisons
 from attacks._gradpc import GradPCConfig, gradpc_target, target_diagnostics, target_distance_ratio
-from benchmark.api import DownstreamAttackContext, check_range, fit
-from benchmark.probe import LinearHead, fit_linear_head, head_accuracy, stratified_split
+from benchmark.api import (
+    DownstreamAttackContext,
+    LinearHead,
+    check_range,
+    fit,
+    fit_linear_head,
+    head_accuracy,
+    stratified_split,
+)
 
 ZETA_CONSTRAINTS = ("clean_box", "none")
 Box = tuple[torch.Tensor, torch.Tensor]

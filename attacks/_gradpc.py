@@ -21,8 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from attacks._common import POISON_LABELS
-from benchmark.api import MethodConfig, check_range
-from benchmark.probe import LinearHead, head_accuracy
+from benchmark.api import (
+    LinearHead,
+    MethodConfig,
+    check_range,
+    head_accuracy,
+)
 
 
 def gradpc_target(features: torch.Tensor, labels: torch.Tensor, clean: LinearHead, *, epsilon_w: float,

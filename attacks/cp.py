@@ -18,25 +18,30 @@ every round is seeded by its index, so an interrupted run ends at the same δ as
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from benchmark.api import (
+    SSL_METHODS,
     AvailabilityPoison,
     CheckpointStore,
     MethodConfig,
     PretrainAttackContext,
     PretrainAvailabilityAttack,
+    SSLMethod,
+    SSLRecipe,
+    build_augmentation,
     check_range,
+    derive_seed,
     fit,
+    make_optimizer,
+    place_augmentation,
     register_attack,
+    seed_everything,
 )
-from benchmark.augment import build_augmentation, place_augmentation
-from benchmark.pretrain import SSLRecipe, make_optimizer
-from benchmark.ssl import SSL_METHODS, SSLMethod
-from benchmark.utils import derive_seed, seed_everything
 
 MODES = ("classwise", "samplewise")
 
@@ -263,6 +268,12 @@ def generate(ctx: PretrainAttackContext, config: CPConfig, indices: torch.Tensor
 @register_attack
 class ContrastivePoisoning(PretrainAvailabilityAttack):
     id = "cp"
+    # SSL image-epochs: every round, model batches over the images and noise batches × PGD steps over the
+    # perturbed ones (0 batches = one whole epoch); CP-S adds the rounds of the CP-C poison it starts from
+    cost: ClassVar[Mapping[str, Any]] = {"pretrain-availability": {"ssl_epochs": (
+        "(rounds + ((init_rounds or rounds) if mode == 'samplewise' and init_from == 'classwise' else 0))"
+        " * ((pretrain if model_steps == 0 else model_steps * min(batch_size or ssl_batch, pretrain))"
+        " + (n_poison if noise_batches == 0 else noise_batches * min(batch_size or ssl_batch, pretrain)) * pgd_steps)")}}
     Config = CPConfig
     paper_url = "https://arxiv.org/abs/2202.11202"
     citation = "He, Zha, Katabi, Indiscriminate Poisoning Attacks on Unsupervised Contrastive Learning, ICLR 2023"

@@ -16,7 +16,9 @@ the attack raises :class:`DecoderGateError` and the cell is an error, not a numb
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +112,8 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, cfg: FTDecoderCo
 @register_attack
 class FTDecoder(DownstreamAttack):
     id = "ft_decoder"
+    # a decoder trained on the clean features: ≈ half a backbone pass per image and epoch
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "decoder_epochs * train * 0.5"}}
     Config = FTDecoderConfig
     paper_url = "https://arxiv.org/abs/2402.12626"
     citation = ("Lu, Yang, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors, "

@@ -14,7 +14,9 @@ Diagnostics: ``feature_match_error`` = ‖f(x_p) − ζ‖_F / ‖ζ‖_F (and a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -62,6 +64,7 @@ def match_features(extractor: torch.nn.Module, zeta: torch.Tensor, base: torch.T
 @register_attack
 class FTFeatureMatching(DownstreamAttack):
     id = "ft_feature_matching"
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "match_steps * n_poison"}}  # pixels matched to ζ
     Config = FTFeatureMatchingConfig
     paper_url = "https://arxiv.org/abs/2402.12626"
     citation = ("Lu, Yang, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors, "

@@ -15,6 +15,9 @@ a target); the board marks a column where it falls below the best input-space at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from attacks._feature_gc import FeatureGCConfig, feature_targeted_poison
 from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, register_attack
 
@@ -22,6 +25,7 @@ from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamP
 @register_attack
 class FTFeatureSpace(DownstreamAttack):
     id = "ft_feature_space"
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {}}  # GradPC and GC in feature space: seconds, not counted
     space = "feature"
     Config = FeatureGCConfig
     paper_url = "https://arxiv.org/abs/2402.12626"

@@ -17,8 +17,9 @@ the projection onto the ℓ∞ ball around the base images. ``target_attained``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -43,6 +44,7 @@ class GCConfig(GradPCConfig):
 @register_attack
 class GradientCanceling(DownstreamAttack):
     id = "gc"
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "steps * n_poison"}}  # every step one pass over the poison set
     Config = GCConfig
     clip_pixels: ClassVar[bool] = True  # keep the poisons in [0, 1] (valid images)
     paper_url = "https://arxiv.org/abs/2303.03592"

@@ -10,7 +10,9 @@ input constraint.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from attacks._common import initial_poisons
 from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamPoison, MethodConfig, register_attack
@@ -24,6 +26,7 @@ class LabelFlipConfig(MethodConfig):
 @register_attack
 class LabelFlip(DownstreamAttack):
     id = "label_flip"
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {}}  # relabelled copies: no counted work
     Config = LabelFlipConfig
     paper_url = "https://arxiv.org/abs/1206.6389"
     citation = "Biggio et al., Poisoning Attacks against Support Vector Machines, ICML 2012 (baseline)"

@@ -24,13 +24,14 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.api import (
+    AugmentConfig,
     MethodConfig,
     PretrainAttackContext,
     PretrainTargetedAttack,
     TargetedPoison,
+    build_augmentation,
     register_attack,
 )
-from benchmark.augment import AugmentConfig, build_augmentation
 
 LAYOUTS = ("horizontal", "vertical")
 REFERENCES = ("target_class", "decoy")
@@ -129,6 +130,7 @@ def choose_targets(labels: torch.Tensor, excluded: set[int], n_targets: int, gen
 @register_attack
 class PoisonedEncoder(PretrainTargetedAttack):
     id = "poisoned_encoder"
+    cost: ClassVar[Mapping[str, Any]] = {"pretrain-targeted": {}}  # stitching images: no counted work
     Config = PoisonedEncoderConfig
     paper_url = "https://arxiv.org/abs/2205.06401"
     citation = "Liu, Jia, Gong, PoisonedEncoder: Poisoning the Unlabeled Pre-training Data in Contrastive Learning, USENIX Security 2022"

@@ -12,7 +12,9 @@ optimisation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -40,6 +42,7 @@ def uniform_like(x: torch.Tensor, low: float, high: float, generator: torch.Gene
 @register_attack
 class RandomNoise(DownstreamAttack, PretrainAvailabilityAttack):
     id = "random_noise"
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {}, "pretrain-availability": {}}  # one draw: no counted work
     recipe_fields = ()  # reads no part of the victim recipe: one poison for every recipe
     Config = RandomNoiseConfig
     paper_url = "https://arxiv.org/abs/2101.04898"

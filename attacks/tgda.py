@@ -17,8 +17,9 @@ the epochs: near 0, the game had levelled off); ``leader_loss_*`` follow the fol
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,10 @@ from benchmark.api import (
     DownstreamPoison,
     MethodConfig,
     check_range,
+    fit_linear_head,
+    head_objective,
     register_attack,
 )
-from benchmark.probe import fit_linear_head, head_objective
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +107,8 @@ def conjugate_gradient(hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
 @register_attack
 class TGDA(DownstreamAttack):
     id = "tgda"
+    # each leader step a total gradient (a double backward) through the poisons
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "2 * epochs * n_poison"}}
     Config = TGDAConfig
     paper_url = "https://arxiv.org/abs/2204.09092"
     citation = "Lu, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Neural Networks, TMLR 2022"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +36,11 @@ from benchmark.api import (
     PretrainAvailabilityAttack,
     check_range,
     chunked,
+    create_backbone,
     fit,
+    is_known_backbone,
     register_attack,
 )
-from benchmark.backbones import create_backbone, is_known_backbone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +115,10 @@ class _Noise:
 @register_attack
 class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
     id = "ue"
+    # downstream: PGD through the frozen encoder each round; pre-training: each round surrogate steps and PGD over
+    # the perturbed images (the surrogate is the recipe's backbone: one poison for every SSL method of it)
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "max_rounds * pgd_steps * n_poison"},
+            "pretrain-availability": {"passes": "max_rounds * (model_steps * batch_size + pgd_steps * n_poison)"}}
     recipe_fields = ("backbone", "cifar_stem", "norm")  # the surrogate's architecture only: shared across SSL methods
     Config = UEConfig
     paper_url = "https://arxiv.org/abs/2101.04898"

@@ -16,7 +16,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
-from benchmark.api import MethodConfig, check_range
+from benchmark.plugin_base import MethodConfig, check_range
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,14 +15,15 @@ a defense (a stage it does not have is left out; ``{}`` for a track = no work be
                            "repair": {"passes": "epochs * clean_size"}},     # a post-hoc repair
             "pretrain-availability": {"ssl_factor": "1 + ssl_steps",        # × the victim's SSL training
                                       "supervised_factor": "1 + steps",     # × the supervised victim's
-                                      "svds": "n_masks * epochs * n",        # its SVDs over pre-training
+                                      "svds": "n_masks * encoder_epochs * n",  # its SVDs over pre-training
                                       "supervised_svds": "n_masks * n"}}     # and over the supervised victim's
 
 Units: ``passes`` (a forward and backward of one image through the backbone; a forward alone is 1/3),
 ``svds`` (one masked-image reconstruction), ``ssl_epochs`` (SSL image-epochs of the cell's method).
 Names: every field of the method's resolved config, and ``n_poison`` (poisons added, images perturbed or
 injected), ``n`` (images the defense's stage handles), ``train``, ``test``, ``pretrain`` (set sizes),
-``ssl_batch`` and ``epochs`` (the encoder's batch size and SSL epochs). A class without ``cost`` inherits
+``ssl_batch`` and ``encoder_epochs`` (the encoder's batch size and SSL epochs; a config field of the same name
+as a size is shadowed by the size). A class without ``cost`` inherits
 its base class's, when that class is in the same module or imported from a module of this tree.
 """
 
@@ -151,7 +152,7 @@ def _eval(node: ast.expr, names: Mapping[str, Any], text: str) -> Any:
     if isinstance(node, ast.Name):
         if node.id not in names:
             raise CostModelError(f"cost expression {text!r} names {node.id!r}, which is neither a config field nor "
-                                 f"one of n_poison, n, train, test, pretrain, ssl_batch, epochs; {HOW}")
+                                 f"one of n_poison, n, train, test, pretrain, ssl_batch, encoder_epochs; {HOW}")
         return names[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         return _BINARY[type(node.op)](_eval(node.left, names, text), _eval(node.right, names, text))
@@ -194,8 +195,8 @@ def names_for(config: Mapping[str, Any], **sizes: float) -> dict[str, Any]:
     return {**{k: v for k, v in config.items() if isinstance(k, str)}, **sizes}
 
 
-def check_defense_track(declared: Mapping[str, Any], track: str, where: str) -> None:
-    allowed = DOWNSTREAM_STAGES if track == "downstream" else PRETRAIN_KEYS
+def check_defense_keys(declared: Mapping[str, Any], allowed: tuple[str, ...], track: str, where: str) -> None:
+    """A defense's declared cost entry for ``track`` names only the keys that track prices."""
     unknown = sorted(set(declared) - set(allowed))
     if unknown:
         raise CostModelError(f"{where}: unknown key(s) {unknown} for track {track}; allowed: {', '.join(allowed)}")

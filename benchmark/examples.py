@@ -10,18 +10,20 @@ the target beside an injected image for targeted ones. Downstream attacks get a 
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmark.api import AvailabilityPoison, DownstreamPoison, TargetedPoison, target_classes_of
 from benchmark.data import load_dataset
 from benchmark.plugins import catalogue
 from benchmark.pretrain import SSLRecipe, make_extractor, train_ssl
-from benchmark.suite import NO_ATTACK, MethodEntry, encoder_specs
-from benchmark.tracks.common import RunEnv, extractor_spec, plugin_call
-from benchmark.validation import poison_from_answer
+from benchmark.suite import encoder_specs
+from benchmark.tracks.base import NO_ATTACK, MethodEntry
+from benchmark.tracks.common import RunEnv
+from benchmark.tracks.info import track_info
 
 SHOWN = 4  # examples per attack
 
@@ -34,33 +36,14 @@ def _encoder(suite: Any, images: torch.Tensor) -> tuple[dict[str, Any], Any]:
 
 
 def _pairs(suite: Any, track: str, entry: Any, data: Any, extractor: Any, spec: dict[str, Any]) -> list[tuple[Any, Any, str]]:
-    """(clean image, poisoned image, caption) pairs from one attack's validated poison."""
-
+    """(clean image, poisoned image, caption) pairs from one attack's validated poison, drawn by the track's own
+    ``examples`` module (none: the track shows no examples)."""
+    info = track_info(track)
+    module = f"{info.package}.examples" if info is not None else ""
+    if not module or importlib.util.find_spec(module) is None:
+        return []
     env = RunEnv(cache=None, device=torch.device("cpu"), plugin_seconds=suite.plugin_seconds)
-    n = len(data.images)
-    if track == "downstream":
-        with torch.no_grad():
-            features = extractor(data.images)
-        context = {"extractor": extractor_spec(spec, extractor, data.images.shape[1]), "train_images": data.images,
-                   "train_labels": data.labels, "train_features": features, "num_classes": data.num_classes,
-                   "budget": SHOWN * 4, "input_epsilon": None, "l2": 1e-3}
-        poison = poison_from_answer(plugin_call(env, "craft", "attack", entry, {"track": track, "context": context}, rng_seed=0),
-                                    DownstreamPoison)
-        base = poison.base_indices if poison.base_indices is not None else torch.arange(len(poison.labels))
-        return [(data.images[b], poison.images[i], f"{int(data.labels[b])}→{int(poison.labels[i])}")
-                for i, b in enumerate(base[:SHOWN].tolist())]
-    budget = n if track == "pretrain-availability" else SHOWN * 2
-    context = {"images": data.images, "labels": data.labels, "num_classes": data.num_classes,
-               "epsilon": float(suite.tracks[track].get("epsilon", 8 / 255)) if track == "pretrain-availability" else 1.0,
-               "poison_fraction": budget / n, "budget": budget, "recipe": spec}
-    answer = plugin_call(env, "craft", "attack", entry, {"track": track, "context": context}, rng_seed=0)
-    if track == "pretrain-availability":
-        poison = poison_from_answer(answer, AvailabilityPoison)
-        return [(data.images[j], poison.images[i], "perturbed") for i, j in enumerate(poison.indices[:SHOWN].tolist())]
-    poison = poison_from_answer(answer, TargetedPoison)
-    classes = target_classes_of(poison)
-    return [(poison.target_images[i % len(classes)], poison.images[i], f"target→{int(classes[i % len(classes)])}")
-            for i in range(min(SHOWN, len(poison.images)))]
+    return list(importlib.import_module(module).pairs(suite, entry, data, extractor, spec, env, SHOWN))
 
 
 def write_examples(suite: Any, output: Path, *, n: int = 300) -> Path:

@@ -22,26 +22,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchmark.api import (
-    ATTACKS,
-    DEFENSES,
-    AvailabilityPoison,
-    Defense,
-    DefenseContext,
-    DownstreamAttackContext,
-    DownstreamPoison,
-    FeatureExtractorView,
-    HeadSpec,
-    PretrainAttackContext,
-    TargetedPoison,
-    config_problems,
-)
+from benchmark.api import ATTACKS, DEFENSES, Defense, DefenseContext, FeatureExtractorView, HeadSpec, config_problems
 from benchmark.codec import decode, encode
 from benchmark.pretrain import (
     FeatureExtractor,
     SSLRecipe,
     SSLTrainingHooks,
-    extractor_from_tensors,
+    extractor_from_spec,
     extractor_tensors,
     make_extractor,
     train_ssl,
@@ -137,7 +124,7 @@ def describe(request: Mapping[str, Any], channel: Channel) -> list[dict[str, Any
             if cls.__module__ != module:
                 continue
             entry = {"kind": kind, "id": name, "module": module, "citation": cls.citation, "paper_url": cls.paper_url,
-                     "source": inspect.getfile(cls), "tracks": list(cls.tracks() if kind == "attack" else cls.tracks),
+                     "source": inspect.getfile(cls), "tracks": list(cls.tracks() if kind == "attack" else cls.applies_to()),
                      "doc": (inspect.getdoc(cls) or "").split("\n")[0]}
             if kind == "attack":
                 fields = cls.recipe_fields
@@ -178,36 +165,16 @@ def _fingerprint(tensors: list[torch.Tensor]) -> str:
     return fingerprint(*tensors)
 
 
-def _extractor(spec: Mapping[str, Any], device: torch.device) -> FeatureExtractor:
-    return extractor_from_tensors(SSLRecipe(**spec["recipe"]), int(spec["in_chans"]), spec["tensors"], device)
-
-
 def craft(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     """Run an attack on the context the track grants; the poison as plain tensors, or the violations
     that make it unusable (wrong type, mutated inputs)."""
     attack = _plugin(request)
-    track, c, device = request["track"], request["context"], torch.device(request["device"])
+    device = torch.device(request["device"])
     generator = torch.Generator().manual_seed(int(request["rng_seed"]))
-    if track == "downstream":
-        extractor = _extractor(c["extractor"], device)
-        ctx: Any = DownstreamAttackContext(
-            extractor=FeatureExtractorView(extractor, extractor.feature_dim, device), train_images=c["train_images"],
-            train_labels=c["train_labels"], train_features=c["train_features"], num_classes=int(c["num_classes"]),
-            budget=int(c["budget"]), input_epsilon=c["input_epsilon"], head=HeadSpec(int(c["num_classes"]), float(c["l2"])),
-            generator=generator, device=device, cached=channel.cached)
-        given = [c["train_images"], c["train_labels"], c["train_features"], *extractor.state_dict().values()]
-        craft_fn, expected = attack.craft_downstream, DownstreamPoison
-    else:
-        ctx = PretrainAttackContext(
-            images=c["images"], labels=c["labels"], num_classes=int(c["num_classes"]), epsilon=float(c["epsilon"]),
-            poison_fraction=float(c["poison_fraction"]), budget=int(c["budget"]), ssl=SSLRecipe(**c["recipe"]),
-            generator=generator, device=device, checkpoints=BridgeCheckpoints(channel), cached=channel.cached,
-            target_pool_images=c.get("target_pool_images"), target_pool_labels=c.get("target_pool_labels"))
-        given = [c["images"], c["labels"], *(c[k] for k in ("target_pool_images", "target_pool_labels") if c.get(k) is not None)]
-        if track == "pretrain-availability":
-            craft_fn, expected = attack.craft_availability, AvailabilityPoison
-        else:
-            craft_fn, expected = attack.craft_targeted, TargetedPoison
+    base = type(attack).track_base(request["track"])  # the track's attack base builds its context
+    ctx, given = base.context_from(request["context"], generator=generator, device=device, cached=channel.cached,
+                                   checkpoints=BridgeCheckpoints(channel))
+    craft_fn, expected = getattr(attack, base.craft_method), base.poison_type
     before = _fingerprint(given)
     start = time.perf_counter()
     _reseed(request)
@@ -255,7 +222,7 @@ def keep_indices(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]
     defense, device = _plugin(request), torch.device(request["device"])
     view = None
     if request.get("extractor") is not None:
-        extractor = _extractor(request["extractor"], device)
+        extractor = extractor_from_spec(request["extractor"], device)
         view = FeatureExtractorView(extractor, extractor.feature_dim, device)
     dctx = _defense_context(request)
     _reseed(request)
@@ -265,7 +232,7 @@ def keep_indices(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]
 
 def fit_head(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     defense, device = _plugin(request), torch.device(request["device"])
-    extractor = _extractor(request["extractor"], device)
+    extractor = extractor_from_spec(request["extractor"], device)
     view = FeatureExtractorView(extractor, extractor.feature_dim, device)
     dctx = _defense_context(request)
     _reseed(request)
@@ -279,7 +246,7 @@ def _privacy(defense: Defense) -> dict[str, float]:
 
 def repair_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
     defense, device = _plugin(request), torch.device(request["device"])
-    extractor = _extractor(request["extractor"], device)
+    extractor = extractor_from_spec(request["extractor"], device)
     dctx = _defense_context(request)
     _reseed(request)
     repaired = _checked_extractor(defense, defense.repair_encoder(extractor, request["images"], request["labels"], dctx))

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmark.api import ATTACKS, DEFENSES
+from benchmark.plugin_base import ATTACKS, DEFENSES
 from benchmark.registry import Registry, UnknownNameError
 from benchmark.utils import canonical_json
 from benchmark.workers import PluginError, PluginTimeout, call_plugin

@@ -9,16 +9,16 @@ which :func:`train_ssl` seeds).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmark.api import MethodConfig, check_range, config_problems
 from benchmark.augment import AugmentConfig, build_augmentation, place_augmentation
 from benchmark.backbones import create_backbone, is_known_backbone
+from benchmark.plugin_base import MethodConfig, check_range, config_problems
 from benchmark.ssl import SSL_METHODS, SSLMethod, create_ssl_method
 from benchmark.training import chunked, epoch_batches, fit
 from benchmark.utils import fast_layout, fast_path, seed_everything
@@ -283,6 +283,11 @@ def extractor_from_tensors(recipe: SSLRecipe, in_chans: int, tensors: dict[str, 
     backbone = recipe.build_model(in_chans).backbone
     backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")})
     return FeatureExtractor(backbone, tensors["mean"], tensors["std"]).to(device)
+
+
+def extractor_from_spec(spec: Mapping[str, Any], device: torch.device) -> FeatureExtractor:
+    """The extractor a plugin process rebuilds from its plain description (``recipe``, ``in_chans``, ``tensors``)."""
+    return extractor_from_tensors(SSLRecipe(**spec["recipe"]), int(spec["in_chans"]), spec["tensors"], device)
 
 
 def extractor_tensors(extractor: FeatureExtractor) -> dict[str, torch.Tensor]:

@@ -19,13 +19,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from benchmark.tracks.info import track_info
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ENGINE_FILES = (
-    "benchmark/api.py", "benchmark/augment.py", "benchmark/backbones.py", "benchmark/cache.py", "benchmark/data.py",
-    "benchmark/plugin_host.py", "benchmark/pretrain.py", "benchmark/probe.py", "benchmark/runner.py",
-    "benchmark/utils.py", "benchmark/validation.py", "benchmark/workers.py", "benchmark/ssl/__init__.py",
-    "benchmark/ssl/simclr.py", "benchmark/ssl/mocov2.py", "benchmark/ssl/byol.py", "benchmark/tracks/__init__.py",
+    "benchmark/api.py", "benchmark/plugin_base.py", "benchmark/augment.py", "benchmark/backbones.py",
+    "benchmark/cache.py", "benchmark/data.py", "benchmark/plugin_host.py", "benchmark/pretrain.py",
+    "benchmark/probe.py", "benchmark/runner.py", "benchmark/utils.py", "benchmark/validation.py",
+    "benchmark/workers.py", "benchmark/ssl/__init__.py", "benchmark/ssl/simclr.py", "benchmark/ssl/mocov2.py",
+    "benchmark/ssl/byol.py", "benchmark/tracks/__init__.py", "benchmark/tracks/base.py",
     "benchmark/tracks/common.py", "benchmark/__init__.py", "benchmark/sandbox.py", "benchmark/plugins.py",
     "benchmark/registry.py", "benchmark/results.py", "benchmark/codec.py", "benchmark/supervised.py",
     "benchmark/ssl/base.py",
@@ -37,11 +40,6 @@ VERIFY_SECONDS = 300.0
 """The default time limit of ``leaderboard --check --base``: recorded compute seconds re-computed in CI (here,
 not in :mod:`benchmark.verify`, so that the CLI reads it without importing torch)."""
 
-TRACK_FILES: dict[str, tuple[str, ...]] = {
-    "downstream": ("benchmark/tracks/downstream.py",),
-    "pretrain-availability": ("benchmark/tracks/_pretrain.py", "benchmark/tracks/pretrain_availability.py"),
-    "pretrain-targeted": ("benchmark/tracks/_pretrain.py", "benchmark/tracks/pretrain_targeted.py"),
-}
 
 
 def relative(path: str | Path) -> str:
@@ -116,7 +114,8 @@ def _plugin_paths(provenance: Mapping[str, Any]) -> set[str] | None:
 
 def dependencies(track: str, plugin_sources: Iterable[str]) -> list[str]:
     """Every file a cell of ``track`` with these plugin source files depends on (sorted, unique)."""
-    files = set(ENGINE_FILES) | set(TRACK_FILES.get(track, ()))
+    info = track_info(track)
+    files = set(ENGINE_FILES) | set(info.sources() if info is not None else ())
     for source in plugin_sources:
         files.update(plugin_files(source))
     return sorted(files)

@@ -21,8 +21,8 @@ from benchmark.data import DatasetNotFoundError, load_dataset
 from benchmark.plugins import catalogue, resolved_config
 from benchmark.provenance import changed_during, dependencies, recorded_hash, recorded_hashes, relative, snapshot, staleness
 from benchmark.results import code_version, device_info, package_versions, read_record, result_path, write_record
-from benchmark.suite import Cell, Suite, SuiteError, expand_cells
-from benchmark.tracks import load_tracks
+from benchmark.suite import Suite, SuiteError, expand_cells
+from benchmark.tracks.base import Cell, load_tracks
 from benchmark.tracks.common import RunEnv, build_clean_encoder, clean_encoder_id
 from benchmark.utils import config_hash, progress_bar, resolve_device, seed_everything
 from benchmark.workers import PluginError, PluginTimeout, sandboxed
@@ -124,7 +124,7 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     spec_before = config_hash(cell.spec, 64)
     env.begin_cell()
     try:
-        outcome = runners[cell.track](cell, env)
+        outcome = runners[cell.track].run(cell, env)
         status, message, metrics, details = outcome.status, outcome.message, outcome.metrics, outcome.details
     except PluginTimeout as exc:
         status, message, metrics, details = "timeout", str(exc), {}, {}

@@ -19,15 +19,23 @@ from typing import Any, Literal
 
 import yaml
 
-from benchmark.api import TRACKS, MethodConfig, check_range, config_problems, value_problems
 from benchmark.data import dataset_names
+from benchmark.plugin_base import MethodConfig, check_range, config_problems, value_problems
 from benchmark.plugins import catalogue, resolve
 from benchmark.pretrain import SSLRecipe
-from benchmark.utils import cell_id, config_hash
+from benchmark.tracks.base import (
+    NO_ATTACK,
+    NO_DEFENSE,
+    Cell,
+    MethodEntry,
+    PretrainDataSpec,
+    SkippedCombination,
+    _seed_problems,
+    load_tracks,
+)
+from benchmark.utils import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
-NO_ATTACK = "none"
-NO_DEFENSE = "none"
 
 
 class SuiteLoader(yaml.SafeLoader):
@@ -121,18 +129,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> tuple[dict[str
 
 
 @dataclass(frozen=True)
-class MethodEntry:
-    """One attack or defense entry of a suite: registry id, display name, settings."""
-
-    id: str
-    name: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "settings": self.settings}
-
-
-@dataclass(frozen=True)
 class Suite:
     name: str
     tier: str
@@ -162,110 +158,13 @@ class Suite:
         return float(limits.get("plugin_seconds") or PLUGIN_SECONDS[self.tier])
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One point of the matrix. ``spec`` is the full resolved description; ``id`` is derived from it."""
-
-    track: str
-    spec: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return cell_id(self.track, self.spec)
-
-    @property
-    def attack(self) -> MethodEntry:
-        return MethodEntry(**self.spec["attack"])
-
-    @property
-    def defense(self) -> MethodEntry:
-        return MethodEntry(**self.spec["defense"])
-
-
-@dataclass(frozen=True)
-class SkippedCombination:
-    track: str
-    what: str
-    reason: str
-
-
 # ------------------------------------------------------------------------------------------- schema
-def _subset_problems(spec: Any) -> list[str]:
-    problems = []
-    if spec.image_size is not None and spec.image_size < 8:
-        problems.append(f"image_size: {spec.image_size} must be ≥ 8 or null")
-    for key in ("pretrain_subset", "downstream_subset"):
-        value = getattr(spec, key)
-        if value is not None and value < 10:
-            problems.append(f"{key}: {value} must be ≥ 10 or null")
-    return problems
-
-
-@dataclass(frozen=True, kw_only=True)
-class PretrainDataSpec(MethodConfig):
-    """What a pre-training track's ``data`` may override."""
-
-    image_size: int | None = None
-    pretrain_subset: int | None = None
-    downstream_subset: int | None = None
-
-    def problems(self) -> list[str]:
-        return _subset_problems(self)
-
-
 @dataclass(frozen=True, kw_only=True)
 class DataSpec(PretrainDataSpec):
     """``data``: where data sets live and the scale every track shares."""
 
     root: str | None = None
     download: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class SGDProbeSpec(MethodConfig):
-    """``victim.sgd``: the reference SGD linear probe (:class:`benchmark.probe.SGDProbeConfig`)."""
-
-    epochs: int = 100
-    lr: float = 1.0
-    momentum: float = 0.9
-    batch_size: int = 256
-    milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])
-    crop_padding: int = 4
-    flip: bool = True
-
-    def problems(self) -> list[str]:
-        problems: list[str] = []
-        check_range(problems, "epochs", self.epochs, 1, 100_000)
-        check_range(problems, "lr", self.lr, 0.0, 100.0, low_open=True)
-        check_range(problems, "momentum", self.momentum, 0.0, 1.0, high_open=True)
-        check_range(problems, "batch_size", self.batch_size, 1, 1 << 20)
-        check_range(problems, "crop_padding", self.crop_padding, 0, 1024)
-        problems += [f"milestones: {m!r} is not a fraction in [0, 1]" for m in self.milestones if not 0 <= m <= 1]
-        return problems
-
-
-@dataclass(frozen=True, kw_only=True)
-class VictimSpec(MethodConfig):
-    """``tracks.<track>.victim``: how the victim's classifier is trained and evaluated."""
-
-    kind: Literal["convex", "sgd"] = "convex"
-    l2: float | Literal["auto"] = "auto"
-    l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2])
-    sgd: SGDProbeSpec | None = None
-    supervised_eval: bool = False
-    supervised_epochs: int = 5
-    asr_augmentations: int = 10
-
-    def problems(self) -> list[str]:
-        problems: list[str] = []
-        if self.l2 != "auto":
-            check_range(problems, "l2", self.l2, 0.0, 1e6)
-        if not self.l2_grid:
-            problems.append("l2_grid: expected a non-empty list of numbers ≥ 0")
-        problems += [f"l2_grid: {g!r} must be ≥ 0" for g in self.l2_grid if g < 0]
-        check_range(problems, "supervised_epochs", self.supervised_epochs, 1, 100_000)
-        check_range(problems, "asr_augmentations", self.asr_augmentations, 1, 10_000)
-        return problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,101 +241,6 @@ PLUGIN_SECONDS = {"smoke": 600.0, "cpu": 3600.0, "full": 7 * 86400.0, "custom": 
 """Default per-call time limit by tier: the longest legitimate call is a defended victim's pre-training."""
 
 
-def _fractions(values: list[float], name: str) -> list[str]:
-    if not values:
-        return [f"{name}: expected a non-empty list of numbers"]
-    return [f"{name}: {v!r} is not a fraction in (0, 1]" for v in values if not 0 < v <= 1]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrackSpec(MethodConfig):
-    """The keys every track has: scenarios (default: all), budgets, attacks, defenses, victim."""
-
-    scenarios: list[str] | None = None
-    budgets: list[float]
-    attacks: list[Any]
-    defenses: list[Any] = field(default_factory=lambda: [NO_DEFENSE])
-    # the attack names (``none`` included) that the defenses are evaluated against; null: every attack.
-    # A tier's time limit may restrict it; the other combinations are listed as skipped, with this reason.
-    defended_attacks: list[str] | None = None
-    # the SSL methods whose encoders this track's cells use; null: every method of the suite. A tier's time
-    # limit may restrict it; the other methods are listed as skipped, with this reason.
-    methods: list[str] | None = None
-    # the SSL methods whose encoders the defenses are evaluated on; null: every method of the track
-    defended_methods: list[str] | None = None
-    victim: VictimSpec | None = None
-    # the seeds of this track's cells; null: the suite's. A tier spends its seeds where the spread needs them.
-    seeds: list[int] | None = None
-
-    def problems(self) -> list[str]:
-        problems = _fractions(self.budgets, "budgets") + ([] if self.attacks else ["attacks: expected a non-empty list"]) + (
-            [] if self.defenses else ["defenses: expected a non-empty list"])
-        if self.seeds is not None:
-            problems += _seed_problems(self.seeds)
-        names = [_entry_name(a) for a in self.attacks or []]
-        for name in self.defended_attacks or []:
-            if name not in names:
-                close = difflib.get_close_matches(str(name), [n for n in names if n], n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"defended_attacks: {name!r} is not an attack of this track{hint}; "
-                                f"valid: {', '.join(n for n in names if n)}")
-        return problems
-
-
-def _seed_problems(seeds: list[int]) -> list[str]:
-    problems = [] if seeds else ["seeds: expected a non-empty list of non-negative integers"]
-    problems += [f"seeds: {s} is negative" for s in seeds if s < 0]
-    if len(set(seeds)) != len(seeds):
-        problems.append("seeds: duplicates")
-    return problems
-
-
-def _entry_name(item: Any) -> str | None:
-    """The display name of a raw attack/defense item (a string id or a mapping with id and name)."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, dict):
-        return item.get("name") or item.get("id")
-    return None
-
-
-@dataclass(frozen=True, kw_only=True)
-class DownstreamTrackSpec(TrackSpec):
-    """``tracks.downstream``; ``input_epsilons``: null (unconstrained) and/or ℓ∞ radii in (0, 1]."""
-
-    input_epsilons: list[float | None] = field(default_factory=lambda: [None])
-
-    def problems(self) -> list[str]:
-        return super().problems() + [f"input_epsilons: {e!r} must be null or in (0, 1]"
-                                     for e in self.input_epsilons if e is not None and not 0 < e <= 1]
-
-
-@dataclass(frozen=True, kw_only=True)
-class PretrainTrackSpec(TrackSpec):
-    """A pre-training track: may shrink ``data`` and override the encoder ``recipe``."""
-
-    data: PretrainDataSpec | None = None
-    recipe: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class AvailabilityTrackSpec(PretrainTrackSpec):
-    """``tracks.pretrain-availability``; ``epsilon``: the ℓ∞ bound of the perturbation."""
-
-    epsilon: float = 8 / 255
-
-    def problems(self) -> list[str]:
-        problems = super().problems()
-        check_range(problems, "epsilon", self.epsilon, 0.0, 1.0, low_open=True)
-        return problems
-
-
-TRACK_SPECS: dict[str, type[TrackSpec]] = {
-    "downstream": DownstreamTrackSpec, "pretrain-availability": AvailabilityTrackSpec,
-    "pretrain-targeted": PretrainTrackSpec,
-}
-
-
 @dataclass(frozen=True, kw_only=True)
 class SuiteSpec(MethodConfig):
     """A suite file's top level."""
@@ -460,7 +264,7 @@ class SuiteSpec(MethodConfig):
         if not self.scenarios:
             problems.append("scenarios: expected a non-empty list of {name, pretrain, downstream}")
         if not self.tracks:
-            problems.append(f"tracks: expected a mapping with at least one of {', '.join(TRACKS)}")
+            problems.append(f"tracks: expected a mapping with at least one of {', '.join(load_tracks())}")
         return problems
 
 
@@ -523,14 +327,15 @@ def validate_suite(raw: dict[str, Any], source: str) -> Suite:
     encoders = raw.get("encoders") if isinstance(raw.get("encoders"), dict) else {}
     checks: list[tuple[str, str, dict[str, Any], str]] = []
     tracks = raw.get("tracks") if isinstance(raw.get("tracks"), dict) else {}
+    known = load_tracks()
     for track, body in tracks.items():
-        if track not in TRACKS:
-            close = difflib.get_close_matches(str(track), TRACKS, n=1)
+        if track not in known:
+            close = difflib.get_close_matches(str(track), list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"tracks.{track}: unknown track{hint}; valid: {', '.join(TRACKS)}")
+            problems.append(f"tracks.{track}: unknown track{hint}; valid: {', '.join(known)}")
             continue
         where = f"tracks.{track}"
-        track_problems = config_problems(TRACK_SPECS[track], body, where)
+        track_problems = config_problems(known[track].Spec, body, where)
         problems += track_problems
         if not isinstance(body, dict):
             continue
@@ -650,11 +455,11 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
 
     cells: list[Cell] = []
     skipped: list[SkippedCombination] = []
-    candidates: list[tuple[Cell, MethodEntry, MethodEntry, float | None]] = []
+    candidates: list[tuple[Cell, MethodEntry, MethodEntry, dict[str, Any]]] = []
     scenarios = {s["name"]: s for s in suite.raw["scenarios"]}
     data = {"root": None, "download": False, "image_size": None, "pretrain_subset": None,
             "downstream_subset": None, **(suite.raw.get("data") or {})}
-    for track in TRACKS:
+    for track, runner in load_tracks().items():
         body = suite.tracks.get(track)
         if body is None:
             continue
@@ -662,7 +467,6 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         defenses = _method_entries(body.get("defenses", [NO_DEFENSE]), "", "defense", NO_DEFENSE, [], track, [])
         victim = {"kind": "convex", "l2": "auto", "l2_grid": [1e-4, 1e-3, 1e-2], **(body.get("victim") or {})}
         track_scenarios = body.get("scenarios") or list(scenarios)
-        epsilons = body.get("input_epsilons", [None]) if track == "downstream" else [None]
         track_data = {**data, **(body.get("data") or {})}  # pre-training tracks may shrink data / recipe
         track_methods = body.get("methods")
         for encoder in encoder_specs(suite):
@@ -676,19 +480,19 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
             for scenario_name in track_scenarios:
                 for seed in body.get("seeds") or suite.seeds:
                     for budget in body["budgets"]:
-                        for eps in epsilons or [None]:
+                        for variant in runner.variants(body):
                             for attack in attacks:
                                 for defense in defenses:
                                     spec = {
                                         "suite": suite.name, "tier": suite.tier, "track": track,
                                         "encoder": encoder, "scenario": scenarios[scenario_name],
-                                        "data": track_data, "budget": float(budget), "input_epsilon": eps,
+                                        "data": track_data, "budget": float(budget),
+                                        "input_epsilon": variant.get("input_epsilon"),
                                         "attack": attack.to_dict(), "defense": defense.to_dict(),
                                         "victim": victim, "seed": seed,
+                                        **{k: v for k, v in variant.items() if k != "input_epsilon"},
                                     }
-                                    if track == "pretrain-availability":
-                                        spec["epsilon"] = float(body.get("epsilon", 8 / 255))
-                                    candidates.append((Cell(track, spec), attack, defense, eps))
+                                    candidates.append((Cell(track, spec), attack, defense, variant))
     combos = sorted({(c.spec["defense"]["id"], config_hash(c.spec["defense"]["settings"]), c.track,
                       config_hash(c.spec["encoder"]), c.spec["victim"]["kind"]) for c, _, d, _ in candidates if d.id != NO_DEFENSE})
     by_hash = {(config_hash(c.spec["defense"]["settings"]), config_hash(c.spec["encoder"])): c for c, _, _, _ in candidates}
@@ -697,8 +501,11 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     _, answers = resolve([], questions)
     unsupported = dict(zip(combos, answers, strict=True))
     attacks_info = catalogue().attacks
-    for cell, attack, defense, eps in candidates:
-        reason = _skip_reason(attacks_info, attack, defense, cell.spec["victim"], eps, cell.track)
+    tracks = load_tracks()
+    for cell, attack, defense, variant in candidates:
+        eps = variant.get("input_epsilon")
+        reason = _skip_reason(attack, eps) or tracks[cell.track].skip_reason(
+            attack, attacks_info[attack.id].space if attack.id != NO_ATTACK else None, defense, cell.spec["victim"], variant)
         defended_attacks = suite.tracks[cell.track].get("defended_attacks")
         defended_methods = suite.tracks[cell.track].get("defended_methods")
         if reason is None and defense.id != NO_DEFENSE and defended_attacks is not None and attack.name not in defended_attacks:
@@ -710,7 +517,8 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                       f"(tracks.{cell.track}.defended_methods: its time limit) — {method}")
         if reason is None and defense.id != NO_DEFENSE:
             reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
-                                  config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])]
+                                  config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])] or \
+                tracks[cell.track].defense_reason(defense, catalogue().defenses[defense.id].stage)
         if reason:
             what = f"{attack.name} × {defense.name}" + ("" if eps is None else f" (ℓ∞ ≤ {eps:.4g})")
             method = cell.spec["encoder"]["method"]
@@ -722,18 +530,10 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     return cells, _dedupe(skipped)
 
 
-def _skip_reason(attacks_info: dict[str, Any], attack: MethodEntry, defense: MethodEntry, victim: dict[str, Any],
-                 eps: float | None, track: str) -> str | None:
+def _skip_reason(attack: MethodEntry, eps: float | None) -> str | None:
+    """Why a combination is not a cell in every track (a track adds its own: :meth:`Track.skip_reason`)."""
     if attack.id == NO_ATTACK and eps is not None:
         return "no attack: an input constraint does not apply (the unconstrained no-attack cell is the baseline)"
-    if attack.id != NO_ATTACK and track == "downstream" and attacks_info[attack.id].space == "feature":
-        if victim["kind"] != "convex":
-            return f"{attack.name} poisons features, which only the convex head on cached features consumes"
-        if eps is not None:
-            return f"{attack.name} poisons features; an input constraint does not apply to it"
-        if defense.id != NO_DEFENSE:
-            return (f"{attack.name} poisons features directly; {defense.name} acts on images, on how heads "
-                    f"train on images, or on the encoder, so it has nothing to act on")
     return None
 
 

@@ -31,7 +31,8 @@ from benchmark.plugins import catalogue
 from benchmark.provenance import REPO_ROOT
 from benchmark.results import device_info, read_record, result_path
 from benchmark.runner import run_cell, select_cells
-from benchmark.suite import PLUGIN_SECONDS, Cell, SuiteError, expand_cells
+from benchmark.suite import PLUGIN_SECONDS, SuiteError, expand_cells
+from benchmark.tracks.base import Cell
 from benchmark.tracks.common import RunEnv
 from benchmark.utils import progress, resolve_device
 from leaderboard.schema import FINAL_STATUSES

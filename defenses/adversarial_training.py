@@ -30,16 +30,17 @@ from benchmark.api import (
     DefenseContext,
     FeatureExtractorView,
     HeadSpec,
+    LinearHead,
     MethodConfig,
+    SSLTrainingHooks,
     check_range,
     epoch_batches,
+    fast_layout,
+    fast_path,
     fit,
     register_defense,
     shuffled_batches,
 )
-from benchmark.pretrain import SSLTrainingHooks
-from benchmark.probe import LinearHead
-from benchmark.utils import fast_layout, fast_path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +106,12 @@ def _attack_generator(ctx: DefenseContext) -> torch.Generator:
 @register_defense
 class AdversarialTraining(Defense):
     id = "adversarial_training"
+    # downstream: every epoch PGD through the encoder (``steps`` passes) and a forward of the adversarial batch (its
+    # same-schedule reference, ε = 0, is the forward alone); pre-training: ACL's PGD steps on both views, and PGD
+    # in the supervised victim's training
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {"passes": "epochs * n * (steps + 2 / 3)"}},
+            "pretrain-availability": {"ssl_factor": "1 + ssl_steps", "supervised_factor": "1 + steps"},
+            "pretrain-targeted": {"ssl_factor": "1 + ssl_steps", "supervised_factor": "1 + steps"}}
     stage = "training"
     tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
     Config = AdversarialTrainingConfig

@@ -28,17 +28,19 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmark.api import (
+    SSL_METHODS,
     Defense,
     DefenseContext,
     FeatureExtractorView,
     HeadSpec,
+    LinearHead,
     MethodConfig,
+    SSLTrainingHooks,
     epoch_batches,
     fit,
+    make_optimizer,
     register_defense,
 )
-from benchmark.pretrain import SSLTrainingHooks, make_optimizer
-from benchmark.probe import LinearHead
 
 KNOWN_WARNINGS = (
     # Opacus's non-cryptographic noise: deliberate here, the noise is drawn from a seeded generator so that a
@@ -90,6 +92,10 @@ def _epsilon(accountant: Any, delta: float) -> float:
 @register_defense
 class DPSGD(Defense):
     id = "dp_sgd"
+    # per-sample gradients (Opacus hooks) ≈ twice a plain step; the downstream head's cost is not counted
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {}},
+            "pretrain-availability": {"ssl_factor": 2, "supervised_factor": 2},
+            "pretrain-targeted": {"ssl_factor": 2, "supervised_factor": 2}}
     stage = "training"
     tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
     Config = DPSGDConfig
@@ -125,8 +131,6 @@ class DPSGD(Defense):
 
     def ssl_unsupported(self, ssl: Any) -> str | None:
         """Recipe-level check (the norm is in the recipe, not in the plan's combination)."""
-        from benchmark.ssl import SSL_METHODS
-
         if not SSL_METHODS.get(ssl.method).per_sample_loss:
             return f"DP-SGD needs a per-sample SSL loss; {ssl.method}'s couples the batch"
         if ssl.norm != "group":

@@ -17,15 +17,28 @@ To report accuracy / ASR against the clean-set size, list several entries with d
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import Defense, DefenseContext, MethodConfig, check_range, epoch_batches, fit, register_defense, shuffled_batches
-from benchmark.pretrain import FeatureExtractor, make_extractor
-from benchmark.utils import fast_layout, fast_path
+from benchmark.api import (
+    Defense,
+    DefenseContext,
+    FeatureExtractor,
+    MethodConfig,
+    check_range,
+    epoch_batches,
+    fast_layout,
+    fast_path,
+    fit,
+    make_extractor,
+    register_defense,
+    shuffled_batches,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +76,10 @@ def _augment(scale_min: float, size: int) -> nn.Module:
 @register_defense
 class Finetune(Defense):
     id = "finetune"
+    # the repair: ``epochs`` over at most ``clean_size`` clean training points
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {}, "repair": {"passes": "epochs * min(clean_size, train)"}},
+            "pretrain-availability": {"repair": {"passes": "epochs * min(clean_size, train)"}},
+            "pretrain-targeted": {"repair": {"passes": "epochs * min(clean_size, train)"}}}
     stage = "posthoc"
     tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
     Config = FinetuneConfig

@@ -17,14 +17,22 @@ before training (:class:`ReconstructionBank`). The released encoder sees plain i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from benchmark.api import Defense, DefenseContext, MethodConfig, check_range, register_defense
-from benchmark.pretrain import IndexedTransform, SSLTrainingHooks
-from benchmark.utils import derive_seed
+from benchmark.api import (
+    Defense,
+    DefenseContext,
+    IndexedTransform,
+    MethodConfig,
+    SSLTrainingHooks,
+    check_range,
+    derive_seed,
+    register_defense,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +156,14 @@ def reconstruction_report(images: torch.Tensor, reconstructed: torch.Tensor, *, 
 @register_defense
 class MatrixCompletion(Defense):
     id = "matrix_completion"
+    # one SVD per image, channel and mask; in pre-training fresh masks for every batch image every epoch (with
+    # ssl_prob < 1 the unpicked reconstructions are discarded: no data-dependent subset, no host sync), or
+    # (ssl_bank k ≥ 1) k reconstructions of every image once before training; none when ssl_prob is 0
+    cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {}, "data": {"svds": "n_masks * n"}},
+            "pretrain-availability": {"svds": "0 if ssl_prob <= 0 else n_masks * (ssl_bank * n if ssl_bank > 0 else encoder_epochs * n)",
+                                      "supervised_svds": "n_masks * n"},
+            "pretrain-targeted": {"svds": "0 if ssl_prob <= 0 else n_masks * (ssl_bank * n if ssl_bank > 0 else encoder_epochs * n)",
+                                  "supervised_svds": "n_masks * n"}}
     stage = "data"
     tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
     Config = MatrixCompletionConfig

@@ -2,15 +2,11 @@
 
 One PNG per (tier, suite) and figure kind, written to ``leaderboard/plots/`` by default:
 
-* ``<tier>-<suite>-downstream.png``: accuracy drop against the poison budget ε_d, one line per input-space
-  attack, per scenario (no defense, no input constraint; feature-space upper bounds are left out so they do
-  not squash the axis: their numbers are on the board); a suite with one budget gets bars per attack.
-* ``<tier>-<suite>-pretrain-availability.png``: accuracy drop per attack and SSL method, probe=clean
-  (the published protocol) and probe=poisoned side by side (no defense).
-* ``<tier>-<suite>-pretrain-targeted.png``: per attack and SSL method, the attack-success-rate gain over no
-  attack (on the targets and on augmented views of them) and the target-class probability gain.
+* ``<tier>-<suite>-<track>.png``: each track's own figure (``figure`` in its package's ``figures`` module; e.g.
+  the downstream track's accuracy drop against ε_d per input-space attack, the availability track's drop per
+  attack and SSL method with both probes, the targeted track's ASR and target-class gains).
 * ``<tier>-<suite>-defenses.png``: per track, what each defense restores against the track's strongest
-  input-space attack (undefended minus defended drop; probe=poisoned for pretrain-availability) against what
+  input-space attack (undefended minus defended drop, on the metric the track's ``restored_label`` names) against what
   it costs on clean data: the numbers of the board's headline tables.
 
 The statistic is the board's, stated once: the mean over the pooled (encoder, scenario, budget, constraint)
@@ -20,7 +16,9 @@ titles say so. Titles name the tier: a smoke figure is never the published proto
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from leaderboard.render import _rows, _strongest_attacks, broken_reference, defense_effects, load_records, pooled_by
+from benchmark.tracks.info import track_infos
+from leaderboard.render import _rows, _strongest_attacks, broken_reference, defense_effects, load_records
 
 
 def method_colours(names: Iterable[str]) -> dict[str, str]:
@@ -69,76 +68,13 @@ def _title(fig: plt.Figure, df: pd.DataFrame, tier: str, suite: str, what: str) 
     fig.tight_layout(rect=(0, 0, 1, 0.93))
 
 
-def downstream_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
-    sub = df[(df["track"] == "downstream") & (df["defense"] == "none") & (df["constraint"] == "unconstrained")
-             & (df["attack"] != "none") & (df["space"] != "feature")]
-    if sub.empty or "m:accuracy_drop" not in sub:
-        return None
-    scenarios = sorted(set(sub["scenario"]))
-    if sub["budget"].nunique() == 1:  # one budget: a line of single points says nothing, bars do
-        budget = float(sub["budget"].iloc[0])
-        fig, axes = plt.subplots(1, 1, figsize=(1.2 * sub["attack"].nunique() + 4, 4.2), squeeze=False)
-        attacks = sorted(set(sub["attack"]))
-        _bars(axes[0][0], pooled_by(sub, ["attack", "scenario"], "accuracy_drop"), attacks, scenarios, "attack", "scenario")
-        axes[0][0].set(ylabel=f"test-accuracy drop at ε_d = {budget:g} (points)")
-        axes[0][0].legend(fontsize=7)
-        _title(fig, sub, tier, suite, "Downstream input-space attacks (feature-space upper bounds: see the board)")
-        return fig
-    colour = method_colours(set(df["attack"]) | set(df["defense"]))  # one mapping for the suite's figures
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4.2), squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios):
-        stats = pooled_by(sub[sub["scenario"] == scenario], ["attack", "budget"], "accuracy_drop")
-        for attack, g in stats.groupby("attack", sort=True):
-            ax.errorbar(g["budget"], g["mean"], yerr=g["spread"].fillna(0.0), marker="o", capsize=3, color=colour[attack],
-                        label=attack)
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set(title=scenario, xlabel="poison budget ε_d (fraction of the training set)",
-               ylabel="test-accuracy drop (points)")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    _title(fig, sub, tier, suite, "Downstream input-space attacks (feature-space upper bounds: see the board)")
-    return fig
-
-
-def availability_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
-    sub = df[(df["track"] == "pretrain-availability") & (df["defense"] == "none") & (df["attack"] != "none")]
-    metrics = [("accuracy_drop", "probe=clean (published)"), ("accuracy_drop_poisoned_probe", "probe=poisoned")]
-    metrics = [(m, t) for m, t in metrics if f"m:{m}" in sub and sub[f"m:{m}"].notna().any()]
-    if sub.empty or not metrics:
-        return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False, sharey=True)
-    encoders, attacks = sorted(set(sub["encoder"])), sorted(set(sub["attack"]))
-    for ax, (metric, title) in zip(axes[0], metrics):
-        _bars(ax, pooled_by(sub, ["attack", "encoder"], metric), attacks, encoders, "attack", "encoder")
-        ax.set(title=title, ylabel="linear-probe accuracy drop (points)")
-    axes[0][0].legend(fontsize=7)
-    _title(fig, sub, tier, suite, "Pre-training availability attacks")
-    return fig
-
-
-def targeted_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
-    sub = df[(df["track"] == "pretrain-targeted") & (df["defense"] == "none") & (df["attack"] != "none")]
-    if sub.empty or "m:asr_gain" not in sub or sub["m:asr_gain"].isna().all():
-        return None
-    encoders, attacks = sorted(set(sub["encoder"])), sorted(set(sub["attack"]))
-    panels = [("asr_gain", "target inputs", "ASR gain over no attack (points)"),
-              ("asr_gain_augmented", "augmented views of the targets", "ASR gain over no attack (points)"),
-              ("target_probability_gain", "target-class probability", "gain over a clean encoder (points)"),
-              ("target_margin_gain", "target-class margin", "gain over a clean encoder (logits)")]
-    panels = [p for p in panels if f"m:{p[0]}" in sub and sub[f"m:{p[0]}"].notna().any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, (metric, title, ylabel) in zip(axes[0], panels):
-        _bars(ax, pooled_by(sub, ["attack", "encoder"], metric), attacks, encoders, "attack", "encoder")
-        ax.set(title=title, ylabel=ylabel)
-    axes[0][0].legend(fontsize=7)
-    _title(fig, sub, tier, suite, "Pre-training targeted attacks")
-    return fig
-
-
 def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | None:
     """Restored against clean cost per defense, against each track's strongest input-space attack."""
     panels = []
-    for track in ("downstream", "pretrain-availability"):
+    for track, info in track_infos().items():
         sub = df[df["track"] == track]
+        if info.restored_label is None:
+            continue
         if sub.empty or len(set(sub["defense"])) < 2:
             continue
         _, strongest = _strongest_attacks(sub, track)
@@ -150,6 +86,7 @@ def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
     colour = method_colours(set(df["attack"]) | set(df["defense"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
     for ax, (track, attack, effects) in zip(axes[0], panels):
+        probe = track_infos()[track].restored_label or ""
         for e in effects:  # a defense whose same-schedule reference is broken: hollow, and labelled so
             broken = broken_reference(e)
             ax.errorbar(e["cost"], e["restored"], xerr=0.0 if e["cost_spread"] != e["cost_spread"] else e["cost_spread"],
@@ -158,7 +95,6 @@ def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
                         label=e["defense"] + (" (reference broken: not comparable)" if broken else ""))
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.axvline(0.0, color="grey", lw=0.8)
-        probe = " (probe=poisoned)" if track == "pretrain-availability" else ""
         ax.set(title=f"{track}: against `{attack}`", xlabel="clean accuracy lost (points)",
                ylabel=f"accuracy restored{probe} (points)")
         ax.legend(fontsize=7)
@@ -166,8 +102,17 @@ def defenses_figure(df: pd.DataFrame, tier: str, suite: str) -> plt.Figure | Non
     return fig
 
 
-FIGURES = {"downstream": downstream_figure, "pretrain-availability": availability_figure,
-           "pretrain-targeted": targeted_figure, "defenses": defenses_figure}
+Figure = Callable[[pd.DataFrame, str, str], "plt.Figure | None"]
+
+
+def figures() -> dict[str, Figure]:
+    """Figure kind → its maker: each track's own (``figure`` in its package's ``figures`` module, where it
+    has one), then the defenses' figure."""
+    makers: dict[str, Figure] = {}
+    for track, info in track_infos().items():
+        if importlib.util.find_spec(f"{info.package}.figures") is not None:
+            makers[track] = importlib.import_module(f"{info.package}.figures").figure
+    return makers | {"defenses": defenses_figure}
 
 
 def write_plots(results_dir: Path, output_dir: Path) -> list[Path]:
@@ -180,7 +125,7 @@ def write_plots(results_dir: Path, output_dir: Path) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for (tier, suite), sdf in df.groupby(["tier", "suite"], sort=True):
-        for kind, make in FIGURES.items():
+        for kind, make in figures().items():
             fig = make(sdf, tier, suite)
             if fig is None:
                 continue

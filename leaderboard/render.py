@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from benchmark.cost_models import class_attribute
 from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
+from benchmark.tracks.info import TrackInfo, track_info, track_names, track_order
 from leaderboard.schema import location_problems, record_problems
 
 TIER_ORDER = ("full", "cpu", "smoke", "custom")
@@ -31,34 +32,17 @@ TIER_NOTES = {
              "protocol and not a ranking of methods",
     "custom": "a user-defined suite",
 }
-TRACK_ORDER = ("downstream", "pretrain-availability", "pretrain-targeted")
-_PE_SCALE = ("At this scale ASR moves little (a few held-out targets, a small encoder): read the target-class "
-             "probability and margin gains over the clean encoder on the same targets beside it (a well-fitted probe "
-             "gives a wrong class ≈ 0.1 % probability, so the probability saturates; the margin, in logits, does not), "
-             "the share of targets pulled towards their class, and the decoy-reference control (references from "
-             "another class), which should not raise the target class.")
-SMALL_SCALE_NOTES: dict[str, dict[str, str]] = {"pretrain-targeted": {"smoke": _PE_SCALE, "cpu": _PE_SCALE}}
-TRACK_TABLES: dict[str, list[tuple[str, str, bool]]] = {
-    # (metric, title, higher is a stronger attack)
-    "downstream": [("accuracy_drop", "test-accuracy drop of the linear head (points; higher = stronger attack)", True)],
-    "pretrain-availability": [
-        ("accuracy_drop", "linear-probe accuracy drop, probe trained on the clean labeled set (probe=clean, the published protocol)", True),
-        ("accuracy_drop_poisoned_probe", "accuracy drop, probe trained on the poisoned training images (probe=poisoned)", True),
-        ("supervised_accuracy_drop", "cross-evaluation: accuracy drop of a supervised victim trained on the poisoned labeled set", True),
-    ],
-    "pretrain-targeted": [
-        ("asr_gain", "attack-success-rate gain over no attack on the same targets (points; targets the clean victim already "
-                     "puts in the target class are excluded)", True),
-        ("target_probability_gain", "target-class probability gain over the clean encoder on the same targets (points of "
-                                    "probability)", True),
-        ("target_margin_gain", "target-class margin gain over the clean encoder on the same targets (logits; margin = "
-                               "target-class logit − largest other logit, a target counts as a success when it is > 0)", True),
-        ("targets_pulled", "targets whose target-class margin rose against the clean encoder (%; the decoy control gives the null)", True),
-        ("attack_success_rate", "attack success rate on the target inputs (%; the no-attack rate on them is 0 by construction)", True),
-        ("asr_gain_augmented", "attack-success-rate gain on augmented target inputs (points)", True),
-        ("clean_accuracy_change", "clean-accuracy change against the clean encoder (points)", False),
-    ],
-}
+def _info(track: str) -> TrackInfo:
+    info = track_info(track)
+    if info is None:  # records of an undeclared track fail the schema check before they reach a table
+        raise ValueError(f"unknown track {track!r}; declared: {', '.join(track_names())}")
+    return info
+
+
+def tracks_in(df: pd.DataFrame) -> list[str]:
+    """The declared tracks that have rows in ``df``, in board order."""
+    present = set(df["track"])
+    return [t for t in track_names() if t in present]
 
 
 def load_records(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -250,10 +234,11 @@ def render_leaderboard(results_dir: Path) -> tuple[str, list[str]]:
             body += [f"## Tier `{tier}`: suite `{suite}`", "", f"*{TIER_NOTES[tier]}.*", "", compute_note(sdf), ""]
             if waiting.get(suite):
                 body += [_pending_note(results_dir, suite, waiting[suite], len(sdf)), ""]
-            for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
+            for track in tracks_in(sdf):
                 section = _track_section(sdf[sdf["track"] == track], track)
-                if tier in SMALL_SCALE_NOTES.get(track, {}):  # right under the track's heading
-                    section[2:2] = [f"*{SMALL_SCALE_NOTES[track][tier]}*", ""]
+                note = _info(track).small_scale_notes.get(tier)
+                if note:  # right under the track's heading
+                    section[2:2] = [f"*{note}*", ""]
                 body += section
     bad = df[df["status"] != "ok"]
     if len(bad):
@@ -276,7 +261,7 @@ def compute_note(df: pd.DataFrame) -> str:
         return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
     per_track = df.groupby("track")["wall_seconds"].sum()
-    parts = ", ".join(f"{track} {span(per_track[track])}" for track in TRACK_ORDER if track in per_track.index)
+    parts = ", ".join(f"{track} {span(per_track[track])}" for track in tracks_in(df))
     return (f"Recorded compute: {span(float(per_track.sum()))} of cell wall time over {len(df)} cells ({parts}): "
             "the sum of each record's `wall_seconds`, shared encoders counted in the cell that built them, "
             "cells computed beside other jobs counted as they ran. " + machines_note(df))
@@ -290,7 +275,7 @@ def machines_note(df: pd.DataFrame) -> str:
         return ""
     counts = df["device"].value_counts()
     text = "Computed on: " + ", ".join(f"{name} ({n} cell{'' if n == 1 else 's'})" for name, n in counts.items()) + "."
-    mixed = [track for track in TRACK_ORDER if df.loc[df["track"] == track, "device"].nunique() > 1]
+    mixed = [track for track in tracks_in(df) if df.loc[df["track"] == track, "device"].nunique() > 1]
     if mixed:
         text += (f" Rows of {', '.join(f'`{t}`' for t in mixed)} come from more than one machine: float rounding "
                  "differs between CPU models and pre-training amplifies it, so a difference between those rows "
@@ -330,7 +315,7 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
         sdf = ok[ok["scenario"] == scenario]
         for constraint in sorted(set(sdf["constraint"])):
             cdf = sdf[sdf["constraint"] == constraint]
-            for metric, title in DEFENSE_MATRIX_METRICS.get(track, []):
+            for metric, title in _info(track).defense_metrics:
                 matrix = _defense_matrix(cdf, metric)
                 if matrix:
                     short = scenario.split(" ")[0]
@@ -339,7 +324,7 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
                               "", matrix, ""]
             for defense in sorted(set(cdf["defense"]), key=lambda d: (d != "none", d)):
                 ddf = cdf[cdf["defense"] == defense]
-                for metric, title, higher in TRACK_TABLES[track]:
+                for metric, title, higher in _info(track).tables:
                     table = _metric_table(ddf, metric, higher)
                     if table:
                         short = scenario.split(" ")[0]
@@ -347,19 +332,6 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
                                   f"*Scenario {scenario}, {constraint}, defense `{defense}`: {title}; "
                                   "mean ± sample std over seeds (n) per column.*", "", table, ""]
     return lines
-
-
-DEFENSE_MATRIX_METRICS: dict[str, list[tuple[str, str]]] = {
-    "downstream": [("accuracy_drop", "accuracy drop against the undefended clean head (points)")],
-    "pretrain-availability": [("accuracy_drop", "accuracy drop against the undefended clean encoder (points), probe=clean"),
-                              ("accuracy_drop_poisoned_probe", "accuracy drop against the undefended clean encoder (points), "
-                                                               "probe=poisoned")],
-    "pretrain-targeted": [("asr_gain", "attack-success-rate gain over no attack (points)"),
-                          ("target_probability_gain", "target-class probability gain over the clean encoder (points)"),
-                          ("target_margin_gain", "target-class margin gain over the clean encoder (logits)"),
-                          ("attack_success_rate", "attack success rate (%)"),
-                          ("poisoned_accuracy", "clean-test accuracy of the poisoned victim (%)")],
-}
 
 
 def _defense_matrix(df: pd.DataFrame, metric: str) -> str:
@@ -477,19 +449,6 @@ def _valid_records(results_dir: Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ headlines
-HEADLINE_METRICS: dict[str, tuple[str, str]] = {
-    # track → (metric the strongest attack is chosen by, its description)
-    "downstream": ("accuracy_drop", "test-accuracy drop of the linear head (points)"),
-    "pretrain-availability": ("accuracy_drop_poisoned_probe", "accuracy drop with the probe trained on the poisoned images (points)"),
-    "pretrain-targeted": ("asr_gain", "attack-success-rate gain over no attack on the same targets (points)"),
-}
-BUDGET_MEANING = {
-    "downstream": "budget = poisoned points added, as a fraction of the clean training set (ε_d)",
-    "pretrain-availability": "budget = fraction of pre-training images perturbed (p), each within ℓ∞ ε",
-    "pretrain-targeted": "budget = injected images, as a fraction of the pre-training set",
-}
-
-
 def _columns(df: pd.DataFrame) -> list[str]:
     return ["encoder", "scenario", "budget", "constraint"]
 
@@ -520,8 +479,9 @@ def _metric_column(df: pd.DataFrame, metric: str) -> str | None:
 
 def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], str | None]:
     """Rows (attack, mean ± spread, columns won) sorted by mean, and the strongest input-space attack."""
-    metric, _ = HEADLINE_METRICS[track]
-    col = _metric_column(df, metric) or _metric_column(df, "accuracy_drop" if track != "pretrain-targeted" else "attack_success_rate")
+    info = _info(track)
+    metric = info.headline_metric
+    col = _metric_column(df, metric) or _metric_column(df, info.fallback_metric)
     undefended = df[(df["defense"] == "none") & (df["attack"] != "none")]
     if col is None or undefended.empty:
         return [], None
@@ -542,7 +502,7 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     rows = [[_linked(a, modules) + (" *(control)*" if a in controls else _attack_label(a, track, feature, modules)),
              _pm(*_pooled(per_attack[a])), "–" if a in controls else f"{wins[a]} of {len(columns)}",
              diagnostic_text(groups[a])] for a in ranked]
-    extra, _ = HEADLINE_EXTRA_COLUMNS.get(track, ((), []))
+    extra = [f"m:{c.metric}" for c in info.headline_columns]
     if extra:
         values = {a: [_pm(*_pooled(_per_column(g, col))) if col in g else "" for col in extra] for a, g in groups.items()}
         rows = [row[:3] + values[a] + row[3:] for row, a in zip(rows, ranked)]
@@ -551,14 +511,6 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     strongest = next((a for a in ranked if a not in feature | unclipped | nulls | controls
                       and (a in defended or not defended)), None)
     return rows, strongest
-
-
-# per track: metrics shown beside the one the headline ranks by (pooled the same way), and their headers
-HEADLINE_EXTRA_COLUMNS: dict[str, tuple[tuple[str, ...], list[str]]] = {
-    "pretrain-targeted": (("m:target_probability_gain", "m:target_margin_gain", "m:targets_pulled"),
-                          ["target-prob. gain", "margin gain (logits)", "targets pulled (%)"]),
-    "pretrain-availability": (("m:accuracy_drop",), ["probe=clean drop (the published protocol)"]),
-}
 
 
 def _control(rows: pd.DataFrame, module: str | None) -> bool:
@@ -642,7 +594,7 @@ def diagnostics_section(df: pd.DataFrame) -> list[str]:
             values = "; ".join(f"{n[2:]} {_diagnostic_mean(g, n[2:]):.4g}" for n in present)
             rows.append([tier, suite, track, attack, int(g[present[0]].notna().sum()), values])
     rows.sort(key=lambda r: (TIER_ORDER.index(r[0]) if r[0] in TIER_ORDER else 99, r[1],
-                             TRACK_ORDER.index(r[2]) if r[2] in TRACK_ORDER else 99, r[3]))
+                             track_order(r[2]), r[3]))
     if not rows:
         return []
     return ["## Diagnostics", "", "Every numeric diagnostic the attacks record, mean over their undefended cells (the "
@@ -657,8 +609,9 @@ def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str,
     ``accuracy_restored``; else undefended − defended drop on the columns both have, ± the pooled spread of
     the difference), ``cost`` = clean accuracy lost with the defense and no attack against that same
     reference, the privacy ε where reported; sorted by what it restores. The board and the plots use it."""
-    metric, _ = HEADLINE_METRICS[track]
-    col = _metric_column(df, metric) or _metric_column(df, "accuracy_drop" if track != "pretrain-targeted" else "attack_success_rate")
+    info = _info(track)
+    metric = info.headline_metric
+    col = _metric_column(df, metric) or _metric_column(df, info.fallback_metric)
     if col is None:
         return []
     base = _per_column(df[(df["attack"] == attack) & (df["defense"] == "none")], col)
@@ -786,17 +739,17 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
             seeds = sdf["seed"].nunique()
             protocol = "yes" if tier == "full" else "no"
             blocks.append(("h3", f"{tier} tier (suite `{suite}`, {seeds} seed{'s' if seeds > 1 else ''}; paper protocol: {protocol})"))
-            for track in [t for t in TRACK_ORDER if t in set(sdf["track"])]:
+            for track in tracks_in(sdf):
                 tdf = sdf[sdf["track"] == track]
                 attacks, strongest = _strongest_attacks(tdf, track)
                 if not attacks:
                     continue
-                _, what = HEADLINE_METRICS[track]
-                headers = ["attack", "mean ± spread", "won"] + HEADLINE_EXTRA_COLUMNS.get(track, ((), []))[1] + ["diagnostics"]
+                info = _info(track)
+                headers = ["attack", "mean ± spread", "won", *(c.header for c in info.headline_columns), "diagnostics"]
                 encoders = ", ".join(f"`{e}`" for e in sorted(set(tdf["encoder"])))
-                blocks += [("p", f"**{track}** (encoders {encoders}) — {what}; {BUDGET_MEANING[track]}:"),
+                blocks += [("p", f"**{track}** (encoders {encoders}) — {info.headline_description}; {info.budget_meaning}:"),
                            ("table", (headers, attacks))]
-                for note in ([upper_bound_note(tdf), unattained_note(tdf)] if track == "downstream" else []):
+                for note in (upper_bound_note(tdf, track), unattained_note(tdf)):
                     if note:
                         blocks.append(("p", note))
                 paper = published_headline(track, set(tdf["attack"]))
@@ -852,7 +805,7 @@ def unattained_note(df: pd.DataFrame) -> str:
             "reaches next to the clean head; these drops measure GC pulling towards a target it does not reach.")
 
 
-def upper_bound_note(df: pd.DataFrame) -> str:
+def upper_bound_note(df: pd.DataFrame, track: str) -> str:
     """Whether each feature-space row bounds the input-space attacks on its columns: '' when it is ≥ the best
     of them within the seed spread on every column (a column with one seed has no spread and is not judged),
     else the columns where it is not, and why."""
@@ -862,7 +815,7 @@ def upper_bound_note(df: pd.DataFrame) -> str:
         return ""
     modules = _modules(undefended, "attack")
     inputs = {a: _per_column(g, col) for a, g in undefended[undefended["space"] == "input"].groupby("attack")
-              if not _expected_null(a, "downstream", modules) and not _control(g, modules.get(a))}
+              if not _expected_null(a, track, modules) and not _control(g, modules.get(a))}
     notes = []
     for bound, g in undefended[undefended["space"] == "feature"].groupby("attack"):
         below = []

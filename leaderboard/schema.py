@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmark.tracks.info import track_info, track_names
 from benchmark.utils import cell_id
 
 SCHEMA_VERSION = 1
@@ -26,11 +27,6 @@ FINAL_STATUSES = ("ok", "invalid", "timeout")  # error cells are retried by the 
 STATUSES = ("ok", "invalid", "timeout", "error")
 REQUIRED = {"schema_version": int, "cell_id": str, "suite": str, "tier": str, "track": str, "status": str,
             "message": str, "cell": dict, "metrics": dict, "details": dict, "provenance": dict}
-REQUIRED_METRICS = {
-    "downstream": ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"),
-    "pretrain-availability": ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"),
-    "pretrain-targeted": ("clean_accuracy", "poisoned_accuracy", "attack_success_rate"),
-}
 
 
 def record_problems(record: Any) -> list[str]:
@@ -45,10 +41,11 @@ def record_problems(record: Any) -> list[str]:
         problems.append(f"schema_version: {record['schema_version']} is not {SCHEMA_VERSION}")
     if record["status"] not in STATUSES:
         problems.append(f"status: {record['status']!r} is not one of {', '.join(STATUSES)}")
-    if record["track"] not in REQUIRED_METRICS:
-        problems.append(f"track: unknown track {record['track']!r}")
+    info = track_info(record["track"])
+    if info is None:
+        problems.append(f"track: unknown track {record['track']!r}; declared: {', '.join(track_names())}")
     elif record["status"] == "ok":
-        for metric in REQUIRED_METRICS[record["track"]]:
+        for metric in info.required_metrics:
             if not isinstance(record["metrics"].get(metric), (int, float)):
                 problems.append(f"metrics.{metric}: missing")
     for key in ("encoder", "scenario", "attack", "defense", "budget", "seed"):

@@ -21,12 +21,12 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.tracks.info import track_names, track_order
 from leaderboard.render import (
     HEADLINE_INTRO,
     PUBLISHED_INTRO,
     TIER_NOTES,
     TIER_ORDER,
-    TRACK_ORDER,
     _rows,
     headline_blocks,
     load_records,
@@ -144,7 +144,7 @@ def _attrs(**values: str) -> str:
 def _track_of(text: str) -> str | None:
     """The track a headline paragraph opens (``**downstream** — ...``), else None."""
     match = TRACK_LINE.match(text)
-    return match.group(1) if match and match.group(1) in TRACK_ORDER else None
+    return match.group(1) if match and match.group(1) in track_names() else None
 
 
 def _headlines_html(df: pd.DataFrame) -> list[str]:
@@ -205,7 +205,7 @@ def _filters(df: pd.DataFrame) -> str:
 def _sorted_cells(df: pd.DataFrame) -> pd.DataFrame:
     """The cells in the table's order: tier, track (board order), scenario, attack, defense, the rest."""
     order = df.assign(_t=df["tier"].map(lambda t: TIER_ORDER.index(t) if t in TIER_ORDER else 99),
-                      _k=df["track"].map(lambda t: TRACK_ORDER.index(t) if t in TRACK_ORDER else 99))
+                      _k=df["track"].map(track_order))
     return order.sort_values(["_t", "_k", "scenario", "attack", "defense", "encoder", "budget", "constraint", "seed", "cell_id"])
 
 
@@ -253,7 +253,7 @@ def _figures_html(tiers: list[str], plots_dir: Path) -> list[str]:
     for tier in tiers:
         out.append(f'<section data-tier="{tier}"><h3>{tier} tier</h3><p class="note">{_inline(TIER_NOTES[tier])}.</p>')
         for png in sorted(Path(plots_dir).glob(f"{tier}-*.png")):
-            track = next((t for t in TRACK_ORDER if png.stem.endswith(f"-{t}")), None)
+            track = next((t for t in track_names() if png.stem.endswith(f"-{t}")), None)
             out.append(f'<img src="plots/{html.escape(png.name)}" alt="{html.escape(png.stem)}"{_attrs(track=track) if track else ""}>')
         out.append("</section>")
     examples = sorted(Path(plots_dir).glob("examples-*.png"))

@@ -15,24 +15,39 @@ FORBIDDEN = ("benchmark.runner", "benchmark.cache", "benchmark.__main__", "bench
 
 
 # The allowed direction of imports between the engine's modules, lowest layer first: a module may import
-# its own layer and the layers below it, never one above (an allow-list: a new module must be placed here).
+# its own layer and the layers below it, never one above (an allow-list: a new module must be placed here). A
+# ``*`` stands for any track package: every track's modules of one role sit in one layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("benchmark", "benchmark.utils", "benchmark.training", "benchmark.registry", "benchmark.codec", "leaderboard",
-     "leaderboard.schema"),
-    ("benchmark.api",),  # the plugin API
+     "leaderboard.schema", "benchmark.tracks", "benchmark.tracks.info", "benchmark.tracks.*",
+     "benchmark.tracks.*.info"),  # plain data: what the board and provenance know about a track (no torch)
+    ("benchmark.plugin_base",),  # the track-independent half of the plugin API
     ("benchmark.data", "benchmark.augment", "benchmark.backbones", "benchmark.ssl", "benchmark.ssl.base",
      "benchmark.ssl.simclr", "benchmark.ssl.mocov2", "benchmark.ssl.byol", "benchmark.pretrain", "benchmark.probe",
      "benchmark.supervised", "benchmark.validation", "benchmark.cache", "benchmark.sandbox", "benchmark.provenance",
      "benchmark.results"),  # compute and bookkeeping primitives
+    ("benchmark.tracks._pretrain_interface", "benchmark.tracks.*.interface", "benchmark.tracks.*.validate"),
+    ("benchmark.api",),  # the plugin API: plugin_base and every track's interface
     ("benchmark.plugin_host", "benchmark.workers", "benchmark.plugins"),  # plugin isolation and the catalogue
-    ("benchmark.suite", "benchmark.cost_models", "benchmark.estimate", "benchmark.tracks", "benchmark.tracks.common",
-     "benchmark.tracks._pretrain", "benchmark.tracks.downstream", "benchmark.tracks.pretrain_availability",
-     "benchmark.tracks.pretrain_targeted"),  # suites, tracks and their cost
+    ("benchmark.tracks.common", "benchmark.tracks.base", "benchmark.tracks._pretrain", "benchmark.cost_models",
+     "benchmark.work", "benchmark.tracks._pretrain_work", "benchmark.tracks.*.work",
+     "benchmark.tracks.*.track", "benchmark.tracks.*.examples"),  # the tracks and their cost
+    ("benchmark.suite", "benchmark.estimate"),  # suites (validated and expanded by the tracks) and their cost
     ("benchmark.runner", "benchmark.verify", "benchmark.examples"),  # running and re-computing cells
-    ("leaderboard.render", "leaderboard.plots", "leaderboard.site"),  # the board (no torch)
+    ("leaderboard.render", "leaderboard.plots", "leaderboard.site", "benchmark.tracks.*.figures"),  # the board (no torch)
     ("benchmark.submit", "benchmark.__main__"),  # the CLI and its workflows
 )
-LAYER_OF = {module: i for i, layer in enumerate(LAYERS) for module in layer}
+
+
+TRACK_PACKAGES = sorted(d.name for d in (ROOT / "benchmark" / "tracks").iterdir() if (d / "__init__.py").exists())
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of an engine module (a ``*`` in :data:`LAYERS` stands for a track package), or None."""
+    for i, layer in enumerate(LAYERS):
+        if any(module == pattern.replace("*", package) for pattern in layer for package in TRACK_PACKAGES or [""]):
+            return i
+    return None
 
 
 def _engine_modules() -> dict[str, Path]:
@@ -62,10 +77,11 @@ def _engine_edges(path: Path, modules: dict[str, Path]) -> list[tuple[str, bool]
 
 def test_every_engine_module_has_a_layer_and_imports_only_downwards() -> None:
     modules = _engine_modules()
-    assert not set(modules) - set(LAYER_OF), f"place these modules in LAYERS: {sorted(set(modules) - set(LAYER_OF))}"
-    upward = [f"{name} (layer {LAYER_OF[name]}) imports {target} (layer {LAYER_OF[target]})"
+    unplaced = sorted(m for m in modules if layer_of(m) is None)
+    assert not unplaced, f"place these modules in LAYERS: {unplaced}"
+    upward = [f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)})"
               for name, path in modules.items() for target, _ in _engine_edges(path, modules)
-              if LAYER_OF[target] > LAYER_OF[name]]
+              if (layer_of(target) or 0) > (layer_of(name) or 0)]
     assert not upward, "\n".join(upward)
 
 
@@ -111,7 +127,9 @@ def _imports(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", sorted((ROOT / "attacks").glob("*.py")) + sorted((ROOT / "defenses").glob("*.py")),
                          ids=lambda p: p.name)
 def test_methods_import_only_the_plugin_api(path: Path) -> None:
-    bad = [m for m in _imports(path) if m.startswith(FORBIDDEN)]
+    """An allow-list: from the engine a method imports ``benchmark.api`` and nothing else (the board's modules
+    not at all); what it builds on (the head, augmentations, recipes, backbones) is re-exported there."""
+    bad = [m for m in _imports(path) if m.startswith(FORBIDDEN) or (m.startswith("benchmark") and m != "benchmark.api")]
     assert not bad, f"{path.name} imports engine internals: {bad}"
 
 
@@ -159,7 +177,7 @@ def test_a_fresh_process_resolves_every_method_without_importing_any() -> None:
     plugin processes)."""
     code = ("import sys\n"
             "if __name__ == '__main__':\n"
-            "    from benchmark.tracks import load_tracks; from benchmark.plugins import catalogue\n"
+            "    from benchmark.tracks.base import load_tracks; from benchmark.plugins import catalogue\n"
             "    load_tracks(); c = catalogue()\n"
             "    print(sorted(c.attacks), sorted(c.defenses), list(c.problems))\n"
             "    print('imported:', sorted(m for m in sys.modules if m.startswith(('attacks.', 'defenses.'))))\n")
@@ -195,3 +213,37 @@ def test_ray_executor_streams_the_local_executors_records(tmp_path: Path, tiny_s
         records[executor + "-encoders"] = len(encoders)
     assert records["ray"] == records["local"]
     assert records["ray-encoders"] == records["local-encoders"]
+
+
+def _track_names_in(path: Path, names: set[str]) -> list[str]:
+    """String constants naming a track in ``path`` (docstrings aside; a scenario's ``downstream`` data set, as a
+    key, an index or beside ``pretrain``, is a field of the scenario, not the track)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    fields: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript):
+            fields.add(id(node.slice))
+        elif isinstance(node, ast.Dict):
+            fields |= {id(k) for k in node.keys if k is not None}
+        elif isinstance(node, (ast.Tuple, ast.List)) and any(isinstance(e, ast.Constant) and e.value == "pretrain"
+                                                             for e in node.elts):
+            fields |= {id(e) for e in node.elts}
+    return [f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings | fields]
+
+
+def test_no_track_is_named_outside_its_package() -> None:
+    """The suite, the runner, the estimate, provenance, the record schema and the board reach a track through
+    its :class:`~benchmark.tracks.base.Track` and ``TrackInfo`` only (attacks and defenses name the tracks they
+    implement: that is their declaration)."""
+    from benchmark.tracks.info import track_infos
+
+    infos = track_infos()
+    packages = {Path(*info.package.split(".")) for info in infos.values()}
+    engine = sorted((ROOT / "benchmark").rglob("*.py")) + sorted((ROOT / "leaderboard").glob("*.py"))
+    named = [hit for path in engine if not any(path.relative_to(ROOT).is_relative_to(p) for p in packages)
+             for hit in _track_names_in(path, set(infos))]
+    assert not named, "\n".join(named)

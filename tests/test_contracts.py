@@ -32,8 +32,11 @@ from benchmark.data import load_dataset
 from benchmark.plugins import PLUGIN_PACKAGES, load_plugins
 from benchmark.pretrain import FeatureExtractor, SSLRecipe, make_extractor
 from benchmark.suite import SUITES_DIR, parse_yaml
+from benchmark.tracks.downstream.validate import validate_downstream
+from benchmark.tracks.pretrain_availability.validate import validate_availability
+from benchmark.tracks.pretrain_targeted.validate import validate_targeted
 from benchmark.utils import seed_everything
-from benchmark.validation import fingerprint, validate_availability, validate_downstream, validate_kept, validate_targeted
+from benchmark.validation import fingerprint, validate_kept
 
 
 def _registered() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -46,7 +49,7 @@ def _registered() -> tuple[dict[str, Any], dict[str, Any]]:
 ATTACK_CLASSES, DEFENSE_CLASSES = _registered()
 SMOKE = parse_yaml((SUITES_DIR / "smoke.yaml").read_text())
 ATTACK_TRACKS = [(a, t) for a, cls in ATTACK_CLASSES.items() for t in cls.tracks()]
-DEFENSE_TRACKS = [(d, t) for d, cls in DEFENSE_CLASSES.items() for t in cls.tracks]
+DEFENSE_TRACKS = [(d, t) for d, cls in DEFENSE_CLASSES.items() for t in cls.applies_to()]
 
 
 def smoke_settings(kind: str, plugin_id: str, track: str) -> dict[str, Any]:
@@ -172,7 +175,7 @@ def test_a_broken_attack_fails_the_contract(breakage: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("defense_id", sorted(DEFENSE_CLASSES))
 def test_defense_hooks_are_deterministic_and_leave_their_inputs_alone(defense_id: str) -> None:
     cls = DEFENSE_CLASSES[defense_id]
-    settings = smoke_settings("defense", defense_id, cls.tracks[0])
+    settings = smoke_settings("defense", defense_id, cls.applies_to()[0])
     data = load_dataset("mnist5k", "train", image_size=16, subset=200, subset_seed=0)
     extractor = tiny_extractor(data.images)
 

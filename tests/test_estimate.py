@@ -4,17 +4,17 @@ and every built-in suite inside the budget it states (benchmark/estimate.py)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from benchmark.__main__ import main
+from benchmark.cost_models import declared_cost, evaluate
 from benchmark.estimate import (
     DeviceProfile,
-    _mc_pretrain,
     bf16_peak_tflops,
     calibrate,
-    cell_sizes,
     estimate,
     forward_flops,
     load_profiles,
@@ -24,6 +24,9 @@ from benchmark.estimate import (
 )
 from benchmark.pretrain import SSLRecipe
 from benchmark.suite import expand_cells, load_suite, suite_names
+from benchmark.work import cell_sizes
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A profile with round numbers: 1 s per SimCLR image-epoch, 2 s for the momentum methods, 0.25 s a pass.
 UNIT = DeviceProfile(name="unit", source="test", svd_seconds=0.0,
@@ -70,13 +73,17 @@ def test_cost_models_count_the_loops_of_their_method() -> None:
 
 
 def test_me_net_pretraining_cost_drops_with_the_bank() -> None:
-    fresh = {"n_masks": 10, "ssl_prob": 1.0, "ssl_bank": 0}
-    assert _mc_pretrain(fresh, 1000, 50_000)["svds"] == 10 * 1000 * 50_000  # every image, mask and epoch
+    svds = declared_cost(ROOT / "defenses" / "matrix_completion.py", "matrix_completion")["pretrain-availability"]["svds"]
+
+    def count(**config: float) -> float:
+        return evaluate(svds, {"n_masks": 10, "ssl_prob": 1.0, "ssl_bank": 0, **config, "n": 50_000, "encoder_epochs": 1000})
+
+    assert count() == 10 * 1000 * 50_000  # every image, mask and epoch
     # ssl_prob < 1 reconstructs every image and keeps the picked ones (no data-dependent subset: no host sync)
-    assert _mc_pretrain({**fresh, "ssl_prob": 0.5}, 1000, 50_000)["svds"] == 10 * 1000 * 50_000
-    assert _mc_pretrain({**fresh, "ssl_prob": 0.0}, 1000, 50_000)["svds"] == 0
-    assert _mc_pretrain({**fresh, "ssl_bank": 4}, 1000, 50_000)["svds"] == 4 * 10 * 50_000  # k reconstructions, once
-    assert _mc_pretrain({**fresh, "ssl_bank": 4, "ssl_prob": 0.0}, 1000, 50_000)["svds"] == 0
+    assert count(ssl_prob=0.5) == 10 * 1000 * 50_000
+    assert count(ssl_prob=0.0) == 0
+    assert count(ssl_bank=4) == 4 * 10 * 50_000  # k reconstructions, once
+    assert count(ssl_bank=4, ssl_prob=0.0) == 0
     # the full tier's pre-training victims use the bank: 4 × 10 masks × (50k images + the injected canvases)
     work = suite_work(load_suite("full"))
     victims = [w for w in work.items.values() if w.kind == "victim encoder" and w.svds > 0]

@@ -17,7 +17,8 @@ from benchmark.backbones import create_backbone
 from benchmark.data import load_dataset
 from benchmark.plugins import load_plugins
 from benchmark.pretrain import make_extractor
-from benchmark.validation import ThreatModelViolation, validate_downstream
+from benchmark.tracks.downstream.validate import validate_downstream
+from benchmark.validation import ThreatModelViolation
 from tests.test_attacks_downstream import craft
 
 L2 = 1e-2

@@ -137,10 +137,10 @@ def test_a_cell_that_changes_shared_state_is_invalid_and_the_next_cell_is_rebuil
                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The scoring process's own check (fingerprints of what cells share): an engine bug or anything else
     that changes a shared setting during a cell spoils only that cell."""
-    from benchmark.tracks import TRACK_RUNNERS, load_tracks
+    from benchmark.tracks.base import get_track
 
-    load_tracks()
-    original = TRACK_RUNNERS["downstream"]
+    track = get_track("downstream")
+    original = track.run
 
     def corrupting(cell: Any, env: Any) -> Any:
         outcome = original(cell, env)
@@ -150,9 +150,9 @@ def test_a_cell_that_changes_shared_state_is_invalid_and_the_next_cell_is_rebuil
                     shared.train.labels[:50] = 0
         return outcome
 
-    monkeypatch.setitem(TRACK_RUNNERS, "downstream", corrupting)
+    monkeypatch.setattr(track, "run", corrupting)
     records = run(downstream_suite(["label_flip", "none", "random_noise"]), tmp_path / "corrupted")
-    monkeypatch.setitem(TRACK_RUNNERS, "downstream", original)
+    monkeypatch.setattr(track, "run", original)
     reference = run(downstream_suite(["none", "random_noise"]), tmp_path / "reference")
     bad = records["downstream/label_flip/none"]
     assert bad["status"] == "invalid" and "shared state changed" in bad["message"]
@@ -209,7 +209,7 @@ def test_a_plugin_call_equals_the_same_call_in_process_under_the_same_seed() -> 
     from benchmark.data import load_dataset
     from benchmark.plugins import load_plugins
     from benchmark.pretrain import SSLRecipe, extractor_tensors, make_extractor
-    from benchmark.suite import MethodEntry
+    from benchmark.tracks.base import MethodEntry
     from benchmark.tracks.common import RunEnv, extractor_spec, plugin_call
     from benchmark.utils import seed_everything
 

@@ -120,12 +120,12 @@ def test_the_board_marks_a_column_the_feature_space_bound_does_not_bound() -> No
     from leaderboard.render import upper_bound_note
 
     bounded = _downstream_frame({"ft_feature_space": [0.05, 0.06, 0.055], "gc": [0.01, 0.02, 0.015]})
-    assert upper_bound_note(bounded) == ""
+    assert upper_bound_note(bounded, "downstream") == ""
     within_spread = _downstream_frame({"ft_feature_space": [0.03, 0.05, 0.04], "label_flip": [0.03, 0.06, 0.045]})
-    assert upper_bound_note(within_spread) == ""
+    assert upper_bound_note(within_spread, "downstream") == ""
     below = _downstream_frame({"ft_feature_space": [0.010, 0.012, 0.011], "label_flip": [0.05, 0.06, 0.04],
                                "gc": [0.005, 0.006, 0.004]})
-    note = upper_bound_note(below)
+    note = upper_bound_note(below, "downstream")
     assert "`ft_feature_space` is below the best input-space attack" in note and "`label_flip` 5.0 ± 1.0" in note
     assert "1.1 ± 0.1" in note and "Why:" in note
 

@@ -14,7 +14,8 @@ from benchmark.api import ATTACKS, DirectoryCheckpoints, PretrainAttackContext, 
 from benchmark.data import load_dataset
 from benchmark.plugins import load_plugins
 from benchmark.pretrain import SSLRecipe, SSLTrainingHooks, train_ssl
-from benchmark.validation import ThreatModelViolation, validate_targeted
+from benchmark.tracks.pretrain_targeted.validate import validate_targeted
+from benchmark.validation import ThreatModelViolation
 
 load_plugins()
 
@@ -92,7 +93,7 @@ def test_full_size_canvases_give_far_more_single_part_views_than_squeezed_halves
 # ------------------------------------------------------------------------------------------ (b) pool
 def test_the_target_pool_is_disjoint_from_the_pretraining_and_probe_training_sets(tmp_path: Path) -> None:
     from benchmark.tracks.common import load_split
-    from benchmark.tracks.pretrain_targeted import TARGET_POOL_SIZE, build_target_pool
+    from benchmark.tracks.pretrain_targeted.track import TARGET_POOL_SIZE, build_target_pool
 
     scenario = {"name": "finetune", "pretrain": "mnist5k", "downstream": "mnist5k"}
     data = {"image_size": SIZE, "pretrain_subset": 300, "downstream_subset": 200}
@@ -206,7 +207,7 @@ def test_the_decoy_control_stitches_the_attacks_own_targets(tmp_path: Path) -> N
     """Attack and control crafted from generators seeded alike (as the track seeds them: settings left out)
     use the same targets, target classes and canvas positions; only the reference part differs, and its
     class is neither a target class nor the class of one of that goal's targets."""
-    from benchmark.tracks.pretrain_targeted import attack_stream_seed
+    from benchmark.tracks.pretrain_targeted.track import attack_stream_seed
 
     assert attack_stream_seed(1, "poisoned_encoder", 0.1) == attack_stream_seed(1, "poisoned_encoder", 0.1)
     assert attack_stream_seed(1, "poisoned_encoder", 0.1) != attack_stream_seed(2, "poisoned_encoder", 0.1)

@@ -337,7 +337,7 @@ def test_an_attack_that_reads_only_the_backbone_shares_its_poison_across_ssl_met
     """UE's supervised surrogate reads the recipe's backbone only (``recipe_fields``): SimCLR and BYOL
     victims of the same backbone, data and seed get one poison, built once; the context's recipe names no
     SSL method (building the victim's model from it fails loudly)."""
-    from benchmark.tracks.pretrain_availability import NOT_DECLARED
+    from benchmark.tracks.pretrain_availability.track import NOT_DECLARED
 
     raw = tiny_pretrain_suite({"pretrain-availability": {
         "budgets": [0.5], "victim": {"l2": 0.001}, "recipe": {"epochs": 1},
@@ -356,7 +356,7 @@ def test_an_attack_that_reads_only_the_backbone_shares_its_poison_across_ssl_met
 
 def test_target_margin_is_positive_exactly_when_the_target_is_in_its_class() -> None:
     from benchmark.probe import LinearHead
-    from benchmark.tracks.pretrain_targeted import target_scores
+    from benchmark.tracks.pretrain_targeted.track import target_scores
 
     head = LinearHead(torch.eye(3), torch.zeros(3))  # logits = features
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.5, 2.0, 1.5], [0.0, 0.0, -4.0]])

@@ -45,8 +45,11 @@ class EditMe(DownstreamAttack):
 def test_dependencies_name_the_engine_the_track_and_the_plugins() -> None:
     files = dependencies("downstream", [str(ROOT / "attacks" / "gc.py"), str(ROOT / "defenses" / "dp_sgd.py")])
     assert set(ENGINE_FILES) <= set(files)
-    assert {"benchmark/tracks/downstream.py", "attacks/gc.py", "attacks/_common.py", "defenses/dp_sgd.py"} <= set(files)
-    assert "benchmark/tracks/pretrain_targeted.py" not in files
+    assert {"benchmark/tracks/downstream/track.py", "benchmark/tracks/downstream/interface.py",
+            "benchmark/tracks/downstream/validate.py", "attacks/gc.py", "attacks/_common.py", "defenses/dp_sgd.py"} <= set(files)
+    # the board's text and figures, the estimate and the examples figure move no number
+    assert not {f"benchmark/tracks/downstream/{name}" for name in ("info.py", "figures.py", "work.py", "examples.py")} & set(files)
+    assert not any(f.startswith("benchmark/tracks/pretrain_targeted/") for f in files)
     assert all((ROOT / f).exists() for f in files)
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard.render import TRACK_ORDER
+from benchmark.tracks.info import track_names
 from leaderboard.site import FILTERS, SCRIPT, _inline, render_site
 
+TRACK_ORDER = track_names()
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")

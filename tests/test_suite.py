@@ -258,7 +258,7 @@ def test_the_rule_gives_every_shipped_cell_the_count_it_had(name: str) -> None:
     import math
 
     from benchmark.api import poison_count
-    from benchmark.estimate import cell_sizes
+    from benchmark.work import cell_sizes
 
     cells, _ = expand_cells(load_suite(name))
     for cell in cells:

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from benchmark.api import AvailabilityPoison, DownstreamPoison
-from benchmark.validation import ThreatModelViolation, fingerprint, validate_availability, validate_downstream
+from benchmark.tracks.downstream.validate import validate_downstream
+from benchmark.tracks.pretrain_availability.validate import validate_availability
+from benchmark.validation import ThreatModelViolation, fingerprint
 
 TRAIN = torch.rand(20, 1, 8, 8)
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from benchmark.api import MethodConfig
+from benchmark.plugin_base import MethodConfig
 from benchmark.registry import Registry
 
 SSL_METHODS: Registry[type[SSLMethod]] = Registry("ssl method")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import MethodConfig, check_range
+from benchmark.plugin_base import MethodConfig, check_range
 from benchmark.ssl.base import SSLMethod, ema_update, mlp, momentum_copy, register_ssl
 
 

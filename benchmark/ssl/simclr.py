@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import MethodConfig, check_range
+from benchmark.plugin_base import MethodConfig, check_range
 from benchmark.ssl.base import SSLMethod, mlp, register_ssl
 
 

@@ -5,6 +5,7 @@ cross-evaluation of availability poisons."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,8 +15,8 @@ from benchmark.data import ImageDataset
 from benchmark.plugins import catalogue
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead, fit_linear_head, head_accuracy
-from benchmark.suite import NO_DEFENSE, Cell
 from benchmark.supervised import supervised_net, train_supervised
+from benchmark.tracks.base import NO_DEFENSE, Cell, PretrainDataSpec, TrackSpec
 from benchmark.tracks.common import (
     RunEnv,
     cached_features,
@@ -235,3 +236,11 @@ def supervised_key(setting: PretrainSetting, poison: str | None, defense: Mappin
             "pretrain": setting.scenario["pretrain"], "downstream": setting.scenario["downstream"],
             "data": data_key(setting.data), "seed": setting.seed, "poison": poison, "defense": defense,
             "epochs": int(setting.victim.get("supervised_epochs", 5))}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainTrackSpec(TrackSpec):
+    """A pre-training track's section: may shrink ``data`` and override the encoder ``recipe``."""
+
+    data: PretrainDataSpec | None = None
+    recipe: dict[str, Any] | None = None

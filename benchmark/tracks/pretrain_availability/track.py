@@ -15,16 +15,17 @@ encoder (the clean key plus ``variant = {poison, defense}``), features, and scal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from benchmark.api import AvailabilityPoison, poison_count
+from benchmark.plugin_base import check_range, poison_count
 from benchmark.plugins import catalogue
-from benchmark.suite import NO_ATTACK, Cell
-from benchmark.tracks import register_track
 from benchmark.tracks._pretrain import (
     PretrainSetting,
+    PretrainTrackSpec,
     defense_entry,
     defense_stage,
     diagnostic_tensors,
@@ -34,9 +35,14 @@ from benchmark.tracks._pretrain import (
     supervised_key,
     victim_encoder,
 )
+from benchmark.tracks._pretrain_work import add_pretrain_work
+from benchmark.tracks.base import NO_ATTACK, Cell, Track, register_track
 from benchmark.tracks.common import CellOutcome, RunEnv, cached_scalar, data_key, plugin_call
+from benchmark.tracks.pretrain_availability.info import INFO
+from benchmark.tracks.pretrain_availability.interface import AvailabilityPoison
+from benchmark.tracks.pretrain_availability.validate import validate_availability
 from benchmark.utils import derive_seed
-from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares, validate_availability
+from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-availability"
@@ -120,7 +126,6 @@ def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tenso
             "supervised_accuracy_drop": clean - poisoned}
 
 
-@register_track("pretrain-availability")
 def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     spec = cell.spec
     setting = PretrainSetting.shared(cell, env)
@@ -160,3 +165,33 @@ def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     if setting.victim.get("supervised_eval") and setting.same_data:
         metrics |= supervised_metrics(setting, cell, images, poison_name)
     return CellOutcome(metrics=metrics, details=details)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvailabilityTrackSpec(PretrainTrackSpec):
+    """``tracks.pretrain-availability``; ``epsilon``: the ℓ∞ bound of the perturbation."""
+
+    epsilon: float = 8 / 255
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        check_range(problems, "epsilon", self.epsilon, 0.0, 1.0, low_open=True)
+        return problems
+
+
+@register_track
+class PretrainAvailability(Track):
+    """Unlabeled pre-training images perturbed within an ℓ∞ ball (this module's docstring)."""
+
+    info = INFO
+    Spec = AvailabilityTrackSpec
+
+    def variants(self, section: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"input_epsilon": None, "epsilon": float(section.get("epsilon", 8 / 255))}]
+
+    def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
+        return run_pretrain_availability_cell(cell, env)
+
+    def add_work(self, work: Any, cell: Cell, sizes: Any) -> None:
+        # the poison is keyed on the recipe fields the attack declares it reads (Attack.recipe_fields)
+        add_pretrain_work(work, cell, sizes, injected=False, recipe_keyed=True)

@@ -37,17 +37,26 @@ from typing import Any
 
 import torch
 
-from benchmark.api import TargetedPoison, poison_count, target_classes_of
 from benchmark.augment import build_augmentation, place_augmentation
 from benchmark.data import ImageDataset, load_dataset, stratified_subset
+from benchmark.plugin_base import poison_count
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead
-from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell
-from benchmark.tracks import register_track
-from benchmark.tracks._pretrain import PretrainSetting, diagnostic_tensors, diagnostics_of, victim_encoder
+from benchmark.tracks._pretrain import (
+    PretrainSetting,
+    PretrainTrackSpec,
+    diagnostic_tensors,
+    diagnostics_of,
+    victim_encoder,
+)
+from benchmark.tracks._pretrain_work import add_pretrain_work
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry, Track, register_track
 from benchmark.tracks.common import CellOutcome, RunEnv, data_key, match_channels, plugin_call
+from benchmark.tracks.pretrain_targeted.info import INFO
+from benchmark.tracks.pretrain_targeted.interface import TargetedPoison, target_classes_of
+from benchmark.tracks.pretrain_targeted.validate import pool_indices, validate_targeted
 from benchmark.utils import derive_seed, seed_everything
-from benchmark.validation import ThreatModelViolation, poison_from_answer, pool_indices, validate_targeted
+from benchmark.validation import ThreatModelViolation, poison_from_answer
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-targeted"
@@ -213,7 +222,6 @@ def success_rates(setting: PretrainSetting, head: LinearHead, extractor: Feature
     return asr, aug
 
 
-@register_track("pretrain-targeted")
 def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     setting = PretrainSetting.shared(cell, env)
     pool = target_pool(setting)
@@ -260,3 +268,24 @@ def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         defended_clean = setting.probe_accuracy(dkey, defended)
         metrics |= {"defended_clean_accuracy": defended_clean, "defense_cost": clean - defended_clean}
     return CellOutcome(metrics=metrics, details=details)
+
+
+@register_track
+class PretrainTargeted(Track):
+    """Images injected into pre-training so that chosen inputs get a chosen class (this module's docstring)."""
+
+    info = INFO
+    Spec = PretrainTrackSpec
+
+    def defense_reason(self, defense: MethodEntry, stage: str | None) -> str | None:
+        if stage == "sanitise":
+            return (f"{defense.id} sanitises training data, and the targeted track's injected images are canvases of "
+                    "another shape than the clean ones: a sanitiser could drop them by their shape alone")
+        return None
+
+    def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
+        return run_pretrain_targeted_cell(cell, env)
+
+    def add_work(self, work: Any, cell: Cell, sizes: Any) -> None:
+        # the injected images join the victim's pre-training set; no supervised cross-evaluation here
+        add_pretrain_work(work, cell, sizes, injected=True, recipe_keyed=False)

@@ -22,7 +22,7 @@ Defenses (:class:`DefendedSetting`, shared per (encoder, scenario, seed, defense
   test features use the repaired encoder, poison images are encoded by it.
 
 Feature-space poisons have no image: no defense here acts on them, so such a cell reports that it was not
-run (status ``error`` with a "not applicable" message; the plan should skip it, see ``_skip_reason``).
+run (status ``error`` with a "not applicable" message; the plan skips it: :meth:`Downstream.skip_reason`).
 A defense is compared with the **undefended victim trained the same way** (the *reference*): for a
 training-stage defense that declares ``reference_settings`` (adversarial training with ε = 0, DP-SGD with
 σ = 0 and no clipping) the track trains that reference head on the same data with the same schedule and
@@ -39,15 +39,16 @@ with the attack), ``defense_cost`` = reference clean − defended clean (the pri
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from benchmark.api import DownstreamPoison, FeatureExtractorView, poison_count
+from benchmark.plugin_base import FeatureExtractorView, poison_count
 from benchmark.plugins import catalogue, resolved_config
 from benchmark.probe import LinearHead, SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
-from benchmark.suite import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry
-from benchmark.tracks import register_track
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry, Track, TrackSpec, register_track
 from benchmark.tracks.common import (
     CellOutcome,
     RunEnv,
@@ -65,8 +66,12 @@ from benchmark.tracks.common import (
     recipe_of,
     resolve_l2,
 )
+from benchmark.tracks.downstream.info import INFO
+from benchmark.tracks.downstream.interface import DownstreamPoison
+from benchmark.tracks.downstream.validate import validate_downstream
+from benchmark.tracks.downstream.work import add_downstream
 from benchmark.utils import config_hash, derive_seed
-from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares, validate_downstream, validate_kept
+from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares, validate_kept
 from benchmark.workers import CacheBridge
 
 
@@ -155,7 +160,7 @@ class DefendedSetting:
         """``function`` of the defense (or of ``entry``: its reference) in its plugin process, with a context
         seeded for ``purpose`` (the same seed for the defense and its reference: the same batches)."""
         seed = derive_seed(self.seed, purpose)
-        context = {"track": "downstream", "num_classes": self.setting.num_classes, "seed": seed}
+        context = {"track": INFO.name, "num_classes": self.setting.num_classes, "seed": seed}
         return plugin_call(self.setting.env, function, "defense", entry or self.entry,
                            {**request, "defense_context": context}, rng_seed=seed)
 
@@ -306,7 +311,7 @@ def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPois
                "train_images": setting.train.images, "train_labels": setting.train.labels,
                "train_features": setting.train_features, "num_classes": setting.num_classes, "budget": budget,
                "input_epsilon": spec["input_epsilon"], "l2": setting.l2}
-    answer = plugin_call(env, "craft", "attack", entry, {"track": "downstream", "context": context}, rng_seed=seed,
+    answer = plugin_call(env, "craft", "attack", entry, {"track": INFO.name, "context": context}, rng_seed=seed,
                          bridge=CacheBridge(env.cache, f"attack-{entry.id}", scope))
     poison = poison_from_answer(answer, DownstreamPoison)
     validate(setting, poison, space, budget, spec["input_epsilon"])
@@ -346,10 +351,9 @@ def shared_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPoi
     return poison, float(tensors["attack_seconds"])
 
 
-@register_track("downstream")
 def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     spec = cell.spec
-    setting = env.shared({"track": "downstream", **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}},
+    setting = env.shared({"track": INFO.name, **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}},
                          lambda: DownstreamSetting(cell, env))
     shared_key = {"encoder": setting.encoder_key, "downstream": cell.spec["scenario"]["downstream"],
                   "victim": cell.spec["victim"], "l2": setting.l2}
@@ -396,3 +400,44 @@ def undefended_poisoned_accuracy(setting: DownstreamSetting, cell: Cell, poison:
         return setting.head_accuracy(images, feats, labels)
 
     return cached_scalar(setting.env, "poisoned-accuracy", key, compute)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownstreamTrackSpec(TrackSpec):
+    """``tracks.downstream``; ``input_epsilons``: null (unconstrained) and/or ℓ∞ radii in (0, 1]."""
+
+    input_epsilons: list[float | None] = field(default_factory=lambda: [None])
+
+    def problems(self) -> list[str]:
+        return super().problems() + [f"input_epsilons: {e!r} must be null or in (0, 1]"
+                                     for e in self.input_epsilons if e is not None and not 0 < e <= 1]
+
+
+@register_track
+class Downstream(Track):
+    """Poisoned points added to the training set of a frozen encoder's linear head (this module's docstring)."""
+
+    info = INFO
+    Spec = DownstreamTrackSpec
+
+    def variants(self, section: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"input_epsilon": eps} for eps in section.get("input_epsilons", [None]) or [None]]
+
+    def skip_reason(self, attack: MethodEntry, attack_space: str | None, defense: MethodEntry,
+                    victim: Mapping[str, Any], variant: Mapping[str, Any]) -> str | None:
+        if attack.id == NO_ATTACK or attack_space != "feature":
+            return None
+        if victim["kind"] != "convex":
+            return f"{attack.name} poisons features, which only the convex head on cached features consumes"
+        if variant.get("input_epsilon") is not None:
+            return f"{attack.name} poisons features; an input constraint does not apply to it"
+        if defense.id != NO_DEFENSE:
+            return (f"{attack.name} poisons features directly; {defense.name} acts on images, on how heads "
+                    f"train on images, or on the encoder, so it has nothing to act on")
+        return None
+
+    def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
+        return run_downstream_cell(cell, env)
+
+    def add_work(self, work: Any, cell: Cell, sizes: Any) -> None:
+        add_downstream(work, cell, sizes)

@@ -1,0 +1,21 @@
+"""Toy label flipping (a test fixture): copies of the training images of one class, labelled as the next class.
+
+The toy track's attack, registered from its folder (``POISONBENCH_PLUGINS``)."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.api import register_attack
+from tests.toy_track.interface import ToyAttack, ToyContext, ToyPoison
+
+
+@register_attack
+class ToyLabelFlip(ToyAttack):
+    id = "toy_label_flip"
+    citation = "a test fixture"
+
+    def craft_toy(self, ctx: ToyContext) -> ToyPoison:
+        chosen = torch.nonzero(ctx.labels == 0).flatten()[: ctx.budget]
+        return ToyPoison(images=ctx.images[chosen].clone(), labels=torch.ones(len(chosen), dtype=torch.int64),
+                         diagnostics={"flipped": float(len(chosen))})
