@@ -192,10 +192,16 @@ def test_ctrl_c_stops_the_run_kills_the_plugin_and_resumes(tmp_path: Path) -> No
         time.sleep(2.0)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # a process started in the background by a shell (`make test &`) inherits SIGINT ignored: the user's Ctrl-C
+    # is what this test stands for, so it restores Python's own handler for the run
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupter = threading.Thread(target=interrupt_while_the_sleeper_runs, daemon=True)
     interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_suite(suite, results_dir=results, cache_dir=tmp_path / "cache", device="cpu")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_suite(suite, results_dir=results, cache_dir=tmp_path / "cache", device="cpu")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     interrupter.join()
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
     names = sorted(p.name for p in (tmp_path / "results").rglob("*.json"))
