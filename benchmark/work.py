@@ -95,7 +95,6 @@ class Context:
         return int(self.spec["encoder"].get("batch_size", 256))
 
 
-CostModel = Callable[[Context], dict[str, float]]  # → {"passes": …, "svds": …, "ssl_epochs": …}
 
 
 # ------------------------------------------------------------------------------------------------ per cell

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from benchmark.cost_models import PRETRAIN_KEYS, evaluate
+from benchmark.cost_models import PRETRAIN_KEYS, CostModelError, evaluate
 from benchmark.plugin_base import poison_count
 from benchmark.plugins import catalogue
 from benchmark.tracks.base import NO_DEFENSE, Cell
 from benchmark.work import (
     FORWARD_PASS,
     Context,
-    CostModelError,
     DefenseCost,
     DefenseCosts,
     Sizes,

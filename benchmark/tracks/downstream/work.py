@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from benchmark.cost_models import DOWNSTREAM_STAGES
+from benchmark.cost_models import DOWNSTREAM_STAGES, CostModelError
 from benchmark.plugin_base import poison_count
 from benchmark.tracks.base import NO_DEFENSE, Cell
 from benchmark.work import (
     FORWARD_PASS,
     Context,
-    CostModelError,
     DefenseCost,
     DefenseCosts,
     Sizes,
