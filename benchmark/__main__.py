@@ -203,8 +203,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     done_ids = {c.id for c in done}
     for track, n in sorted(Counter(c.track for c in cells).items()):
         of_track = [c for c in cells if c.track == track]
-        attacks = ", ".join(dict.fromkeys(c.spec["attack"]["name"] for c in of_track))
-        defenses = ", ".join(dict.fromkeys(c.spec["defense"]["name"] for c in of_track))
+        attacks = ", ".join(dict.fromkeys(c.attack.name for c in of_track))
+        defenses = ", ".join(dict.fromkeys(c.defense.name for c in of_track))
         print(f"  {track}: {n} cells ({sum(c.id in done_ids for c in of_track)} finished)\n    attacks: {attacks}\n"
               f"    defenses: {defenses}")
     if not args.cells:
@@ -234,14 +234,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace, suite) -> int:
     from benchmark.estimate import calibrate, compute_problems, estimate, load_profiles, render
 
-    compute = suite.raw.get("compute") or {}
+    compute = suite.spec.compute
     profiles = load_profiles()
     if args.calibrate:
         if not _device_ok(args.device):
             return 2
         profile = calibrate(suite, args.device)
     else:
-        name = args.profile or compute.get("profile") or next(iter(profiles))
+        name = args.profile or (compute.profile if compute else None) or next(iter(profiles))
         if name not in profiles:
             print(f"unknown device profile {name!r}; valid: {', '.join(sorted(profiles))}", file=sys.stderr)
             return 2
@@ -254,9 +254,9 @@ def _estimate(args: argparse.Namespace, suite) -> int:
     result = estimate(suite, profile)
     print(render(result, suite, gpus))
     if compute:
-        print(f"  compute limit: {compute['device_hours']:,.1f} device-hours on {compute['profile']}")
-        if profile.name == compute["profile"]:
-            for problem in compute_problems(result, compute["device_hours"]):
+        print(f"  compute limit: {compute.device_hours:,.1f} device-hours on {compute.profile}")
+        if profile.name == compute.profile:
+            for problem in compute_problems(result, compute.device_hours):
                 print(f"  OVER THE COMPUTE LIMIT: {problem}", file=sys.stderr)
                 return 1
     return 0
@@ -301,10 +301,10 @@ def _sandbox(args: argparse.Namespace, suite, *extra: Path) -> bool:
     from benchmark.data import dataset_path
     from benchmark.workers import configure_sandbox
 
-    data_root = suite.section("data", "root")
+    data_root = suite.spec.data.root if suite.spec.data else None
     hidden = _always_hidden(args.results_dir, args.cache_dir, Path(data_root).expanduser() if data_root else None)
-    for scenario in suite.raw.get("scenarios") or []:
-        hidden += [p for p in (dataset_path(str(scenario.get(k, ""))) for k in ("pretrain", "downstream")) if p is not None]
+    for scenario in suite.spec.scenarios:
+        hidden += [p for p in (dataset_path(scenario.pretrain), dataset_path(scenario.downstream)) if p is not None]
     return configure_sandbox(args.sandbox, hidden + list(extra))
 
 

@@ -29,6 +29,7 @@ it), each mirroring the method's own loops; the engine keeps no table of them. A
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -40,11 +41,11 @@ from typing import Any
 import yaml
 
 from benchmark.backbones import create_backbone
-from benchmark.pretrain import SSLRecipe, train_ssl
+from benchmark.pretrain import train_ssl
 from benchmark.suite import PROFILES_FILE, Suite, expand_cells, profile_names
 from benchmark.tracks.base import Cell, load_tracks
 from benchmark.utils import resolve_device
-from benchmark.work import Work, WorkList, backbone_id, cell_sizes
+from benchmark.work import Work, WorkList, backbone_id, cell_sizes, image_size
 
 
 def suite_work(suite: Suite, cells: Iterable[Cell] | None = None) -> WorkList:
@@ -52,7 +53,7 @@ def suite_work(suite: Suite, cells: Iterable[Cell] | None = None) -> WorkList:
     tracks = load_tracks()
     for cell in cells if cells is not None else expand_cells(suite)[0]:
         work.cells_per_track[cell.track] += 1
-        tracks[cell.track].add_work(work, cell, cell_sizes(cell.spec))
+        tracks[cell.track].add_work(work, cell, cell_sizes(cell))
     return work
 
 
@@ -168,20 +169,19 @@ def calibrate(suite: Suite, device: str = "auto", *, images: int = 512) -> Devic
     table: dict[str, dict[str, float]] = {}
     achieved: list[str] = []
     for cell in expand_cells(suite)[0]:
-        enc = cell.spec["encoder"]
-        size = int(cell.spec["data"]["image_size"] or 32)
+        enc, size = cell.encoder, image_size(cell)
         entry = table.setdefault(f"{backbone_id(enc)}@{size}", {})
-        if enc["method"] in entry:
+        if enc.method in entry:
             continue
-        recipe = SSLRecipe(**{**enc, "epochs": 3, "warmup_epochs": 0})
+        recipe = dataclasses.replace(enc, epochs=3, warmup_epochs=0)
         x = torch.rand(max(images, 2 * recipe.batch_size), 3, size, size, generator=torch.Generator().manual_seed(0))
         model = train_ssl(recipe, x[: recipe.batch_size], seed=0, device=dev, epochs=1, desc="calibrate (warm-up)")
         # the difference of a 3- and a 1-epoch run: the per-epoch cost without the loop's set-up
         seconds = [_timed(lambda e=e: train_ssl(recipe, x, seed=0, device=dev, model=model, epochs=e,  # noqa: B023 (timed now)
-                                               desc=f"calibrate {enc['method']}"), dev) for e in (1, 3)]  # noqa: B023
-        entry[enc["method"]] = max(seconds[1] - seconds[0], 1e-12) / (2 * len(x))
-        rate = ssl_step_flops(recipe, size) / entry[enc["method"]]
-        achieved.append(f"{enc['method']} {backbone_id(enc)}@{size}: {utilisation_text(rate, name)}")
+                                               desc=f"calibrate {enc.method}"), dev) for e in (1, 3)]  # noqa: B023
+        entry[enc.method] = max(seconds[1] - seconds[0], 1e-12) / (2 * len(x))
+        rate = ssl_step_flops(recipe, size) / entry[enc.method]
+        achieved.append(f"{enc.method} {backbone_id(enc)}@{size}: {utilisation_text(rate, name)}")
         if "pass" not in entry:
             entry["pass"] = _time_pass(model, x, dev)
     mats = torch.rand(1024, 32, 32, device=dev)

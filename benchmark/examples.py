@@ -53,9 +53,8 @@ def write_examples(suite: Any, output: Path, *, n: int = 300) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenario = suite.raw["scenarios"][0]
-    size = (suite.raw.get("data") or {}).get("image_size")
-    data = load_dataset(scenario["pretrain"], "train", image_size=size, subset=n, subset_seed=0)
+    size = suite.spec.data.image_size if suite.spec.data else None
+    data = load_dataset(suite.spec.scenarios[0].pretrain, "train", image_size=size, subset=n, subset_seed=0)
     spec, extractor = _encoder(suite, data.images)
     rows: list[tuple[str, list[tuple[Any, Any, str]]]] = []
     for track, body in suite.tracks.items():
@@ -78,7 +77,7 @@ def write_examples(suite: Any, output: Path, *, n: int = 300) -> Path:
                 else:
                     ax.axis("off")
         axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"Poisoned examples, suite `{suite.name}` ({scenario['pretrain']}, {size or 'native'} px): "
+    fig.suptitle(f"Poisoned examples, suite `{suite.name}` ({suite.spec.scenarios[0].pretrain}, {size or 'native'} px): "
                  "clean | poisoned pairs per attack", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     output.parent.mkdir(parents=True, exist_ok=True)

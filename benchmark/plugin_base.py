@@ -77,6 +77,35 @@ def config_problems(config_cls: type, settings: Any, where: str) -> list[str]:
     return problems + [_join(where, problem) for problem in own]
 
 
+_Built = typing.TypeVar("_Built")
+
+
+def build_config(config_cls: type[_Built], settings: Mapping[str, Any]) -> _Built:
+    """``config_cls(**settings)`` with the nested dataclasses (in optionals, lists, tuples, mappings) built too, and
+    YAML's lists turned into tuples where a field is a tuple. For settings :func:`config_problems` found valid."""
+    hints = typing.get_type_hints(config_cls)
+    return config_cls(**{key: _built(value, hints[key]) for key, value in settings.items()})
+
+
+def _built(value: Any, annotation: Any) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        arm = next((a for a in args if a is not type(None) and not value_problems(value, a, "")), None)
+        return value if arm is None else _built(value, arm)
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) and isinstance(value, Mapping):
+        return build_config(annotation, value)
+    if origin is tuple:
+        items = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        return tuple(_built(v, a) for v, a in zip(value, items, strict=True))
+    if origin in (list, collections.abc.Sequence) and args:
+        return [_built(v, args[0]) for v in value]
+    if origin in (dict, collections.abc.Mapping) and args:
+        return {k: _built(v, args[1]) for k, v in value.items()}
+    return value
+
+
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 

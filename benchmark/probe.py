@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.plugin_base import MethodConfig, check_range
 from benchmark.training import epoch_batches, fit, shuffled_batches
 from benchmark.utils import fast_layout, fast_path, seed_everything
 
@@ -89,7 +90,9 @@ def select_l2(features: torch.Tensor, labels: torch.Tensor, num_classes: int, gr
 
 # ----------------------------------------------------------------------------------- reference protocol
 @dataclass(frozen=True, kw_only=True)
-class SGDProbeConfig:
+class SGDProbeConfig(MethodConfig):
+    """The reference SGD linear probe (a suite's ``victim.sgd``)."""
+
     epochs: int = 100
     lr: float = 1.0
     momentum: float = 0.9
@@ -97,6 +100,16 @@ class SGDProbeConfig:
     milestones: tuple[float, ...] = (0.6, 0.8)  # fractions of training where lr is divided by 10
     crop_padding: int = 4
     flip: bool = True
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        check_range(problems, "epochs", self.epochs, 1, 100_000)
+        check_range(problems, "lr", self.lr, 0.0, 100.0, low_open=True)
+        check_range(problems, "momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range(problems, "batch_size", self.batch_size, 1, 1 << 20)
+        check_range(problems, "crop_padding", self.crop_padding, 0, 1024)
+        problems += [f"milestones: {m!r} is not a fraction in [0, 1]" for m in self.milestones if not 0 <= m <= 1]
+        return problems
 
 
 def train_sgd_probe(extractor: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,

@@ -31,7 +31,7 @@ ENGINE_FILES = (
     "benchmark/ssl/byol.py", "benchmark/tracks/__init__.py", "benchmark/tracks/base.py",
     "benchmark/tracks/common.py", "benchmark/__init__.py", "benchmark/sandbox.py", "benchmark/plugins.py",
     "benchmark/registry.py", "benchmark/results.py", "benchmark/codec.py", "benchmark/supervised.py",
-    "benchmark/ssl/base.py",
+    "benchmark/ssl/base.py", "benchmark/training.py", "benchmark/tracks/specs.py",
 )
 """The engine modules on every cell's compute path (the CLI, the suite schema, the board and the plots are
 not: the resolved cell config is in the cell id, and rendering does not change a number)."""

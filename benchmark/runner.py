@@ -54,10 +54,9 @@ def select_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
     """The cells matching every ``KEY=VALUE`` filter (``attack``, ``defense``: an id or a suite name;
     ``track``, ``scenario``, ``method``, ``seed``), e.g. ``attack=my_attack``."""
     def value(cell: Cell, key: str) -> set[str]:
-        s = cell.spec
-        return {"attack": {s["attack"]["id"], s["attack"]["name"]}, "defense": {s["defense"]["id"], s["defense"]["name"]},
-                "track": {cell.track}, "scenario": {s["scenario"]["name"]}, "method": {s["encoder"]["method"]},
-                "seed": {str(s["seed"])}}[key]
+        return {"attack": {cell.attack.id, cell.attack.name}, "defense": {cell.defense.id, cell.defense.name},
+                "track": {cell.track}, "scenario": {cell.scenario.name}, "method": {cell.encoder.method},
+                "seed": {str(cell.seed)}}[key]
 
     filters = []
     for item in only:
@@ -81,15 +80,15 @@ def check_data_available(cells: list[Cell]) -> None:
 
     seen, problems = set(), []
     for cell in cells:
-        data = cell.spec["data"]
-        for name in (cell.spec["scenario"]["pretrain"], cell.spec["scenario"]["downstream"]):
-            key = (name, data.get("root"), bool(data.get("download")))
+        data = cell.data
+        for name in (cell.scenario.pretrain, cell.scenario.downstream):
+            key = (name, data.root, data.download)
             if key in seen:
                 continue
             seen.add(key)
             for split in ("train", "test"):
                 try:
-                    load_dataset(name, split, root=data.get("root"), download=bool(data.get("download")))
+                    load_dataset(name, split, root=data.root, download=data.download)
                 except DatasetNotFoundError as err:
                     problems.append(str(err))
                     break
@@ -120,7 +119,7 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     sources["files"] = recorded_hashes(files)
     before = snapshot(files)
     start = time.perf_counter()
-    seed_everything(int(cell.spec["seed"]))
+    seed_everything(cell.seed)
     spec_before = config_hash(cell.spec, 64)
     env.begin_cell()
     try:
@@ -190,9 +189,8 @@ def _run_locally(cells: list[Cell], env: Any, desc: str) -> Any:
     bars below it name the stage)."""
     bar = progress_bar(cells, desc=desc, total=len(cells), leave=True)
     for cell in bar:
-        s = cell.spec
-        bar.set_postfix_str(f"{cell.track} {s['encoder']['method']} {s['scenario']['name']} {s['attack']['name']} × "
-                            f"{s['defense']['name']} b{s['budget']:g} s{s['seed']}", refresh=True)
+        bar.set_postfix_str(f"{cell.track} {cell.encoder.method} {cell.scenario.name} {cell.attack.name} × "
+                            f"{cell.defense.name} b{cell.budget:g} s{cell.seed}", refresh=True)
         yield run_cell(cell, env)
 
 
@@ -208,7 +206,7 @@ def encoder_groups(cells: list[Cell]) -> list[list[Cell]]:
 
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
-        key = config_hash([cell.track, cell.spec["encoder"], cell.spec["scenario"]["pretrain"], cell.spec["seed"]])
+        key = config_hash([cell.track, cell.spec["encoder"], cell.scenario.pretrain, cell.seed])
         groups.setdefault(key, []).append(cell)
     return list(groups.values())
 

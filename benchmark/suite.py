@@ -14,13 +14,14 @@ import difflib
 import re
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from benchmark.data import dataset_names
-from benchmark.plugin_base import MethodConfig, check_range, config_problems, value_problems
+from benchmark.plugin_base import MethodConfig, build_config, check_range, config_problems, value_problems
 from benchmark.plugins import catalogue, resolve
 from benchmark.pretrain import SSLRecipe
 from benchmark.tracks.base import (
@@ -28,11 +29,11 @@ from benchmark.tracks.base import (
     NO_DEFENSE,
     Cell,
     MethodEntry,
-    PretrainDataSpec,
     SkippedCombination,
-    _seed_problems,
+    TrackSpec,
     load_tracks,
 )
+from benchmark.tracks.specs import DataSpec, ScenarioSpec, VictimSpec, _seed_problems
 from benchmark.utils import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -130,22 +131,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> tuple[dict[str
 
 @dataclass(frozen=True)
 class Suite:
+    """A validated suite: ``raw`` is the file as read (with overrides), ``spec`` and ``track_specs`` the same, typed."""
+
     name: str
     tier: str
     source: str
     raw: dict[str, Any]
 
-    def section(self, *keys: str, default: Any = None) -> Any:
-        node: Any = self.raw
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                return default
-            node = node[key]
-        return node
+    @cached_property
+    def spec(self) -> SuiteSpec:
+        return build_config(SuiteSpec, self.raw)
+
+    @cached_property
+    def track_specs(self) -> dict[str, TrackSpec]:
+        """Each track section of the suite as its track's :attr:`~benchmark.tracks.base.Track.Spec`."""
+        tracks = load_tracks()
+        return {name: build_config(tracks[name].Spec, body) for name, body in self.tracks.items()}
 
     @property
     def seeds(self) -> list[int]:
-        return list(self.raw["seeds"])
+        return list(self.spec.seeds)
 
     @property
     def tracks(self) -> dict[str, dict[str, Any]]:
@@ -154,19 +159,11 @@ class Suite:
     @property
     def plugin_seconds(self) -> float:
         """The time limit of one plugin call (``limits.plugin_seconds``, else the tier's default)."""
-        limits = self.raw.get("limits") or {}
-        return float(limits.get("plugin_seconds") or PLUGIN_SECONDS[self.tier])
+        limits = self.spec.limits
+        return float(limits.plugin_seconds if limits and limits.plugin_seconds else PLUGIN_SECONDS[self.tier])
 
 
 # ------------------------------------------------------------------------------------------- schema
-@dataclass(frozen=True, kw_only=True)
-class DataSpec(PretrainDataSpec):
-    """``data``: where data sets live and the scale every track shares."""
-
-    root: str | None = None
-    download: bool = False
-
-
 @dataclass(frozen=True, kw_only=True)
 class EncodersSpec(MethodConfig):
     """``encoders``: SSL methods × backbones, the shared recipe and per-method settings/recipes."""
@@ -184,15 +181,6 @@ class EncodersSpec(MethodConfig):
                 if method not in self.methods:
                     problems.append(f"{key}.{method}: not one of the methods ({', '.join(self.methods)})")
         return problems
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScenarioSpec(MethodConfig):
-    """One ``scenarios`` item: pre-training data set → downstream data set."""
-
-    name: str
-    pretrain: str
-    downstream: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -457,30 +445,30 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     skipped: list[SkippedCombination] = []
     candidates: list[tuple[Cell, MethodEntry, MethodEntry, dict[str, Any]]] = []
     scenarios = {s["name"]: s for s in suite.raw["scenarios"]}
-    data = {"root": None, "download": False, "image_size": None, "pretrain_subset": None,
-            "downstream_subset": None, **(suite.raw.get("data") or {})}
+    data = {**_keys_with_defaults(DataSpec(), ("root", "download", "image_size", "pretrain_subset", "downstream_subset")),
+            **(suite.raw.get("data") or {})}
+    victim_defaults = _keys_with_defaults(VictimSpec(), ("kind", "l2", "l2_grid"))
     for track, runner in load_tracks().items():
         body = suite.tracks.get(track)
         if body is None:
             continue
-        attacks = _method_entries(body["attacks"], "", "attack", NO_ATTACK, [], track, [])
-        defenses = _method_entries(body.get("defenses", [NO_DEFENSE]), "", "defense", NO_DEFENSE, [], track, [])
-        victim = {"kind": "convex", "l2": "auto", "l2_grid": [1e-4, 1e-3, 1e-2], **(body.get("victim") or {})}
-        track_scenarios = body.get("scenarios") or list(scenarios)
+        section = suite.track_specs[track]
+        attacks = _method_entries(section.attacks, "", "attack", NO_ATTACK, [], track, [])
+        defenses = _method_entries(section.defenses, "", "defense", NO_DEFENSE, [], track, [])
+        victim = {**victim_defaults, **(body.get("victim") or {})}
         track_data = {**data, **(body.get("data") or {})}  # pre-training tracks may shrink data / recipe
-        track_methods = body.get("methods")
         for encoder in encoder_specs(suite):
-            if track_methods is not None and encoder["method"] not in track_methods:
+            if section.methods is not None and encoder["method"] not in section.methods:
                 skipped.append(SkippedCombination(
                     track, f"every cell with {encoder['method']}",
-                    f"this tier runs the {track} track on {', '.join(track_methods)} encoders only "
+                    f"this tier runs the {track} track on {', '.join(section.methods)} encoders only "
                     f"(tracks.{track}.methods: its time limit) — {encoder['method']}"))
                 continue
             encoder = {**encoder, **(body.get("recipe") or {})}
-            for scenario_name in track_scenarios:
-                for seed in body.get("seeds") or suite.seeds:
-                    for budget in body["budgets"]:
-                        for variant in runner.variants(body):
+            for scenario_name in section.scenarios or list(scenarios):
+                for seed in section.seeds or suite.seeds:
+                    for budget in section.budgets:
+                        for variant in runner.variants(section):
                             for attack in attacks:
                                 for defense in defenses:
                                     spec = {
@@ -493,10 +481,10 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                                         **{k: v for k, v in variant.items() if k != "input_epsilon"},
                                     }
                                     candidates.append((Cell(track, spec), attack, defense, variant))
-    combos = sorted({(c.spec["defense"]["id"], config_hash(c.spec["defense"]["settings"]), c.track,
-                      config_hash(c.spec["encoder"]), c.spec["victim"]["kind"]) for c, _, d, _ in candidates if d.id != NO_DEFENSE})
-    by_hash = {(config_hash(c.spec["defense"]["settings"]), config_hash(c.spec["encoder"])): c for c, _, _, _ in candidates}
-    questions = [(d, by_hash[(sh, eh)].spec["defense"]["settings"], t, by_hash[(sh, eh)].spec["encoder"], v)
+    combos = sorted({(d.id, config_hash(d.settings), c.track, config_hash(c.spec["encoder"]), c.victim.kind)
+                     for c, _, d, _ in candidates if d.id != NO_DEFENSE})
+    by_hash = {(config_hash(d.settings), config_hash(c.spec["encoder"])): c for c, _, d, _ in candidates}
+    questions = [(d, by_hash[(sh, eh)].defense.settings, t, by_hash[(sh, eh)].spec["encoder"], v)
                  for d, sh, t, eh, v in combos]
     _, answers = resolve([], questions)
     unsupported = dict(zip(combos, answers, strict=True))
@@ -505,29 +493,33 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
     for cell, attack, defense, variant in candidates:
         eps = variant.get("input_epsilon")
         reason = _skip_reason(attack, eps) or tracks[cell.track].skip_reason(
-            attack, attacks_info[attack.id].space if attack.id != NO_ATTACK else None, defense, cell.spec["victim"], variant)
-        defended_attacks = suite.tracks[cell.track].get("defended_attacks")
-        defended_methods = suite.tracks[cell.track].get("defended_methods")
+            attack, attacks_info[attack.id].space if attack.id != NO_ATTACK else None, defense, cell.victim, variant)
+        defended_attacks = suite.track_specs[cell.track].defended_attacks
+        defended_methods = suite.track_specs[cell.track].defended_methods
         if reason is None and defense.id != NO_DEFENSE and defended_attacks is not None and attack.name not in defended_attacks:
             reason = (f"this tier evaluates the {cell.track} defenses against {', '.join(defended_attacks)} only "
                       f"(tracks.{cell.track}.defended_attacks: its time limit)")
-        method = cell.spec["encoder"]["method"]
+        method = cell.encoder.method
         if reason is None and defense.id != NO_DEFENSE and defended_methods is not None and method not in defended_methods:
             reason = (f"this tier evaluates the {cell.track} defenses on {', '.join(defended_methods)} encoders only "
                       f"(tracks.{cell.track}.defended_methods: its time limit) — {method}")
         if reason is None and defense.id != NO_DEFENSE:
             reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
-                                  config_hash(cell.spec["encoder"]), cell.spec["victim"]["kind"])] or \
+                                  config_hash(cell.spec["encoder"]), cell.victim.kind)] or \
                 tracks[cell.track].defense_reason(defense, catalogue().defenses[defense.id].stage)
         if reason:
             what = f"{attack.name} × {defense.name}" + ("" if eps is None else f" (ℓ∞ ≤ {eps:.4g})")
-            method = cell.spec["encoder"]["method"]
             if method in reason:
                 what += f" with {method}"
             skipped.append(SkippedCombination(cell.track, what, reason))
         else:
             cells.append(cell)
     return cells, _dedupe(skipped)
+
+
+def _keys_with_defaults(spec: MethodConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``keys`` of a spec with their default values, in that order (a cell's spec lists them so)."""
+    return {key: getattr(spec, key) for key in keys}
 
 
 def _skip_reason(attack: MethodEntry, eps: float | None) -> str | None:

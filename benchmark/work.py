@@ -18,6 +18,7 @@ from benchmark.cost_models import CostModelError, check_defense_keys, declared_c
 from benchmark.cost_models import work as declared_work
 from benchmark.data import load_dataset
 from benchmark.plugins import catalogue, resolved_config
+from benchmark.pretrain import SSLRecipe
 from benchmark.tracks.base import Cell
 from benchmark.utils import config_hash
 
@@ -65,15 +66,20 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
     return len(train), len(load_dataset(name, "test")), int(train.images.shape[1])
 
 
-def cell_sizes(spec: Mapping[str, Any]) -> Sizes:
-    data, scenario = spec["data"], spec["scenario"]
-    pre, down = dataset_shape(scenario["pretrain"]), dataset_shape(scenario["downstream"])
+def cell_sizes(cell: Cell) -> Sizes:
+    data, scenario = cell.data, cell.scenario
+    pre, down = dataset_shape(scenario.pretrain), dataset_shape(scenario.downstream)
 
-    def subset(n: int, key: str) -> int:
-        return n if data.get(key) is None else min(int(data[key]), n)
+    def subset(n: int, count: int | None) -> int:
+        return n if count is None else min(count, n)
 
-    return Sizes(pretrain=subset(pre[0], "pretrain_subset"), train=subset(down[0], "downstream_subset"),
+    return Sizes(pretrain=subset(pre[0], data.pretrain_subset), train=subset(down[0], data.downstream_subset),
                  test=down[1], channels=pre[2])
+
+
+def image_size(cell: Cell) -> int:
+    """The side of the cell's images (a dataset's native size when the suite sets none, taken as 32)."""
+    return cell.data.image_size or 32
 
 
 # ------------------------------------------------------------------------------------------------ cost models
@@ -87,12 +93,8 @@ class Context:
     n_poison: int = 0  # poisons added (downstream), images perturbed (availability) or injected (targeted)
 
     @property
-    def spec(self) -> Mapping[str, Any]:
-        return self.cell.spec
-
-    @property
     def ssl_batch(self) -> int:
-        return int(self.spec["encoder"].get("batch_size", 256))
+        return self.cell.encoder.batch_size
 
 
 
@@ -107,16 +109,15 @@ class WorkList:
         self.cells_per_track: dict[str, int] = defaultdict(int)
 
     def add(self, cell: Cell, sizes: Sizes, kind: str, identity: Any, **amounts: Any) -> None:
-        spec = cell.spec
         key = config_hash({"kind": kind, "identity": identity})
         if key in self.items:
             return
-        self.items[key] = Work(track=cell.track, kind=kind, key=key, backbone=backbone_id(spec["encoder"]),
-                               image_size=int(spec["data"]["image_size"] or 32), channels=sizes.channels, **amounts)
+        self.items[key] = Work(track=cell.track, kind=kind, key=key, backbone=backbone_id(cell.encoder),
+                               image_size=image_size(cell), channels=sizes.channels, **amounts)
 
 
-def backbone_id(encoder: Mapping[str, Any]) -> str:
-    return f"{encoder['backbone']}{'+cifar_stem' if encoder.get('cifar_stem') else ''}"
+def backbone_id(encoder: SSLRecipe) -> str:
+    return f"{encoder.backbone}{'+cifar_stem' if encoder.cifar_stem else ''}"
 
 
 def resolved(kind: str, entry: Any) -> dict[str, Any]:
@@ -124,8 +125,8 @@ def resolved(kind: str, entry: Any) -> dict[str, Any]:
     return dict(resolved_config(kind, entry.id, entry.settings).config or {})
 
 
-def encoder_identity(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: spec[k] for k in ("encoder", "data", "seed")} | {"pretrain": spec["scenario"]["pretrain"]}
+def encoder_identity(cell: Cell) -> dict[str, Any]:
+    return {k: cell.spec[k] for k in ("encoder", "data", "seed")} | {"pretrain": cell.scenario.pretrain}
 
 
 def amounts(cost: Mapping[str, float], method: str) -> dict[str, Any]:
@@ -136,10 +137,9 @@ def amounts(cost: Mapping[str, float], method: str) -> dict[str, Any]:
 
 
 def add_clean_encoder(work: WorkList, cell: Cell, sizes: Sizes) -> dict[str, Any]:
-    spec, identity = cell.spec, encoder_identity(cell.spec)
-    method = spec["encoder"]["method"]
-    work.add(cell, sizes, "clean encoder", identity, ssl_epochs={method: spec["encoder"]["epochs"] * sizes.pretrain})
-    work.add(cell, sizes, "features", {"encoder": identity, "downstream": spec["scenario"]["downstream"]},
+    identity = encoder_identity(cell)
+    work.add(cell, sizes, "clean encoder", identity, ssl_epochs={cell.encoder.method: cell.encoder.epochs * sizes.pretrain})
+    work.add(cell, sizes, "features", {"encoder": identity, "downstream": cell.scenario.downstream},
              passes=FORWARD_PASS * (sizes.train + sizes.test + sizes.pretrain))
     return identity
 
@@ -154,7 +154,7 @@ def _declared(kind: str, plugin_id: str, track: str) -> tuple[bool, Any]:
 def names(ctx: Context, n: float = 0.0) -> dict[str, Any]:
 
     return names_for(ctx.config, n_poison=ctx.n_poison, n=n, train=ctx.sizes.train, test=ctx.sizes.test,
-                     pretrain=ctx.sizes.pretrain, ssl_batch=ctx.ssl_batch, encoder_epochs=int(ctx.spec["encoder"]["epochs"]))
+                     pretrain=ctx.sizes.pretrain, ssl_batch=ctx.ssl_batch, encoder_epochs=ctx.cell.encoder.epochs)
 
 
 def not_estimated(kind: str, plugin_id: str, track: str, why: str = "") -> str:

@@ -186,7 +186,7 @@ def test_a_plugin_declares_its_own_cost_model_and_its_subclasses_inherit_it(cost
     work = suite_work(suite, cells)
     assert not work.unmodelled, work.unmodelled
     poisons = {w.passes for w in work.items.values() if w.kind == "poison"}
-    n_poison = {int(c.spec["budget"] * cell_sizes(c.spec).train) for c in cells if c.attack.id != "none"}
+    n_poison = {int(c.spec["budget"] * cell_sizes(c).train) for c in cells if c.attack.id != "none"}
     assert poisons == {7.0 * n + 1 for n in n_poison}  # steps × n_poison + 1 (steps > 5)
     svds = [w.svds for w in work.items.values() if w.kind == "defense" and w.svds > 0]
     assert svds and all(s % 3 == 0 for s in svds)  # rounds × images

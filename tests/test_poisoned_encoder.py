@@ -94,12 +94,13 @@ def test_full_size_canvases_give_far_more_single_part_views_than_squeezed_halves
 def test_the_target_pool_is_disjoint_from_the_pretraining_and_probe_training_sets(tmp_path: Path) -> None:
     from benchmark.tracks.common import load_split
     from benchmark.tracks.pretrain_targeted.track import TARGET_POOL_SIZE, build_target_pool
+    from benchmark.tracks.specs import DataSpec, ScenarioSpec
 
-    scenario = {"name": "finetune", "pretrain": "mnist5k", "downstream": "mnist5k"}
-    data = {"image_size": SIZE, "pretrain_subset": 300, "downstream_subset": 200}
+    scenario = ScenarioSpec(name="finetune", pretrain="mnist5k", downstream="mnist5k")
+    data = DataSpec(image_size=SIZE, pretrain_subset=300, downstream_subset=200)
     pool = build_target_pool(scenario, data, channels=1, size=SIZE, seed=0)
-    pre = load_split("mnist5k", "train", data, subset_key="pretrain_subset")
-    train = load_split("mnist5k", "train", data, subset_key="downstream_subset", channels=1, image_size=SIZE)
+    pre = load_split("mnist5k", "train", data, subset=data.pretrain_subset)
+    train = load_split("mnist5k", "train", data, subset=data.downstream_subset, channels=1, image_size=SIZE)
     assert 0 < len(pool) <= TARGET_POOL_SIZE and pool.images.shape[1:] == (1, SIZE, SIZE)
     used = {r.numpy().tobytes() for r in torch.cat([pre.images, train.images]).flatten(1)}
     assert not any(r.numpy().tobytes() in used for r in pool.images.flatten(1))
@@ -118,7 +119,7 @@ def test_the_target_pool_is_disjoint_from_the_pretraining_and_probe_training_set
 
     # subsets that cover the whole split leave no held-out target: a clear error
     with pytest.raises(ValueError, match="held-out target inputs"):
-        build_target_pool(scenario, {"image_size": SIZE, "pretrain_subset": None, "downstream_subset": 200},
+        build_target_pool(scenario, DataSpec(image_size=SIZE, downstream_subset=200),
                           channels=1, size=SIZE, seed=0)
 
 

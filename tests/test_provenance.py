@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.provenance import ENGINE_FILES, dependencies, file_hash, plugin_files, staleness
+from benchmark.tracks.info import OFF_COMPUTE_PATH as TRACK_FILES_OFF_PATH
 from leaderboard.render import stale_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,54 @@ def test_dependencies_name_the_engine_the_track_and_the_plugins() -> None:
     assert not {f"benchmark/tracks/downstream/{name}" for name in ("info.py", "figures.py", "work.py", "examples.py")} & set(files)
     assert not any(f.startswith("benchmark/tracks/pretrain_targeted/") for f in files)
     assert all((ROOT / f).exists() for f in files)
+
+
+# engine modules a cell imports whose edits cannot move its numbers: the suite schema and expansion (the resolved
+# config is in the cell's id), record bookkeeping, the track registry's plain data and the estimate's cost language
+OFF_COMPUTE_PATH = {"benchmark/suite.py", "benchmark/provenance.py", "benchmark/tracks/info.py",
+                    "benchmark/cost_models.py", "benchmark/work.py", "benchmark/tracks/_pretrain_work.py",
+                    "benchmark/__init__.py"}
+
+
+def _module_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return {n for n in names if n.split(".")[0] == "benchmark"}
+
+
+def _module_file(name: str) -> str | None:
+    for candidate in (ROOT / Path(*name.split(".")).with_suffix(".py"), ROOT / Path(*name.split(".")) / "__init__.py"):
+        if candidate.exists():
+            return candidate.relative_to(ROOT).as_posix()
+    return None
+
+
+def test_every_engine_module_a_cell_imports_is_hashed_or_declared_off_its_path() -> None:
+    """A record is stale when a file it depends on changes: every engine module the runner and a track's run
+    import (transitively) must be in ``ENGINE_FILES`` or the track's sources, or be named here as off the path."""
+    from benchmark.tracks.info import track_infos
+
+    for info in track_infos().values():
+        hashed = set(ENGINE_FILES) | set(info.sources())
+        todo, seen = ["benchmark.runner", f"{info.package}.track"], set()
+        while todo:
+            path = _module_file(todo.pop())
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            todo += sorted(_module_imports(ROOT / path))
+        # another track's package and shared sources are imported only for benchmark.api's re-exports
+        others = {f for other in track_infos().values() if other is not info for f in other.sources()}
+        own_folder = str(Path(*info.package.split(".")).as_posix()) + "/"
+        off_track = {f for f in seen if f.startswith("benchmark/tracks/") and f.count("/") == 3 and not f.startswith(own_folder)}
+        missing = sorted(seen - hashed - OFF_COMPUTE_PATH - others - off_track
+                         - {f for f in seen if f.startswith(own_folder) and Path(f).name in TRACK_FILES_OFF_PATH})
+        assert not missing, f"{info.name}: modules on its cells' path that no record hashes: {missing}"
 
 
 def test_a_plugin_depends_on_the_package_modules_it_imports_only() -> None:

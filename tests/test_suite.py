@@ -262,7 +262,44 @@ def test_the_rule_gives_every_shipped_cell_the_count_it_had(name: str) -> None:
 
     cells, _ = expand_cells(load_suite(name))
     for cell in cells:
-        sizes = cell_sizes(cell.spec)
+        sizes = cell_sizes(cell)
         n = sizes.train if cell.track == "downstream" else sizes.pretrain
         before = int(cell.spec["budget"] * n) if cell.track == "downstream" else math.floor(cell.spec["budget"] * n + 1e-9)
         assert poison_count(cell.spec["budget"], n) == before, (cell.cell_id, n)
+
+
+# ------------------------------------------------------------------------------------------- typed cells
+def test_cells_carry_their_spec_typed() -> None:
+    from benchmark.pretrain import SSLRecipe
+    from benchmark.tracks.specs import DataSpec, ScenarioSpec, VictimSpec
+
+    cells, _ = expand_cells(load_suite("smoke"))
+    for cell in cells:
+        assert isinstance(cell.encoder, SSLRecipe) and cell.encoder.method == cell.spec["encoder"]["method"]
+        assert isinstance(cell.victim, VictimSpec) and cell.victim.kind == cell.spec["victim"]["kind"]
+        assert isinstance(cell.data, DataSpec) and cell.data.image_size == cell.spec["data"]["image_size"]
+        assert isinstance(cell.scenario, ScenarioSpec) and cell.scenario.to_dict() == cell.spec["scenario"]
+        assert (cell.budget, cell.seed, cell.input_epsilon) == (cell.spec["budget"], cell.spec["seed"], cell.spec["input_epsilon"])
+        assert cell.attack.to_dict() == cell.spec["attack"] and cell.defense.to_dict() == cell.spec["defense"]
+
+
+def test_build_config_builds_nested_specs_with_their_defaults() -> None:
+    from benchmark.plugin_base import build_config, config_problems
+    from benchmark.probe import SGDProbeConfig
+    from benchmark.tracks.specs import VictimSpec
+
+    victim = build_config(VictimSpec, {"kind": "sgd", "sgd": {"epochs": 3, "milestones": [0.5]}})
+    assert isinstance(victim.sgd, SGDProbeConfig)
+    assert (victim.sgd.epochs, victim.sgd.milestones, victim.sgd.lr, victim.l2) == (3, (0.5,), 1.0, "auto")
+    assert build_config(VictimSpec, {}).sgd is None
+    problems = config_problems(VictimSpec, {"sgd": {"epochs": 0, "milestones": [2.0]}}, "victim")
+    assert any(p.startswith("victim.sgd.epochs") for p in problems)
+    assert any(p.startswith("victim.sgd.milestones") for p in problems)
+
+
+def test_a_suite_is_typed_too() -> None:
+    suite = load_suite("cpu")
+    assert suite.spec.name == "cpu" and suite.spec.encoders.methods == suite.raw["encoders"]["methods"]
+    assert set(suite.track_specs) == set(suite.raw["tracks"])
+    for name, spec in suite.track_specs.items():
+        assert spec.budgets == suite.raw["tracks"][name]["budgets"]

@@ -28,7 +28,6 @@ from benchmark.tracks.common import (
     plain_tensor,
     plugin_call,
     pretrained_extractor,
-    recipe_of,
     resolve_l2,
 )
 from benchmark.training import chunked
@@ -48,40 +47,38 @@ class PretrainSetting:
         return env.shared(key, lambda: cls(cell, env))
 
     def __init__(self, cell: Cell, env: RunEnv) -> None:
-        spec = cell.spec
-        self.env, self.seed = env, int(spec["seed"])
-        self.encoder_spec, self.victim, self.data = spec["encoder"], spec["victim"], spec["data"]
-        self.scenario = spec["scenario"]
-        self.recipe = recipe_of(self.encoder_spec)
-        self.pre = load_split(self.scenario["pretrain"], "train", self.data, subset_key="pretrain_subset")
+        self.env, self.seed = env, cell.seed
+        self.encoder_spec = cell.spec["encoder"]  # the encoder's cache key and what a plugin process rebuilds
+        self.victim, self.data, self.scenario, self.recipe = cell.victim, cell.data, cell.scenario, cell.encoder
+        self.pre = load_split(self.scenario.pretrain, "train", self.data, subset=self.data.pretrain_subset)
         self.channels, self.size = self.pre.images.shape[1], self.pre.images.shape[-1]
         self.train = self._split("train")
         self.test = self._split("test")
         self.num_classes = self.train.num_classes
         # probe = poisoned (head trained on the poisoned pre-training images) needs their labels to be
         # labels of the downstream task: only when both are the same dataset
-        self.same_data = self.scenario["pretrain"] == self.scenario["downstream"]
-        self.clean_key = encoder_key(self.encoder_spec, self.scenario["pretrain"], self.data, self.seed)
+        self.same_data = self.scenario.pretrain == self.scenario.downstream
+        self.clean_key = encoder_key(self.encoder_spec, self.scenario.pretrain, self.data, self.seed)
         self.clean = self.encoder(self.clean_key, self.pre.images)
         train_f = self.features(self.clean_key, self.clean, "train", self.train.images)
         self.l2, self.l2_scores = resolve_l2(self.victim, train_f, self.train.labels, self.num_classes)
         self._heads: dict[str, LinearHead] = {}
 
     def _split(self, split: str) -> ImageDataset:
-        return load_split(self.scenario["downstream"], split, self.data, subset_key="downstream_subset",
+        return load_split(self.scenario.downstream, split, self.data, subset=self.data.downstream_subset,
                           channels=self.channels, image_size=self.size)
 
     def variant_key(self, variant: Mapping[str, Any]) -> dict[str, Any]:
         """The encoder key of a victim pre-trained under ``variant`` (poison, defense); {} = clean."""
         variant = {k: v for k, v in variant.items() if v is not None}
-        return encoder_key(self.encoder_spec, self.scenario["pretrain"], self.data, self.seed, variant=variant)
+        return encoder_key(self.encoder_spec, self.scenario.pretrain, self.data, self.seed, variant=variant)
 
     def encoder(self, key: Mapping[str, Any], images: torch.Tensor) -> FeatureExtractor:
         return pretrained_extractor(self.env, key, images)
 
     def features(self, key: Mapping[str, Any], extractor: FeatureExtractor, split: str, images: torch.Tensor,
                  extra: Mapping[str, Any] | None = None) -> torch.Tensor:
-        fkey = {"encoder": dict(key), "downstream": self.scenario["downstream"], "split": split, **(extra or {})}
+        fkey = {"encoder": dict(key), "downstream": self.scenario.downstream, "split": split, **(extra or {})}
         return cached_features(self.env, fkey, extractor, images)
 
     def head(self, key: Mapping[str, Any], extractor: FeatureExtractor) -> LinearHead:
@@ -114,7 +111,7 @@ class PretrainSetting:
 # ------------------------------------------------------------------------------------------ defenses
 def defense_request(setting: PretrainSetting, cell: Cell) -> tuple[dict[str, Any], int]:
     """The defense context every call of ``cell``'s defense gets (plain data) and its seed."""
-    seed = derive_seed(int(cell.spec["seed"]), "defense", cell.defense.id, cell.defense.settings)
+    seed = derive_seed(cell.seed, "defense", cell.defense.id, cell.defense.settings)
     return {"defense_context": {"track": cell.track, "num_classes": setting.num_classes, "seed": seed}}, seed
 
 
@@ -128,7 +125,7 @@ def sanitised_indices(setting: PretrainSetting, cell: Cell, images: torch.Tensor
     chosen in its plugin process from the unlabeled images alone, checked, and cached."""
     env = setting.env
     context, seed = defense_request(setting, cell)
-    key = {"pretrain": setting.scenario["pretrain"], "data": data_key(setting.data), "seed": setting.seed,
+    key = {"pretrain": setting.scenario.pretrain, "data": data_key(setting.data), "seed": setting.seed,
            "poison": poison, "defense": defense_entry(cell)}
 
     def build() -> dict[str, torch.Tensor]:
@@ -204,7 +201,7 @@ def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Te
 def supervised_accuracy(setting: PretrainSetting, images: torch.Tensor, cell: Cell | None) -> float:
     """Test accuracy of the supervised victim trained on ``images`` with the pre-training labels; under
     ``cell``'s defense (if any) it is trained in the defense's plugin process, which returns its weights."""
-    epochs = int(setting.victim.get("supervised_epochs", 5))
+    epochs = setting.victim.supervised_epochs
     model = supervised_net(setting.recipe, setting.channels, setting.pre.num_classes, setting.seed)
     if cell is None or cell.defense.id == NO_DEFENSE:
         model = train_supervised(model, images, setting.pre.labels, epochs=epochs, seed=setting.seed, device=setting.env.device)
@@ -233,9 +230,9 @@ def load_supervised(model: nn.Module, state: Any) -> nn.Module:
 def supervised_key(setting: PretrainSetting, poison: str | None, defense: Mapping[str, Any] | None) -> dict[str, Any]:
     enc = setting.encoder_spec
     return {"backbone": enc["backbone"], "cifar_stem": enc.get("cifar_stem", False), "norm": enc.get("norm", "batch"),
-            "pretrain": setting.scenario["pretrain"], "downstream": setting.scenario["downstream"],
+            "pretrain": setting.scenario.pretrain, "downstream": setting.scenario.downstream,
             "data": data_key(setting.data), "seed": setting.seed, "poison": poison, "defense": defense,
-            "epochs": int(setting.victim.get("supervised_epochs", 5))}
+            "epochs": setting.victim.supervised_epochs}
 
 
 @dataclass(frozen=True, kw_only=True)

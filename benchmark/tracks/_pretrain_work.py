@@ -9,7 +9,7 @@ from typing import Any
 from benchmark.cost_models import PRETRAIN_KEYS, CostModelError, evaluate
 from benchmark.plugin_base import poison_count
 from benchmark.plugins import catalogue
-from benchmark.tracks.base import NO_DEFENSE, Cell
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell
 from benchmark.work import (
     FORWARD_PASS,
     Context,
@@ -33,16 +33,15 @@ def add_pretrain_work(work: WorkList, cell: Cell, sizes: Sizes, *, injected: boo
     """A pre-training cell: the poison, the (defended) victim, its features, the supervised victim. ``injected``:
     the poisons are extra images (else perturbed ones, and a supervised victim is cross-evaluated when the
     victim asks); ``recipe_keyed``: a poison is keyed on the recipe fields its attack declares it reads."""
-    spec = cell.spec
     encoder = add_clean_encoder(work, cell, sizes)
-    method, epochs = spec["encoder"]["method"], int(spec["encoder"]["epochs"])
-    n_attacked = poison_count(spec["budget"], sizes.pretrain) if cell.attack.id != "none" else 0  # perturbed or injected
+    method, epochs = cell.encoder.method, cell.encoder.epochs
+    n_attacked = poison_count(cell.budget, sizes.pretrain) if cell.attack.id != NO_ATTACK else 0  # perturbed or injected
     n_extra = n_attacked if injected else 0
     poison = None
-    if cell.attack.id != "none":
+    if cell.attack.id != NO_ATTACK:
         attacker = _attacker_encoder(cell, encoder) if recipe_keyed else encoder
         poison = {"encoder": attacker, "attack": [cell.attack.id, cell.attack.settings],
-                  "budget": spec["budget"], "epsilon": spec.get("epsilon"), "scenario": spec["scenario"]}
+                  "budget": cell.budget, "epsilon": cell.variant("epsilon"), "scenario": cell.spec["scenario"]}
         ctx = Context(cell, sizes, resolved("attack", cell.attack), n_attacked)
         work.add(cell, sizes, "poison", poison, **amounts(attack_cost(work, cell, ctx), method))
     did = cell.defense.id
@@ -61,7 +60,7 @@ def add_pretrain_work(work: WorkList, cell: Cell, sizes: Sizes, *, injected: boo
             work.add(cell, sizes, "victim encoder" if model.repair is None else "defense",
                      {**victim, "defense": [did, cell.defense.settings]}, **amounts(stage_cost, method))
             work.add(cell, sizes, "features", {**victim, "defense": [did, cell.defense.settings]}, passes=features)
-        if not injected and spec["victim"].get("supervised_eval"):
+        if not injected and cell.victim.supervised_eval:
             _supervised_victims(work, cell, sizes, poison, dctx, model)
     except CostModelError as exc:
         work.unmodelled.add(not_estimated("defense", did, cell.track, str(exc)))
@@ -70,17 +69,16 @@ def add_pretrain_work(work: WorkList, cell: Cell, sizes: Sizes, *, injected: boo
 def _supervised_victims(work: WorkList, cell: Cell, sizes: Sizes, poison: Any, dctx: Context | None,
                         model: DefenseCost | None) -> None:
     """The cross-evaluation's supervised victims: the clean one, and the poisoned and/or defended one."""
-    spec, did = cell.spec, cell.defense.id
-    sup_epochs = int(spec["victim"].get("supervised_epochs", 5))
-    work.add(cell, sizes, "supervised victim", {"scenario": spec["scenario"], "data": spec["data"], "seed": spec["seed"],
-                                         "backbone": spec["encoder"]["backbone"]},
+    did, sup_epochs = cell.defense.id, cell.victim.supervised_epochs
+    work.add(cell, sizes, "supervised victim", {"scenario": cell.spec["scenario"], "data": cell.spec["data"],
+                                                "seed": cell.seed, "backbone": cell.encoder.backbone},
              passes=sup_epochs * sizes.pretrain)
     if poison is None and dctx is None:
         return
     factor = model.supervised_factor(dctx) if dctx is not None and model is not None else 1.0
     svds = model.supervised_svds(dctx, sizes.pretrain) if dctx is not None and model is not None else 0.0
     work.add(cell, sizes, "supervised victim", {"poison": poison, "defense": [did, cell.defense.settings],
-                                         "seed": spec["seed"], "backbone": spec["encoder"]["backbone"]},
+                                         "seed": cell.seed, "backbone": cell.encoder.backbone},
              passes=factor * sup_epochs * sizes.pretrain, svds=svds)
 
 
@@ -91,9 +89,8 @@ def _attacker_encoder(cell: Cell, encoder: Any) -> Any:
     fields = catalogue().get("attack", cell.attack.id).recipe_fields
     if fields is None:
         return encoder
-    spec = cell.spec
-    return {"recipe": {k: spec["encoder"][k] for k in fields if k in spec["encoder"]}, "data": spec["data"],
-            "seed": spec["seed"]}
+    encoder = cell.spec["encoder"]
+    return {"recipe": {k: encoder[k] for k in fields if k in encoder}, "data": cell.spec["data"], "seed": cell.seed}
 
 
 def _defended_victim(dctx: Context, model: DefenseCost, epochs: int, n_pre: int) -> dict[str, float]:

@@ -14,6 +14,7 @@ from benchmark.data import ImageDataset, load_dataset
 from benchmark.plugins import catalogue
 from benchmark.pretrain import FeatureExtractor, SSLRecipe, extractor_from_tensors, extractor_tensors, make_extractor, train_ssl
 from benchmark.probe import fit_linear_head, head_accuracy, select_l2
+from benchmark.tracks.specs import DataSpec, VictimSpec
 from benchmark.training import chunked
 from benchmark.utils import config_hash, fast_layout, fast_path
 from benchmark.workers import STATS, call_plugin
@@ -137,13 +138,13 @@ def recipe_of(encoder: Mapping[str, Any]) -> SSLRecipe:
     return SSLRecipe(**encoder)
 
 
-def load_split(name: str, split: str, data: Mapping[str, Any], *, subset_key: str, channels: int | None = None,
+def load_split(name: str, split: str, data: DataSpec, *, subset: int | None, channels: int | None = None,
                image_size: int | None = None) -> ImageDataset:
-    """A dataset split at the suite's resolution, optionally subset, with ``channels`` channels."""
-    size = image_size or data.get("image_size")
-    subset = data.get(subset_key) if split == "train" else None
-    ds = load_dataset(name, split, root=data.get("root"), download=bool(data.get("download")),
-                      image_size=size, subset=subset, subset_seed=0)
+    """A dataset split at the suite's resolution, its training split subset to ``subset`` images (a test split is
+    whole), with ``channels`` channels."""
+    size = image_size or data.image_size
+    ds = load_dataset(name, split, root=data.root, download=data.download, image_size=size,
+                      subset=subset if split == "train" else None, subset_seed=0)
     if channels is not None and ds.images.shape[1] != channels:
         ds = _with_images(ds, match_channels(ds.images, channels))
     return ds
@@ -162,12 +163,13 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return images.mean(dim=1, keepdim=True).repeat(1, channels, 1, 1).contiguous()
 
 
-def data_key(data: Mapping[str, Any]) -> dict[str, Any]:
+def data_key(data: DataSpec) -> dict[str, Any]:
     """The part of the data settings that changes tensors (the root directory does not)."""
-    return {k: data.get(k) for k in ("image_size", "pretrain_subset", "downstream_subset")}
+    return {"image_size": data.image_size, "pretrain_subset": data.pretrain_subset,
+            "downstream_subset": data.downstream_subset}
 
 
-def encoder_key(encoder: Mapping[str, Any], pretrain: str, data: Mapping[str, Any], seed: int,
+def encoder_key(encoder: Mapping[str, Any], pretrain: str, data: DataSpec, seed: int,
                 variant: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Cache key of a pre-trained encoder; ``variant`` names poisons/defenses that changed its training."""
     return {"encoder": dict(encoder), "pretrain": pretrain, "data": data_key(data), "seed": seed,
@@ -192,8 +194,7 @@ def pretrained_extractor(env: RunEnv, key: Mapping[str, Any], images: torch.Tens
 
 def clean_encoder_key(cell: Any) -> dict[str, Any]:
     """The cache key of ``cell``'s clean encoder: the same for every track whose data and recipe agree."""
-    spec = cell.spec
-    return encoder_key(spec["encoder"], spec["scenario"]["pretrain"], spec["data"], int(spec["seed"]))
+    return encoder_key(cell.spec["encoder"], cell.scenario.pretrain, cell.data, cell.seed)
 
 
 def clean_encoder_id(cell: Any) -> str:
@@ -203,8 +204,7 @@ def clean_encoder_id(cell: Any) -> str:
 def build_clean_encoder(cell: Any, env: RunEnv) -> str:
     """Pre-train ``cell``'s clean encoder into the cache (a no-op when it is there); returns its id. The
     executors that run groups of cells in parallel call it once per encoder before the groups that use it."""
-    spec = cell.spec
-    pre = load_split(spec["scenario"]["pretrain"], "train", spec["data"], subset_key="pretrain_subset")
+    pre = load_split(cell.scenario.pretrain, "train", cell.data, subset=cell.data.pretrain_subset)
     pretrained_extractor(env, clean_encoder_key(cell), pre.images)
     return clean_encoder_id(cell)
 
@@ -230,11 +230,11 @@ def cached_scalar(env: RunEnv, kind: str, key: Mapping[str, Any], compute: Calla
     return float(env.cache.get_or_build(kind, key, lambda: {"value": torch.tensor(float(compute()))})["value"])
 
 
-def resolve_l2(victim: Mapping[str, Any], features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float, dict[str, float]]:
+def resolve_l2(victim: VictimSpec, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float, dict[str, float]]:
     """The head's L2 weight: fixed, or chosen on a validation split of clean training data."""
-    if victim.get("l2", "auto") != "auto":
-        return float(victim["l2"]), {}
-    return select_l2(features, labels.to(features.device), num_classes, list(victim["l2_grid"]), seed=0)
+    if victim.l2 != "auto":
+        return float(victim.l2), {}
+    return select_l2(features, labels.to(features.device), num_classes, list(victim.l2_grid), seed=0)
 
 
 def probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,

@@ -31,7 +31,7 @@ class ToyTrackSpec(TrackSpec):
 
 
 @register_track
-class ToyTrack(Track):
+class ToyTrack(Track[ToyTrackSpec]):
     info = INFO
     Spec = ToyTrackSpec
 
@@ -39,17 +39,16 @@ class ToyTrack(Track):
         """A nearest-class-mean fit costs milliseconds: no counted work (the estimate's units are passes)."""
 
     def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
-        spec = cell.spec
-        name = spec["scenario"]["downstream"]
-        train = load_split(name, "train", spec["data"], subset_key="downstream_subset")
-        test = load_split(name, "test", spec["data"], subset_key="downstream_subset")
+        name = cell.scenario.downstream
+        train = load_split(name, "train", cell.data, subset=cell.data.downstream_subset)
+        test = load_split(name, "test", cell.data, subset=cell.data.downstream_subset)
         clean = nearest_mean_accuracy(train.images, train.labels, test.images, test.labels, train.num_classes)
         images, labels = train.images, train.labels
         if cell.attack.id != NO_ATTACK:
-            budget = poison_count(spec["budget"], len(train.images))
+            budget = poison_count(cell.budget, len(train.images))
             context = {"images": train.images, "labels": train.labels, "num_classes": train.num_classes, "budget": budget}
             answer = plugin_call(env, "craft", "attack", cell.attack, {"track": INFO.name, "context": context},
-                                 rng_seed=int(spec["seed"]))
+                                 rng_seed=cell.seed)
             try:
                 poison = poison_from_answer(answer, ToyPoison)
                 validate_toy(poison, budget=budget, shape=tuple(train.images.shape[1:]), num_classes=train.num_classes)

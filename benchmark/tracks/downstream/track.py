@@ -48,7 +48,7 @@ import torch
 from benchmark.plugin_base import FeatureExtractorView, poison_count
 from benchmark.plugins import catalogue, resolved_config
 from benchmark.probe import LinearHead, SGDProbeConfig, fit_linear_head, head_accuracy, train_sgd_probe
-from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry, Track, TrackSpec, register_track
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry, Track, TrackSpec, VictimSpec, register_track
 from benchmark.tracks.common import (
     CellOutcome,
     RunEnv,
@@ -79,24 +79,24 @@ class DownstreamSetting:
     """Everything a downstream cell shares with the other cells of its encoder/scenario/seed."""
 
     def __init__(self, cell: Cell, env: RunEnv) -> None:
-        spec = cell.spec  # only the shared parts (encoder, scenario, data, seed, victim) are kept
-        self.env, self.seed = env, int(spec["seed"])
-        self.encoder_spec, self.victim = spec["encoder"], spec["victim"]
-        data, scenario = spec["data"], spec["scenario"]
-        pre = load_split(scenario["pretrain"], "train", data, subset_key="pretrain_subset")
+        # only the shared parts (encoder, scenario, data, seed, victim) are kept; keys are built from the plain spec
+        self.env, self.seed = env, cell.seed
+        self.encoder_spec, self.victim, self.victim_key = cell.spec["encoder"], cell.victim, cell.spec["victim"]
+        data, scenario = cell.data, cell.scenario
+        pre = load_split(scenario.pretrain, "train", data, subset=data.pretrain_subset)
         self.channels, self.size = pre.images.shape[1], pre.images.shape[-1]
-        self.encoder_key = encoder_key(spec["encoder"], scenario["pretrain"], data, self.seed)
+        self.encoder_key = encoder_key(self.encoder_spec, scenario.pretrain, data, self.seed)
         self.extractor = pretrained_extractor(env, self.encoder_key, pre.images)
         self.pretrain_images = pre.images
-        self.train = load_split(scenario["downstream"], "train", data, subset_key="downstream_subset",
-                                channels=self.channels, image_size=self.size)
-        self.test = load_split(scenario["downstream"], "test", data, subset_key="downstream_subset",
-                               channels=self.channels, image_size=self.size)
+        self.train = load_split(scenario.downstream, "train", data, subset=data.downstream_subset, channels=self.channels,
+                                image_size=self.size)
+        self.test = load_split(scenario.downstream, "test", data, subset=data.downstream_subset, channels=self.channels,
+                               image_size=self.size)
         self.num_classes = self.train.num_classes
-        self.feature_key = {"encoder": self.encoder_key, "downstream": scenario["downstream"]}
+        self.feature_key = {"encoder": self.encoder_key, "downstream": scenario.downstream}
         self.train_features = cached_features(env, {**self.feature_key, "split": "train"}, self.extractor, self.train.images)
         self.test_features = cached_features(env, {**self.feature_key, "split": "test"}, self.extractor, self.test.images)
-        self.l2, self.l2_scores = resolve_l2(spec["victim"], self.train_features, self.train.labels, self.num_classes)
+        self.l2, self.l2_scores = resolve_l2(self.victim, self.train_features, self.train.labels, self.num_classes)
 
     def view(self) -> FeatureExtractorView:
         return FeatureExtractorView(self.extractor, self.extractor.feature_dim, self.env.device)
@@ -116,9 +116,9 @@ class DownstreamSetting:
         ``test_features`` replace the setting's (a defended encoder / preprocessed test set)."""
         extractor = self.extractor if extractor is None else extractor
         test_features = self.test_features if test_features is None else test_features
-        if self.victim["kind"] == "sgd":
-            config = SGDProbeConfig(**(self.victim.get("sgd") or {}))
-            head = train_sgd_probe(extractor, images, labels, self.num_classes, l2=self.l2, config=config,
+        if self.victim.kind == "sgd":
+            head = train_sgd_probe(extractor, images, labels, self.num_classes, l2=self.l2,
+                                   config=self.victim.sgd or SGDProbeConfig(),
                                    seed=self.seed, device=self.env.device)
         else:
             head = fit_linear_head(features, labels.to(features.device), self.num_classes, l2=self.l2)
@@ -241,7 +241,7 @@ class DefendedSetting:
     def clean(self) -> dict[str, float]:
         """Defense, no attack: cached per (encoder, scenario, seed, victim, defense)."""
         s = self.setting
-        key = {**self.key, "victim": s.victim, "l2": s.l2}
+        key = {**self.key, "victim": s.victim_key, "l2": s.l2}
 
         def build() -> dict[str, torch.Tensor]:
             start = time.perf_counter()
@@ -278,7 +278,7 @@ def defended_metrics(setting: DownstreamSetting, cell: Cell, clean: float, poiso
         return {}, (f"not applicable: {cell.attack.name} poisons features, which bypass every defense's input "
                     f"pipeline ({entry.name} acts on images, heads on images or the encoder)")
     defended = setting.env.shared({"defended": config_hash(setting.feature_key), "seed": setting.seed,
-                                   "victim": setting.victim, "defense": entry.to_dict()},
+                                   "victim": setting.victim_key, "defense": entry.to_dict()},
                                   lambda: DefendedSetting(setting, entry))
     start = time.perf_counter()
     base = defended.clean()
@@ -301,20 +301,19 @@ def craft_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPois
     """Run the cell's attack in its plugin process on copies of what the threat model grants (the frozen
     extractor's weights, the clean training set and its features, the budget, ε, the head's L2 weight);
     a validated poison out."""
-    spec, env = cell.spec, setting.env
-    entry = cell.attack
+    env, entry = setting.env, cell.attack
     space = catalogue().get("attack", entry.id).space
-    budget = poison_count(spec["budget"], len(setting.train))
-    seed = derive_seed(setting.seed, entry.name, spec["budget"], spec["input_epsilon"])
-    scope = {"encoder": config_hash(setting.encoder_key), "downstream": spec["scenario"]["downstream"]}
+    budget = poison_count(cell.budget, len(setting.train))
+    seed = derive_seed(setting.seed, entry.name, cell.budget, cell.input_epsilon)
+    scope = {"encoder": config_hash(setting.encoder_key), "downstream": cell.scenario.downstream}
     context = {"extractor": extractor_spec(setting.encoder_spec, setting.extractor, setting.channels),
                "train_images": setting.train.images, "train_labels": setting.train.labels,
                "train_features": setting.train_features, "num_classes": setting.num_classes, "budget": budget,
-               "input_epsilon": spec["input_epsilon"], "l2": setting.l2}
+               "input_epsilon": cell.input_epsilon, "l2": setting.l2}
     answer = plugin_call(env, "craft", "attack", entry, {"track": INFO.name, "context": context}, rng_seed=seed,
                          bridge=CacheBridge(env.cache, f"attack-{entry.id}", scope))
     poison = poison_from_answer(answer, DownstreamPoison)
-    validate(setting, poison, space, budget, spec["input_epsilon"])
+    validate(setting, poison, space, budget, cell.input_epsilon)
     return poison, float(answer.get("seconds", 0.0))
 
 
@@ -332,9 +331,8 @@ def shared_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPoi
     """The cell's validated poison, crafted once and shared by every defense of the same attack cell
     (cached under the attack entry, budget, constraint, seed and encoder/scenario); invalid poisons are
     never cached."""
-    spec = cell.spec
-    key = {"feature_key": setting.feature_key, "attack": spec["attack"], "budget": spec["budget"],
-           "input_epsilon": spec["input_epsilon"], "seed": spec["seed"], "l2": setting.l2}
+    key = {"feature_key": setting.feature_key, "attack": cell.spec["attack"], "budget": cell.budget,
+           "input_epsilon": cell.input_epsilon, "seed": cell.seed, "l2": setting.l2}
 
     def build() -> dict[str, torch.Tensor]:
         poison, seconds = craft_poison(setting, cell)
@@ -346,17 +344,16 @@ def shared_poison(setting: DownstreamSetting, cell: Cell) -> tuple[DownstreamPoi
     fields = {name: tensors.get(name) for name in POISON_FIELDS}
     diagnostics = {k.removeprefix("diagnostic."): float(v) for k, v in tensors.items() if k.startswith("diagnostic.")}
     poison = DownstreamPoison(**fields, diagnostics=diagnostics)
-    budget = poison_count(spec["budget"], len(setting.train))  # what the victim consumes is what was validated
-    validate(setting, poison, catalogue().get("attack", cell.attack.id).space, budget, spec["input_epsilon"])
+    budget = poison_count(cell.budget, len(setting.train))  # what the victim consumes is what was validated
+    validate(setting, poison, catalogue().get("attack", cell.attack.id).space, budget, cell.input_epsilon)
     return poison, float(tensors["attack_seconds"])
 
 
 def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
-    spec = cell.spec
-    setting = env.shared({"track": INFO.name, **{k: spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}},
+    setting = env.shared({"track": INFO.name, **{k: cell.spec[k] for k in ("encoder", "scenario", "data", "seed", "victim")}},
                          lambda: DownstreamSetting(cell, env))
-    shared_key = {"encoder": setting.encoder_key, "downstream": cell.spec["scenario"]["downstream"],
-                  "victim": cell.spec["victim"], "l2": setting.l2}
+    shared_key = {"encoder": setting.encoder_key, "downstream": cell.scenario.downstream,
+                  "victim": setting.victim_key, "l2": setting.l2}
     clean = cached_scalar(env, "clean-accuracy", shared_key, setting.clean_accuracy)
     random_init = cached_scalar(env, "random-init-accuracy", shared_key, setting.random_init_accuracy)
     details: dict[str, Any] = {"head_l2": setting.l2, "head_l2_validation": setting.l2_scores,
@@ -387,9 +384,8 @@ def run_downstream_cell(cell: Cell, env: RunEnv) -> CellOutcome:
 def undefended_poisoned_accuracy(setting: DownstreamSetting, cell: Cell, poison: DownstreamPoison) -> float:
     """Test accuracy of the undefended victim trained on clean ∪ poison: the undefended cell's number and the
     reference of its data and post-hoc defenses (cached under the poison's key)."""
-    spec = cell.spec
-    key = {"feature_key": setting.feature_key, "attack": spec["attack"], "budget": spec["budget"],
-           "input_epsilon": spec["input_epsilon"], "seed": spec["seed"], "victim": setting.victim, "l2": setting.l2}
+    key = {"feature_key": setting.feature_key, "attack": cell.spec["attack"], "budget": cell.budget,
+           "input_epsilon": cell.input_epsilon, "seed": cell.seed, "victim": setting.victim_key, "l2": setting.l2}
 
     def compute() -> float:
         poison_feats = (poison.features.to(setting.env.device).float() if poison.features is not None
@@ -414,20 +410,20 @@ class DownstreamTrackSpec(TrackSpec):
 
 
 @register_track
-class Downstream(Track):
+class Downstream(Track[DownstreamTrackSpec]):
     """Poisoned points added to the training set of a frozen encoder's linear head (this module's docstring)."""
 
     info = INFO
     Spec = DownstreamTrackSpec
 
-    def variants(self, section: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [{"input_epsilon": eps} for eps in section.get("input_epsilons", [None]) or [None]]
+    def variants(self, spec: DownstreamTrackSpec) -> list[dict[str, Any]]:
+        return [{"input_epsilon": eps} for eps in spec.input_epsilons or [None]]
 
     def skip_reason(self, attack: MethodEntry, attack_space: str | None, defense: MethodEntry,
-                    victim: Mapping[str, Any], variant: Mapping[str, Any]) -> str | None:
+                    victim: VictimSpec, variant: Mapping[str, Any]) -> str | None:
         if attack.id == NO_ATTACK or attack_space != "feature":
             return None
-        if victim["kind"] != "convex":
+        if victim.kind != "convex":
             return f"{attack.name} poisons features, which only the convex head on cached features consumes"
         if variant.get("input_epsilon") is not None:
             return f"{attack.name} poisons features; an input constraint does not apply to it"

@@ -9,7 +9,7 @@ from typing import Any
 
 from benchmark.cost_models import DOWNSTREAM_STAGES, CostModelError
 from benchmark.plugin_base import poison_count
-from benchmark.tracks.base import NO_DEFENSE, Cell
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell
 from benchmark.work import (
     FORWARD_PASS,
     Context,
@@ -29,14 +29,13 @@ from benchmark.work import (
 
 
 def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
-    spec = cell.spec
     encoder = add_clean_encoder(work, cell, sizes)
-    method = spec["encoder"]["method"]
-    n_poison = poison_count(spec["budget"], sizes.train) if cell.attack.id != "none" else 0
+    method = cell.encoder.method
+    n_poison = poison_count(cell.budget, sizes.train) if cell.attack.id != NO_ATTACK else 0
     poison_identity = None
-    if cell.attack.id != "none":
-        poison_identity = {"encoder": encoder, "attack": [cell.attack.id, cell.attack.settings], "budget": spec["budget"],
-                           "epsilon": spec.get("input_epsilon"), "scenario": spec["scenario"], "seed": spec["seed"]}
+    if cell.attack.id != NO_ATTACK:
+        poison_identity = {"encoder": encoder, "attack": [cell.attack.id, cell.attack.settings], "budget": cell.budget,
+                           "epsilon": cell.input_epsilon, "scenario": cell.spec["scenario"], "seed": cell.seed}
         ctx = Context(cell, sizes, resolved("attack", cell.attack), n_poison)
         work.add(cell, sizes, "poison", poison_identity, **amounts(attack_cost(work, cell, ctx), method))
         work.add(cell, sizes, "features", {"poison": poison_identity}, passes=FORWARD_PASS * n_poison)
@@ -55,10 +54,10 @@ def add_downstream(work: WorkList, cell: Cell, sizes: Sizes) -> None:
 
 def _defended_downstream(work: WorkList, cell: Cell, sizes: Sizes, dctx: Context, model: DefenseCost, encoder: Any,
                          poison_identity: Any, method: str) -> None:
-    spec, n_poison = cell.spec, dctx.n_poison
+    n_poison = dctx.n_poison
     head = model.head or (lambda ctx, n: {})
     defense = [cell.defense.id, cell.defense.settings]
-    clean_identity = {"encoder": encoder, "scenario": spec["scenario"], "defense": defense}
+    clean_identity = {"encoder": encoder, "scenario": cell.spec["scenario"], "defense": defense}
     # the defended clean head (with its same-schedule reference, for training-stage defenses) once per defense
     work.add(cell, sizes, "defense", clean_identity, **amounts(head(dctx, sizes.train), method))
     if model.data is not None:

@@ -15,7 +15,6 @@ encoder (the clean key plus ``variant = {poison, defense}``), features, and scal
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,20 +62,19 @@ def attacker_recipe(setting: PretrainSetting, cell: Cell) -> dict[str, Any]:
 
 
 def poison_key(setting: PretrainSetting, cell: Cell) -> dict[str, Any]:
-    spec = cell.spec
     return {"attack": {"id": cell.attack.id, "settings": cell.attack.settings}, "encoder": attacker_recipe(setting, cell),
-            "pretrain": setting.scenario["pretrain"], "data": data_key(setting.data), "seed": setting.seed,
-            "budget": spec["budget"], "epsilon": spec["epsilon"]}
+            "pretrain": setting.scenario.pretrain, "data": data_key(setting.data), "seed": setting.seed,
+            "budget": cell.budget, "epsilon": cell.variant("epsilon")}
 
 
 def attack_request(setting: PretrainSetting, cell: Cell) -> tuple[dict[str, Any], int]:
     """What the availability attacker is granted (plain data): the clean unlabeled pre-training images and
     their labels (class-wise poisons), ε, the fraction p and budget, the victim's SSL recipe."""
-    spec = cell.spec
-    budget = poison_count(spec["budget"], len(setting.pre))
-    seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, spec["budget"], spec["epsilon"])
+    epsilon = cell.variant("epsilon")
+    budget = poison_count(cell.budget, len(setting.pre))
+    seed = derive_seed(setting.seed, cell.attack.id, cell.attack.settings, cell.budget, epsilon)
     context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
-               "epsilon": float(spec["epsilon"]), "poison_fraction": float(spec["budget"]), "budget": budget,
+               "epsilon": float(epsilon), "poison_fraction": cell.budget, "budget": budget,
                "recipe": attacker_recipe(setting, cell)}
     return context, seed
 
@@ -127,11 +125,10 @@ def supervised_metrics(setting: PretrainSetting, cell: Cell, images: torch.Tenso
 
 
 def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
-    spec = cell.spec
     setting = PretrainSetting.shared(cell, env)
     details: dict[str, Any] = {"head_l2": setting.l2, "head_l2_validation": setting.l2_scores,
                                "n_pretrain": len(setting.pre), "n_train": len(setting.train),
-                               "n_test": len(setting.test), "epsilon": spec["epsilon"],
+                               "n_test": len(setting.test), "epsilon": cell.variant("epsilon"),
                                "probe_protocols": {"poisoned_accuracy": "probe=clean (published)",
                                                    "poisoned_accuracy_poisoned_probe": "probe=poisoned"}}
     clean = setting.probe_accuracy(setting.clean_key, setting.clean)
@@ -162,7 +159,7 @@ def run_pretrain_availability_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     if defense_stage(cell) == "sanitise":
         kept = sanitised_indices(setting, cell, images, poison_name)
         metrics |= removed_shares(kept, len(images), poison_indices)
-    if setting.victim.get("supervised_eval") and setting.same_data:
+    if setting.victim.supervised_eval and setting.same_data:
         metrics |= supervised_metrics(setting, cell, images, poison_name)
     return CellOutcome(metrics=metrics, details=details)
 
@@ -180,14 +177,14 @@ class AvailabilityTrackSpec(PretrainTrackSpec):
 
 
 @register_track
-class PretrainAvailability(Track):
+class PretrainAvailability(Track[AvailabilityTrackSpec]):
     """Unlabeled pre-training images perturbed within an ℓ∞ ball (this module's docstring)."""
 
     info = INFO
     Spec = AvailabilityTrackSpec
 
-    def variants(self, section: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [{"input_epsilon": None, "epsilon": float(section.get("epsilon", 8 / 255))}]
+    def variants(self, spec: AvailabilityTrackSpec) -> list[dict[str, Any]]:
+        return [{"input_epsilon": None, "epsilon": float(spec.epsilon)}]
 
     def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
         return run_pretrain_availability_cell(cell, env)

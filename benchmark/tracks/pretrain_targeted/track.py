@@ -50,7 +50,7 @@ from benchmark.tracks._pretrain import (
     victim_encoder,
 )
 from benchmark.tracks._pretrain_work import add_pretrain_work
-from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry, Track, register_track
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, DataSpec, MethodEntry, ScenarioSpec, Track, register_track
 from benchmark.tracks.common import CellOutcome, RunEnv, data_key, match_channels, plugin_call
 from benchmark.tracks.pretrain_targeted.info import INFO
 from benchmark.tracks.pretrain_targeted.interface import TargetedPoison, target_classes_of
@@ -74,21 +74,21 @@ def _subset_indices(labels: torch.Tensor, num_classes: int, n: int | None) -> se
     return set(stratified_subset(index, int(n), seed=0).images.flatten().long().tolist())
 
 
-def build_target_pool(scenario: dict[str, Any], data: dict[str, Any], *, channels: int, size: int,
+def build_target_pool(scenario: ScenarioSpec, data: DataSpec, *, channels: int, size: int,
                       seed: int) -> ImageDataset:
     """Up to ``TARGET_POOL_SIZE`` (seeded) images of the downstream dataset's train split that are in
     neither the downstream training subset nor (same dataset) the pre-training subset, at the setting's
     channels and size. Raises ``ValueError`` when the subsets leave none."""
-    name = scenario["downstream"]
-    full = load_dataset(name, "train", root=data.get("root"), download=bool(data.get("download")), image_size=size)
-    used = _subset_indices(full.labels, full.num_classes, data.get("downstream_subset"))
-    if scenario["pretrain"] == name:
-        used |= _subset_indices(full.labels, full.num_classes, data.get("pretrain_subset"))
+    name = scenario.downstream
+    full = load_dataset(name, "train", root=data.root, download=data.download, image_size=size)
+    used = _subset_indices(full.labels, full.num_classes, data.downstream_subset)
+    if scenario.pretrain == name:
+        used |= _subset_indices(full.labels, full.num_classes, data.pretrain_subset)
     free = torch.tensor(sorted(set(range(len(full))) - used), dtype=torch.int64)
     if len(free) == 0:
         raise ValueError(
             f"pretrain-targeted needs held-out target inputs, but the pre-training subset "
-            f"({data.get('pretrain_subset')}) and the downstream training subset ({data.get('downstream_subset')}) "
+            f"({data.pretrain_subset}) and the downstream training subset ({data.downstream_subset}) "
             f"of {name}/train leave none of its {len(full)} images: set data.pretrain_subset / "
             f"data.downstream_subset below {len(full)}")
     gen = torch.Generator().manual_seed(derive_seed(seed, "target-pool"))
@@ -99,7 +99,7 @@ def build_target_pool(scenario: dict[str, Any], data: dict[str, Any], *, channel
 
 def target_pool(setting: PretrainSetting) -> ImageDataset:
     """The setting's target pool (built once per setting, shared by its cells)."""
-    key = {"track": "pretrain-targeted-pool", "scenario": dict(setting.scenario), "data": data_key(setting.data),
+    key = {"track": "pretrain-targeted-pool", "scenario": setting.scenario.to_dict(), "data": data_key(setting.data),
            "channels": setting.channels, "size": setting.size, "seed": setting.seed}
     return setting.env.shared(key, lambda: build_target_pool(setting.scenario, setting.data, channels=setting.channels,
                                                              size=setting.size, seed=setting.seed))
@@ -117,18 +117,18 @@ def craft(setting: PretrainSetting, cell: Cell) -> tuple[TargetedPoison, str, fl
     attacker is granted the clean unlabeled pre-training images (with labels, to pick references), the
     target pool (held-out labelled images to pick targets and references from), the budget and the
     victim's SSL recipe, in its own plugin process."""
-    spec, env = cell.spec, setting.env
+    env = setting.env
     pool = target_pool(setting)
     key = {"attack": {"id": cell.attack.id, "settings": cell.attack.settings}, "encoder": setting.encoder_spec,
-           "pretrain": setting.scenario["pretrain"], "data": data_key(setting.data), "seed": setting.seed,
-           "budget": spec["budget"], "target_pool": {"downstream": setting.scenario["downstream"],
+           "pretrain": setting.scenario.pretrain, "data": data_key(setting.data), "seed": setting.seed,
+           "budget": cell.budget, "target_pool": {"downstream": setting.scenario.downstream,
                                                      "size": TARGET_POOL_SIZE}}
     name = env.cache.key(POISON_KIND, key)
-    budget = poison_count(spec["budget"], len(setting.pre))
+    budget = poison_count(cell.budget, len(setting.pre))
     shape = tuple(setting.pre.images.shape[1:])
-    seed = attack_stream_seed(setting.seed, cell.attack.id, spec["budget"])
+    seed = attack_stream_seed(setting.seed, cell.attack.id, cell.budget)
     context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
-               "epsilon": 1.0, "poison_fraction": float(spec["budget"]), "budget": budget, "recipe": setting.encoder_spec,
+               "epsilon": 1.0, "poison_fraction": cell.budget, "budget": budget, "recipe": setting.encoder_spec,
                "target_pool_images": pool.images, "target_pool_labels": pool.labels}
 
     def validate(poison: TargetedPoison) -> None:
@@ -213,7 +213,7 @@ def success_rates(setting: PretrainSetting, head: LinearHead, extractor: Feature
     device = setting.env.device
     with torch.no_grad():
         asr = float((head.predict(extractor(targets.to(device))).cpu() == classes).float().mean())
-        views = int(setting.victim.get("asr_augmentations", 10))
+        views = setting.victim.asr_augmentations
         augment = place_augmentation(build_augmentation(setting.recipe.augment_config(), image_size=setting.size,
                                                         channels=setting.channels), device)
         seed_everything(derive_seed(setting.seed, "asr-views"))
@@ -271,7 +271,7 @@ def run_pretrain_targeted_cell(cell: Cell, env: RunEnv) -> CellOutcome:
 
 
 @register_track
-class PretrainTargeted(Track):
+class PretrainTargeted(Track[PretrainTrackSpec]):
     """Images injected into pre-training so that chosen inputs get a chosen class (this module's docstring)."""
 
     info = INFO
