@@ -266,7 +266,7 @@ def generate(ctx: PretrainAttackContext, config: CPConfig, indices: torch.Tensor
 
 
 @register_attack
-class ContrastivePoisoning(PretrainAvailabilityAttack):
+class ContrastivePoisoning(PretrainAvailabilityAttack[CPConfig]):
     id = "cp"
     # SSL image-epochs: every round, model batches over the images and noise batches × PGD steps over the
     # perturbed ones (0 batches = one whole epoch); CP-S adds the rounds of the CP-C poison it starts from
@@ -279,7 +279,7 @@ class ContrastivePoisoning(PretrainAvailabilityAttack):
     citation = "He, Zha, Katabi, Indiscriminate Poisoning Attacks on Unsupervised Contrastive Learning, ICLR 2023"
 
     def craft_availability(self, ctx: PretrainAttackContext) -> AvailabilityPoison:
-        config: CPConfig = self.config  # type: ignore[assignment]
+        config = self.config
         base_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
         indices = torch.randperm(len(ctx.images), generator=ctx.generator)[: ctx.budget].sort().values
         init = self._classwise_init(ctx, config, indices, base_seed) if config.init_from == "classwise" else None

@@ -110,7 +110,7 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, cfg: FTDecoderCo
 
 
 @register_attack
-class FTDecoder(DownstreamAttack):
+class FTDecoder(DownstreamAttack[FTDecoderConfig]):
     id = "ft_decoder"
     # a decoder trained on the clean features: ≈ half a backbone pass per image and epoch
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "decoder_epochs * train * 0.5"}}
@@ -120,7 +120,7 @@ class FTDecoder(DownstreamAttack):
                 "SaTML 2024 (FT, decoder inversion)")
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
-        cfg: FTDecoderConfig = self.config
+        cfg = self.config
         decoder, stats = self._decoder(ctx)  # first: a decoder that fails its gate ends the cell before GC
         check_gate(stats["decoder_mse"], stats["constant_mse"], cfg.decoder_gate)
         zeta, labels, base, diagnostics = feature_targeted_poison(cfg, ctx)
@@ -135,7 +135,7 @@ class FTDecoder(DownstreamAttack):
                                 diagnostics=diagnostics)
 
     def _decoder(self, ctx: DownstreamAttackContext) -> tuple[Decoder, dict[str, float]]:
-        cfg: FTDecoderConfig = self.config
+        cfg = self.config
         images = ctx.train_images.to(ctx.device).float()
         features = ctx.train_features.to(ctx.device).float()
         key = {"arch": "Decoder-v2", "width": cfg.decoder_width, "epochs": cfg.decoder_epochs, "lr": cfg.decoder_lr,

@@ -62,7 +62,7 @@ def match_features(extractor: torch.nn.Module, zeta: torch.Tensor, base: torch.T
 
 
 @register_attack
-class FTFeatureMatching(DownstreamAttack):
+class FTFeatureMatching(DownstreamAttack[FTFeatureMatchingConfig]):
     id = "ft_feature_matching"
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "match_steps * n_poison"}}  # pixels matched to ζ
     Config = FTFeatureMatchingConfig
@@ -71,7 +71,7 @@ class FTFeatureMatching(DownstreamAttack):
                 "SaTML 2024 (FT, feature matching)")
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
-        cfg: FTFeatureMatchingConfig = self.config
+        cfg = self.config
         zeta, labels, base, diagnostics = feature_targeted_poison(cfg, ctx)
         zeta = zeta.to(ctx.device)
         clean = ctx.train_images[base].to(ctx.device).float()

@@ -23,7 +23,7 @@ from benchmark.api import DownstreamAttack, DownstreamAttackContext, DownstreamP
 
 
 @register_attack
-class FTFeatureSpace(DownstreamAttack):
+class FTFeatureSpace(DownstreamAttack[FeatureGCConfig]):
     id = "ft_feature_space"
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {}}  # GradPC and GC in feature space: seconds, not counted
     space = "feature"

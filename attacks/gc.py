@@ -42,7 +42,7 @@ class GCConfig(GradPCConfig):
 
 
 @register_attack
-class GradientCanceling(DownstreamAttack):
+class GradientCanceling(DownstreamAttack[GCConfig]):
     id = "gc"
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "steps * n_poison"}}  # every step one pass over the poison set
     Config = GCConfig
@@ -52,7 +52,7 @@ class GradientCanceling(DownstreamAttack):
                 "ICML 2023")
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
-        cfg: GCConfig = self.config
+        cfg = self.config
         features = ctx.train_features.to(ctx.device).float()
         labels = ctx.train_labels.to(ctx.device)
         target, clean_head, diagnostics = attainable_target(cfg, features, labels, ctx.num_classes, ctx.head.l2,
@@ -71,7 +71,7 @@ class GradientCanceling(DownstreamAttack):
     def _optimise(self, ctx: DownstreamAttackContext, residual: GradientResidual, clean: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """(poison images, residual norm before every step and at the end)."""
-        cfg: GCConfig = self.config
+        cfg = self.config
         x = clean.clone().requires_grad_(True)
         batch = ctx.extractor.batch_size
         lr = cfg.lr if ctx.input_epsilon is None else min(cfg.lr, ctx.input_epsilon / 4)

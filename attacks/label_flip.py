@@ -24,7 +24,7 @@ class LabelFlipConfig(MethodConfig):
 
 
 @register_attack
-class LabelFlip(DownstreamAttack):
+class LabelFlip(DownstreamAttack[LabelFlipConfig]):
     id = "label_flip"
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {}}  # relabelled copies: no counted work
     Config = LabelFlipConfig

@@ -128,7 +128,7 @@ def choose_targets(labels: torch.Tensor, excluded: set[int], n_targets: int, gen
 
 
 @register_attack
-class PoisonedEncoder(PretrainTargetedAttack):
+class PoisonedEncoder(PretrainTargetedAttack[PoisonedEncoderConfig]):
     id = "poisoned_encoder"
     cost: ClassVar[Mapping[str, Any]] = {"pretrain-targeted": {}}  # stitching images: no counted work
     Config = PoisonedEncoderConfig
@@ -139,7 +139,7 @@ class PoisonedEncoder(PretrainTargetedAttack):
         "reference": {"decoy": "references from another class: should not raise the target class"}}
 
     def craft_targeted(self, ctx: PretrainAttackContext) -> TargetedPoison:
-        config: PoisonedEncoderConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if ctx.target_pool_images is not None and ctx.target_pool_labels is not None:
             pool_images, pool_labels = ctx.target_pool_images, ctx.target_pool_labels
         else:  # a context built outside the track: the pre-training images stand in for the pool

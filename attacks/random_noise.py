@@ -40,7 +40,7 @@ def uniform_like(x: torch.Tensor, low: float, high: float, generator: torch.Gene
 
 
 @register_attack
-class RandomNoise(DownstreamAttack, PretrainAvailabilityAttack):
+class RandomNoise(DownstreamAttack[RandomNoiseConfig], PretrainAvailabilityAttack[RandomNoiseConfig]):
     id = "random_noise"
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {}, "pretrain-availability": {}}  # one draw: no counted work
     recipe_fields = ()  # reads no part of the victim recipe: one poison for every recipe

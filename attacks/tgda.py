@@ -105,7 +105,7 @@ def conjugate_gradient(hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
 
 
 @register_attack
-class TGDA(DownstreamAttack):
+class TGDA(DownstreamAttack[TGDAConfig]):
     id = "tgda"
     # each leader step a total gradient (a double backward) through the poisons
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"passes": "2 * epochs * n_poison"}}
@@ -114,7 +114,7 @@ class TGDA(DownstreamAttack):
     citation = "Lu, Kamath, Yu, Indiscriminate Data Poisoning Attacks on Neural Networks, TMLR 2022"
 
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
-        cfg: TGDAConfig = self.config
+        cfg = self.config
         n = len(ctx.train_labels)
         order = torch.randperm(n, generator=ctx.generator)
         n_val = max(1, round(cfg.val_fraction * n))

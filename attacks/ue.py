@@ -113,7 +113,7 @@ class _Noise:
 
 
 @register_attack
-class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
+class UnlearnableExamples(DownstreamAttack[UEConfig], PretrainAvailabilityAttack[UEConfig]):
     id = "ue"
     # downstream: PGD through the frozen encoder each round; pre-training: each round surrogate steps and PGD over
     # the perturbed images (the surrogate is the recipe's backbone: one poison for every SSL method of it)
@@ -130,7 +130,7 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
 
     # ------------------------------------------------------------------------------ downstream
     def craft_downstream(self, ctx: DownstreamAttackContext) -> DownstreamPoison:
-        cfg: UEConfig = self.config
+        cfg = self.config
         eps = cfg.epsilon if ctx.input_epsilon is None else ctx.input_epsilon
         step = cfg.step_size * eps / cfg.epsilon
         base = choose_base(len(ctx.train_labels), ctx.budget, ctx.generator)
@@ -169,7 +169,7 @@ class UnlearnableExamples(DownstreamAttack, PretrainAvailabilityAttack):
 
     # ------------------------------------------------------------------------------ pre-training
     def craft_availability(self, ctx: PretrainAttackContext) -> AvailabilityPoison:
-        cfg: UEConfig = self.config
+        cfg = self.config
         dev = ctx.device
         indices = choose_base(len(ctx.images), ctx.budget, ctx.generator).sort().values
         labels = ctx.labels.to(dev)[indices.to(dev)]

@@ -37,6 +37,9 @@ from benchmark.plugin_base import (
     CheckpointStore as CheckpointStore,
 )
 from benchmark.plugin_base import (
+    ConfigT as ConfigT,
+)
+from benchmark.plugin_base import (
     Defense as Defense,
 )
 from benchmark.plugin_base import (

@@ -1,8 +1,8 @@
 """Cost models that plugins declare, for ``plan --estimate`` (:mod:`benchmark.estimate`).
 
 A plugin states what its own loops cost as a class attribute ``cost``: per track, the work it adds in
-three units, each an arithmetic expression in a string. The scoring process reads the attribute from the
-module's source (``ast``), never by importing it, and evaluates the expressions with a small evaluator that
+three units, each an arithmetic expression in a string. The plugin's own process describes the attribute
+(:class:`benchmark.plugins.PluginInfo`), and the scoring process evaluates the expressions with a small evaluator that
 knows numbers, ``+ - * / // % **``, comparisons, ``and or not``, ``x if c else y``, ``min``, ``max`` and
 the names below: nothing else runs. An attack::
 
@@ -23,8 +23,7 @@ Units: ``passes`` (a forward and backward of one image through the backbone; a f
 Names: every field of the method's resolved config, and ``n_poison`` (poisons added, images perturbed or
 injected), ``n`` (images the defense's stage handles), ``train``, ``test``, ``pretrain`` (set sizes),
 ``ssl_batch`` and ``encoder_epochs`` (the encoder's batch size and SSL epochs; a config field of the same name
-as a size is shadowed by the size). A class without ``cost`` inherits
-its base class's, when that class is in the same module or imported from a module of this tree.
+as a size is shadowed by the size). A class without ``cost`` inherits its base class's.
 """
 
 from __future__ import annotations
@@ -33,11 +32,7 @@ import ast
 import math
 import operator
 from collections.abc import Mapping
-from functools import cache
-from pathlib import Path
 from typing import Any
-
-from benchmark.provenance import REPO_ROOT
 
 UNITS = ("passes", "svds", "ssl_epochs")
 DOWNSTREAM_STAGES = ("head", "data", "repair")
@@ -47,79 +42,6 @@ HOW = "see benchmark/cost_models.py for the form"
 
 class CostModelError(ValueError):
     """A declared cost model that cannot be read or evaluated."""
-
-
-# ------------------------------------------------------------------------------------------------ reading
-def class_attribute(node: ast.ClassDef, name: str) -> ast.expr | None:
-    """The value assigned to ``name`` in a class body (a plain or an annotated assignment), or None."""
-    for statement in node.body:
-        target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else \
-            statement.target if isinstance(statement, ast.AnnAssign) else None
-        if isinstance(target, ast.Name) and target.id == name and statement.value is not None:
-            return statement.value
-    return None
-
-
-def _module_path(module: str, beside: Path) -> Path | None:
-    """The file of an imported module of this tree (or beside the importing file), without importing it."""
-    relative = Path(*module.split("."))
-    for candidate in (REPO_ROOT / relative.with_suffix(".py"), beside.parent / f"{module.rsplit('.', 1)[-1]}.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _find_cost(path: Path, class_name: str | None, plugin_id: str | None, depth: int = 0) -> Any:
-    """``cost`` of the class with ``id = plugin_id`` (or named ``class_name``) in ``path``, following its
-    bases; None when neither it nor a base it can read declares one."""
-    if depth > 8:
-        return None
-    tree = ast.parse(path.read_text())
-    classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
-    for node in classes:
-        ident = class_attribute(node, "id")
-        if (class_name is not None and node.name == class_name) or \
-                (plugin_id is not None and isinstance(ident, ast.Constant) and ident.value == plugin_id):
-            break
-    else:
-        return None
-    declared = class_attribute(node, "cost")
-    if declared is not None:
-        try:
-            return ast.literal_eval(declared)
-        except ValueError as exc:
-            raise CostModelError(f"`cost` of {node.name} in {path.name} is not a literal ({exc}); {HOW}") from exc
-    imports = {alias.asname or alias.name: stmt.module for stmt in tree.body if isinstance(stmt, ast.ImportFrom)
-               and stmt.module for alias in stmt.names}
-    for base in node.bases:
-        if not isinstance(base, ast.Name):
-            continue
-        if any(c.name == base.id for c in classes):
-            found = _find_cost(path, base.id, None, depth + 1)
-        elif base.id in imports and (module_file := _module_path(imports[base.id], path)) is not None:
-            found = _find_cost(module_file, base.id, None, depth + 1)
-        else:
-            continue
-        if found is not None:
-            return found
-    return None
-
-
-def declared_cost(source: str | Path, plugin_id: str) -> dict[str, Any] | None:
-    """The ``cost`` declared by plugin ``plugin_id`` in the module file ``source`` (None: none declared);
-    parsed once per file and id in a process (an estimate asks for every cell)."""
-    return _declared_cost(str(source), plugin_id)
-
-
-@cache
-def _declared_cost(source: str, plugin_id: str) -> dict[str, Any] | None:
-    path = Path(source)
-    if not path.is_file():
-        return None
-    cost = _find_cost(path, None, plugin_id)
-    if cost is not None and not isinstance(cost, dict):
-        raise CostModelError(f"`cost` of {plugin_id} must map track names to their work; {HOW}")
-    return cost
 
 
 # ------------------------------------------------------------------------------------------------ evaluating

@@ -245,8 +245,12 @@ class DirectoryCheckpoints:
 
 
 # --------------------------------------------------------------------------------------------- attacks
-class Attack(ABC):
-    """Base of every attack: an ``id``, a ``Config``; built with a validated config.
+ConfigT = typing.TypeVar("ConfigT", bound=MethodConfig)
+"""A method's ``Config``: ``class MyAttack(DownstreamAttack[MyConfig])`` types ``self.config`` as ``MyConfig``."""
+
+
+class Attack(ABC, typing.Generic[ConfigT]):
+    """Base of every attack: an ``id``, a ``Config``; built with a validated config (generic over it).
 
     An attack implements one or more tracks by subclassing their bases (each track's ``interface`` module
     declares one, with the track's name as ``track``: :class:`~benchmark.api.DownstreamAttack`, …); ``tracks()``
@@ -270,15 +274,15 @@ class Attack(ABC):
     # per track, what the attack's own loops cost, for ``plan --estimate`` (:mod:`benchmark.cost_models`)
     cost: ClassVar[Mapping[str, Any]] = {}
 
-    def __init__(self, config: MethodConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+    def __init__(self, config: ConfigT | None = None) -> None:
+        self.config: ConfigT = typing.cast(ConfigT, config if config is not None else self.Config())
 
     @classmethod
     def tracks(cls) -> tuple[str, ...]:
         return tuple(dict.fromkeys(str(vars(base)["track"]) for base in cls.__mro__ if isinstance(vars(base).get("track"), str)))
 
     @classmethod
-    def track_base(cls, track: str) -> type[TrackAttack]:
+    def track_base(cls, track: str) -> type[TrackAttack[Any]]:
         """The base through which this attack implements ``track``."""
         for base in cls.__mro__:
             if vars(base).get("track") == track and issubclass(base, TrackAttack):
@@ -286,7 +290,7 @@ class Attack(ABC):
         raise ValueError(f"{cls.id} does not implement track {track!r} (it implements {', '.join(cls.tracks()) or 'none'})")
 
 
-class TrackAttack(Attack):
+class TrackAttack(Attack[ConfigT]):
     """The base of one track's attacks (declared in the track's ``interface`` module): the track's name, the
     method the harness calls and the poison type it must return, and how the plugin process builds the
     track's context from the plain data the harness sends (:meth:`context_from`)."""
@@ -302,14 +306,19 @@ class TrackAttack(Attack):
         """The context from the harness's plain data, and the tensors the attack must not mutate."""
 
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
+ATTACKS: Registry[type[Attack[Any]]] = Registry("attack")
 
 
-def register_attack(cls: type[Attack]) -> type[Attack]:
+AttackT = typing.TypeVar("AttackT", bound="type[Attack[Any]]")
+DefenseT = typing.TypeVar("DefenseT", bound="type[Defense[Any]]")
+
+
+def register_attack(cls: AttackT) -> AttackT:
     """Class decorator: register an attack under ``cls.id``."""
     if not getattr(cls, "id", None):
         raise ValueError(f"{cls.__name__} needs a class attribute `id`")
-    return ATTACKS.register(cls.id, cls)
+    ATTACKS.register(cls.id, cls)
+    return cls
 
 
 # --------------------------------------------------------------------------------------------- defenses
@@ -324,7 +333,7 @@ class DefenseContext:
     device: torch.device
 
 
-class Defense(ABC):
+class Defense(ABC, typing.Generic[ConfigT]):
     """Base of every defense. A defense never learns which points are poisoned.
 
     ``stage`` says where it acts; ``tracks`` which tracks it applies to. The engine calls the hooks of
@@ -360,8 +369,8 @@ class Defense(ABC):
     # per track and stage, what the defense's own loops cost, for ``plan --estimate`` (:mod:`benchmark.cost_models`)
     cost: ClassVar[Mapping[str, Any]] = {}
 
-    def __init__(self, config: MethodConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+    def __init__(self, config: ConfigT | None = None) -> None:
+        self.config: ConfigT = typing.cast(ConfigT, config if config is not None else self.Config())
 
     @classmethod
     def applies_to(cls) -> tuple[str, ...]:
@@ -421,11 +430,12 @@ class Defense(ABC):
         raise NotImplementedError(f"{self.id} does not repair encoders")
 
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
+DEFENSES: Registry[type[Defense[Any]]] = Registry("defense")
 
 
-def register_defense(cls: type[Defense]) -> type[Defense]:
+def register_defense(cls: DefenseT) -> DefenseT:
     """Class decorator: register a defense under ``cls.id``."""
     if not getattr(cls, "id", None):
         raise ValueError(f"{cls.__name__} needs a class attribute `id`")
-    return DEFENSES.register(cls.id, cls)
+    DEFENSES.register(cls.id, cls)
+    return cls

@@ -116,7 +116,8 @@ def describe(request: Mapping[str, Any], channel: Channel) -> list[dict[str, Any
     import inspect
 
     module = request["module"]
-    importlib.import_module(module)
+    doc = importlib.import_module(module).__doc__ or ""
+    summary = " ".join(doc.strip().split("\n\n")[0].split())  # the module docstring's first paragraph: its paper
     out: list[dict[str, Any]] = []
     for kind, registry in (("attack", ATTACKS), ("defense", DEFENSES)):
         for name in registry.names():
@@ -125,11 +126,13 @@ def describe(request: Mapping[str, Any], channel: Channel) -> list[dict[str, Any
                 continue
             entry = {"kind": kind, "id": name, "module": module, "citation": cls.citation, "paper_url": cls.paper_url,
                      "source": inspect.getfile(cls), "tracks": list(cls.tracks() if kind == "attack" else cls.applies_to()),
-                     "doc": (inspect.getdoc(cls) or "").split("\n")[0]}
+                     "doc": (inspect.getdoc(cls) or "").split("\n")[0], "summary": summary,
+                     "cost": _plain(dict(cls.cost or {}))}
             if kind == "attack":
                 fields = cls.recipe_fields
                 entry |= {"space": getattr(cls, "space", None), "expected_null": dict(cls.expected_null),
-                          "recipe_fields": None if fields is None else list(fields)}
+                          "recipe_fields": None if fields is None else list(fields),
+                          "control_settings": _plain({k: dict(v) for k, v in cls.control_settings.items()})}
             else:
                 reference = cls.reference_settings
                 entry |= {"stage": cls.stage, "reference_settings": None if reference is None else dict(reference)}

@@ -78,6 +78,20 @@ class PluginInfo:
     expected_null: dict[str, str] = field(default_factory=dict)  # attacks: track → why it is a null by design
     recipe_fields: tuple[str, ...] | None = None  # attacks: the victim recipe's fields read (None: all)
     reference_settings: dict[str, Any] | None = None  # training-stage defenses: mechanism off, same schedule
+    summary: str = ""  # the first paragraph of the module's docstring: the paper, the threat model
+    control_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # attacks: setting → value → why
+    cost: dict[str, Any] = field(default_factory=dict)  # per track, the declared cost model (benchmark.cost_models)
+
+    def record_metadata(self) -> dict[str, Any]:
+        """What each record of a cell that runs this plugin carries about it (the board reads it there)."""
+        out = {"id": self.id, "module": self.module, "citation": self.citation, "summary": self.summary,
+               "paper_url": self.paper_url}
+        if self.kind == "attack":
+            out |= {"space": self.space, "expected_null": dict(self.expected_null),
+                    "control_settings": {k: dict(v) for k, v in self.control_settings.items()}}
+        else:
+            out |= {"stage": self.stage}
+        return out
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,9 @@ def catalogue() -> Catalogue:
                                   space=item.get("space"), stage=item.get("stage"), paper_url=item.get("paper_url", ""),
                                   expected_null=dict(item.get("expected_null") or {}),
                                   recipe_fields=None if item.get("recipe_fields") is None else tuple(item["recipe_fields"]),
-                                  reference_settings=item.get("reference_settings"))
+                                  reference_settings=item.get("reference_settings"), summary=item.get("summary", ""),
+                                  control_settings=dict(item.get("control_settings") or {}),
+                                  cost=dict(item.get("cost") or {}))
                 entries = attacks if info.kind == "attack" else defenses
                 if info.id in entries:
                     problems.append(f"{info.kind} id {info.id!r} is registered twice ({entries[info.id].module}, {module})")

@@ -26,7 +26,7 @@ from benchmark.tracks.base import Cell, load_tracks
 from benchmark.tracks.common import RunEnv, build_clean_encoder, clean_encoder_id
 from benchmark.utils import config_hash, progress_bar, resolve_device, seed_everything
 from benchmark.workers import PluginError, PluginTimeout, sandboxed
-from leaderboard.schema import FINAL_STATUSES
+from leaderboard.schema import FINAL_STATUSES, SCHEMA_VERSION, Record
 
 
 @dataclass
@@ -97,7 +97,7 @@ def check_data_available(cells: list[Cell]) -> None:
                                    f"{len(problems)} data sets are missing or corrupted:\n- " + "\n- ".join(problems))
 
 
-def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
+def run_cell(cell: Cell, env: Any) -> Record:
     """Compute one cell and return its complete record (status ok / invalid / timeout / error).
 
     Plugin code runs in plugin processes (:mod:`benchmark.workers`): an exception there, of any kind, is
@@ -108,10 +108,12 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     runners = load_tracks()  # imported once per process (Python caches modules)
     sources: dict[str, Any] = {}
     configs: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
     plugins, plugin_sources = catalogue(), []
     for kind, entry in (("attack", cell.attack), ("defense", cell.defense)):
         if entry.id in plugins.of(kind):
             info = plugins.get(kind, entry.id)
+            metadata[kind] = info.record_metadata()
             sources[kind] = {"module": info.module, "sha256": recorded_hash(relative(info.source))}
             plugin_sources.append(info.source)
             configs[f"{kind}_config"] = resolved_config(kind, entry.id, entry.settings).config
@@ -139,13 +141,14 @@ def run_cell(cell: Cell, env: Any) -> dict[str, Any]:
     if edited:
         status, metrics = "invalid", {}
         message = f"source files changed during this cell or since this process imported them: {', '.join(edited)}"
-    return {
-        "cell_id": cell.id, "suite": cell.spec["suite"], "tier": cell.spec["tier"], "track": cell.track,
-        "status": status, "message": message, "cell": cell.spec, "metrics": metrics, "details": details,
-        "provenance": {"code": code_version(), "packages": package_versions(), "device": device_info(env.device),
-                       "sandbox": sandboxed(), "sources": sources, **configs,
-                       "wall_seconds": round(time.perf_counter() - start, 3)},
-    }
+    return Record(
+        schema_version=SCHEMA_VERSION, cell_id=cell.id, suite=cell.spec["suite"], tier=cell.spec["tier"],
+        track=cell.track, status=status, message=message, cell=cell.spec, metrics=metrics, details=details,
+        provenance={"code": code_version(), "packages": package_versions(), "device": device_info(env.device),
+                    "sandbox": sandboxed(), "sources": sources, **configs,
+                    "wall_seconds": round(time.perf_counter() - start, 3)},
+        plugins=metadata,
+    )
 
 
 def run_suite(suite: Suite, *, results_dir: Path, cache_dir: Path, device: str = "auto",

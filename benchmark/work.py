@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from benchmark.cost_models import CostModelError, check_defense_keys, declared_cost, evaluate, names_for
+from benchmark.cost_models import CostModelError, check_defense_keys, evaluate, names_for
 from benchmark.cost_models import work as declared_work
 from benchmark.data import load_dataset
 from benchmark.plugins import catalogue, resolved_config
@@ -147,8 +147,8 @@ def add_clean_encoder(work: WorkList, cell: Cell, sizes: Sizes) -> dict[str, Any
 def _declared(kind: str, plugin_id: str, track: str) -> tuple[bool, Any]:
     """(whether the plugin declares a cost model, its entry for ``track``; None where the track is absent)."""
 
-    declared = declared_cost(catalogue().get(kind, plugin_id).source, plugin_id)
-    return declared is not None, (declared or {}).get(track)
+    declared = catalogue().get(kind, plugin_id).cost  # the class's ``cost`` (inherited), described by its process
+    return bool(declared), declared.get(track)
 
 
 def names(ctx: Context, n: float = 0.0) -> dict[str, Any]:

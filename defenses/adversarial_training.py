@@ -104,7 +104,7 @@ def _attack_generator(ctx: DefenseContext) -> torch.Generator:
 
 
 @register_defense
-class AdversarialTraining(Defense):
+class AdversarialTraining(Defense[AdversarialTrainingConfig]):
     id = "adversarial_training"
     # downstream: every epoch PGD through the encoder (``steps`` passes) and a forward of the adversarial batch (its
     # same-schedule reference, ε = 0, is the forward alone); pre-training: ACL's PGD steps on both views, and PGD

@@ -28,7 +28,7 @@ class DeepKnnConfig(MethodConfig):
 
 
 @register_defense
-class DeepKnn(Defense):
+class DeepKnn(Defense[DeepKnnConfig]):
     id = "deep_knn"
     stage = "sanitise"
     tracks = ("downstream",)  # it needs labels and a trained encoder

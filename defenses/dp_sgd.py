@@ -90,7 +90,7 @@ def _epsilon(accountant: Any, delta: float) -> float:
 
 
 @register_defense
-class DPSGD(Defense):
+class DPSGD(Defense[DPSGDConfig]):
     id = "dp_sgd"
     # per-sample gradients (Opacus hooks) ≈ twice a plain step; the downstream head's cost is not counted
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {}},

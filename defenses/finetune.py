@@ -74,7 +74,7 @@ def _augment(scale_min: float, size: int) -> nn.Module:
 
 
 @register_defense
-class Finetune(Defense):
+class Finetune(Defense[FinetuneConfig]):
     id = "finetune"
     # the repair: ``epochs`` over at most ``clean_size`` clean training points
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {}, "repair": {"passes": "epochs * min(clean_size, train)"}},

@@ -154,7 +154,7 @@ def reconstruction_report(images: torch.Tensor, reconstructed: torch.Tensor, *, 
 
 
 @register_defense
-class MatrixCompletion(Defense):
+class MatrixCompletion(Defense[MatrixCompletionConfig]):
     id = "matrix_completion"
     # one SVD per image, channel and mask; in pre-training fresh masks for every batch image every epoch (with
     # ssl_prob < 1 the unpicked reconstructions are discarded: no data-dependent subset, no host sync), or

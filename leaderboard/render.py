@@ -19,7 +19,6 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from benchmark.cost_models import class_attribute
 from benchmark.provenance import fresh_at, pending_recompute, sandboxed, staleness
 from benchmark.tracks.info import TrackInfo, track_info, track_names, track_order
 from leaderboard.schema import location_problems, record_problems
@@ -80,12 +79,33 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "device": device_label(r["provenance"].get("device") or {}),
             "attack_module": ((r["provenance"].get("sources") or {}).get("attack") or {}).get("module"),
             "defense_module": ((r["provenance"].get("sources") or {}).get("defense") or {}).get("module"),
+            "attack_meta": json.dumps((r.get("plugins") or {}).get("attack") or {}, sort_keys=True),
+            "defense_meta": json.dumps((r.get("plugins") or {}).get("defense") or {}, sort_keys=True),
         }
         row.update({f"m:{k}": v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         diagnostics = r["details"].get("attack_diagnostics") or {}
         row.update({f"d:{k}": v for k, v in diagnostics.items() if isinstance(v, (int, float))})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _with_plugin_metadata(pd.DataFrame(rows))
+
+
+def _with_plugin_metadata(df: pd.DataFrame) -> pd.DataFrame:
+    """Each row's plugin metadata, from its record or, for a record written before records carried it, from
+    another record of the same plugin module (the board reads records, never plugin source)."""
+    for kind in ("attack", "defense"):
+        if f"{kind}_meta" not in df:
+            continue
+        known = {module: meta for module, meta in zip(df[f"{kind}_module"], df[f"{kind}_meta"]) if meta != "{}"}
+        df[f"{kind}_meta"] = [known.get(module, meta) if meta == "{}" else meta
+                              for module, meta in zip(df[f"{kind}_module"], df[f"{kind}_meta"])]
+    return df
+
+
+def _metas(df: pd.DataFrame, kind: str) -> dict[str, dict[str, Any]]:
+    """Suite name of an attack or defense → its plugin's metadata (see :class:`leaderboard.schema.Record`)."""
+    if f"{kind}_meta" not in df:
+        return {}
+    return {name: json.loads(meta) for name, meta in zip(df[kind], df[f"{kind}_meta"]) if meta != "{}"}
 
 
 def device_label(device: Mapping[str, Any]) -> str:
@@ -488,8 +508,8 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     groups = dict(tuple(undefended.groupby("attack")))
     per_attack = {a: _per_column(g, col) for a, g in groups.items()}
     columns = sorted({k for stats in per_attack.values() for k in stats})
-    modules = _modules(undefended, "attack")
-    controls = {a for a, g in groups.items() if _control(g, modules.get(a))}
+    modules, metas = _modules(undefended, "attack"), _metas(undefended, "attack")
+    controls = {a for a, g in groups.items() if _control(g, metas.get(a, {}))}
     wins = dict.fromkeys(per_attack, 0)
     for key in columns:  # won by the one attack with an effect strictly above every other's (controls do not compete)
         present = sorted(((stats[key][0], a) for a, stats in per_attack.items() if key in stats and a not in controls),
@@ -499,23 +519,23 @@ def _strongest_attacks(df: pd.DataFrame, track: str) -> tuple[list[list[str]], s
     feature = set(undefended[undefended["space"] == "feature"]["attack"])
     unclipped = set(undefended[undefended["space"] == "input-unclipped"]["attack"])
     ranked = sorted(per_attack, key=lambda a: -_pooled(per_attack[a])[0])
-    rows = [[_linked(a, modules) + (" *(control)*" if a in controls else _attack_label(a, track, feature, modules)),
+    rows = [[_linked(a, modules) + (" *(control)*" if a in controls else _attack_label(a, track, feature, modules, metas)),
              _pm(*_pooled(per_attack[a])), "–" if a in controls else f"{wins[a]} of {len(columns)}",
              diagnostic_text(groups[a])] for a in ranked]
     extra = [f"m:{c.metric}" for c in info.headline_columns]
     if extra:
         values = {a: [_pm(*_pooled(_per_column(g, col))) if col in g else "" for col in extra] for a, g in groups.items()}
         rows = [row[:3] + values[a] + row[3:] for row, a in zip(rows, ranked)]
-    nulls = {a for a in ranked if _expected_null(a, track, modules)}
+    nulls = {a for a in ranked if _expected_null(a, track, metas)}
     defended = set(df[df["defense"] != "none"]["attack"])  # a tier may defend only some attacks
     strongest = next((a for a in ranked if a not in feature | unclipped | nulls | controls
                       and (a in defended or not defended)), None)
     return rows, strongest
 
 
-def _control(rows: pd.DataFrame, module: str | None) -> bool:
-    """Whether a suite entry is a control row: its settings match its module's ``control_settings``."""
-    controls = module_attributes(module).get("control_settings", {}) if module else {}
+def _control(rows: pd.DataFrame, meta: Mapping[str, Any]) -> bool:
+    """Whether a suite entry is a control row: its settings match its plugin's ``control_settings``."""
+    controls = meta.get("control_settings") or {}
     for settings in set(rows["attack_settings"]):
         values = json.loads(settings)
         if any(values.get(name) in meaning for name, meaning in controls.items()):
@@ -523,19 +543,20 @@ def _control(rows: pd.DataFrame, module: str | None) -> bool:
     return False
 
 
-def _attack_label(attack: str, track: str, feature: set[str], modules: dict[str, str]) -> str:
+def _attack_label(attack: str, track: str, feature: set[str], modules: dict[str, str],
+                  metas: dict[str, dict[str, Any]]) -> str:
     if attack in feature:
         return " *(feature-space upper bound)*"
-    if _expected_null(attack, track, modules):
+    if _expected_null(attack, track, metas):
         return " *(expected null)*"
     if attack in modules and modules[attack].endswith("_unclipped"):
         return " *(pixels not clipped to [0, 1]: not valid images)*"
     return ""
 
 
-def _expected_null(attack: str, track: str, modules: dict[str, str]) -> str:
-    """Why ``attack`` is expected to do nothing on ``track`` (its module's ``expected_null``), or ''."""
-    return module_attributes(modules[attack]).get("expected_null", {}).get(track, "") if attack in modules else ""
+def _expected_null(attack: str, track: str, metas: dict[str, dict[str, Any]]) -> str:
+    """Why ``attack`` is expected to do nothing on ``track`` (its plugin's ``expected_null``), or ''."""
+    return str((metas.get(attack, {}).get("expected_null") or {}).get(track, ""))
 
 
 # diagnostic (name in the attack's diagnostics) → how the board shows it; the first ones present are shown
@@ -813,9 +834,9 @@ def upper_bound_note(df: pd.DataFrame, track: str) -> str:
     col = _metric_column(undefended, "accuracy_drop")
     if col is None:
         return ""
-    modules = _modules(undefended, "attack")
+    metas = _metas(undefended, "attack")
     inputs = {a: _per_column(g, col) for a, g in undefended[undefended["space"] == "input"].groupby("attack")
-              if not _expected_null(a, track, modules) and not _control(g, modules.get(a))}
+              if not _expected_null(a, track, metas) and not _control(g, metas.get(a, {}))}
     notes = []
     for bound, g in undefended[undefended["space"] == "feature"].groupby("attack"):
         below = []
@@ -863,53 +884,19 @@ def _linked(name: str, modules: dict[str, str]) -> str:
     return f"[{name}](../{_module_path(modules[name])})" if name in modules else name
 
 
-def citation_of(module: str) -> str:
-    """The first paragraph of a plugin module's docstring (its paper), read without importing it."""
-    import ast
-
-    path = Path(__file__).resolve().parent.parent / _module_path(module)
-    try:
-        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    except (OSError, SyntaxError):
-        return ""
-    return " ".join(doc.split("\n\n")[0].split())
-
-
-def module_attributes(module: str) -> dict[str, Any]:
-    """The literal class attributes ``paper_url``, ``expected_null`` and ``control_settings`` of a plugin
-    module's classes (plain or annotated assignments), read without importing it (the board never runs
-    plugin code)."""
-    import ast
-
-    path = Path(__file__).resolve().parent.parent / _module_path(module)
-    try:
-        tree = ast.parse(path.read_text())
-    except (OSError, SyntaxError):
-        return {}
-    out: dict[str, Any] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef):
-            for name in ("paper_url", "expected_null", "control_settings"):
-                value = class_attribute(node, name)
-                if value is not None and name not in out:
-                    try:
-                        out[name] = ast.literal_eval(value)
-                    except ValueError:
-                        continue
-    return out
-
-
 def methods_section(df: pd.DataFrame) -> list[str]:
     """Every attack and defense on the board: its suite name, registry id and settings, module and paper."""
     rows = []
     for kind in ("attack", "defense"):
-        entries = df[[kind, f"{kind}_id", f"{kind}_settings", f"{kind}_module"]].drop_duplicates()
-        for name, plugin_id, settings, module in sorted(entries.itertuples(index=False, name=None), key=lambda e: (e[0], e[2])):
+        entries = df[[kind, f"{kind}_id", f"{kind}_settings", f"{kind}_module", f"{kind}_meta"]].drop_duplicates(
+            subset=[kind, f"{kind}_id", f"{kind}_settings", f"{kind}_module"])
+        for name, plugin_id, settings, module, meta in sorted(entries.itertuples(index=False, name=None),
+                                                               key=lambda e: (e[0], e[2])):
             if plugin_id == "none":
                 continue
             link = f"[`{_module_path(module)}`](../{_module_path(module)})" if isinstance(module, str) else ""
-            attributes = module_attributes(module) if isinstance(module, str) else {}
-            paper = citation_of(module) if isinstance(module, str) else ""
+            attributes = json.loads(meta)
+            paper = attributes.get("summary", "")
             if attributes.get("paper_url"):
                 paper += f" [paper]({attributes['paper_url']})"
             rows.append([kind, name, plugin_id, settings if settings != "{}" else "defaults", link, paper])

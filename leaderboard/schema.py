@@ -1,23 +1,9 @@
-"""Schema of a result record (one JSON file per cell), checked without torch.
+"""Schema of a result record (one JSON file per cell, ``<suite>/<cell_id>.json``), checked without torch: the
+:class:`Record` below is the schema, the runner builds it and the board reads it."""
 
-```
-{
-  "schema_version": 1,
-  "cell_id": str, "suite": str, "tier": "smoke" | "cpu" | "full" | "custom", "track": str,
-  "status": "ok" | "invalid" | "timeout" | "error", "message": str,
-  "cell": {... the resolved cell spec: encoder, scenario, data, budget, attack, defense, victim, seed ...},
-  "metrics": {str: float},            # ok records: clean_accuracy, poisoned_accuracy, accuracy_drop, ...
-  "details": {...},                   # diagnostics (attack residuals, chosen head L2, ...)
-  "provenance": {"code": {...}, "packages": {...}, "device": {...}, "sources": {...}, "wall_seconds": float,
-                 "attack_config": {...}, "defense_config": {...}}
-}
-```
-"""
-
-from __future__ import annotations
-
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from benchmark.tracks.info import track_info, track_names
 from benchmark.utils import cell_id
@@ -25,8 +11,36 @@ from benchmark.utils import cell_id
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("ok", "invalid", "timeout")  # error cells are retried by the next run
 STATUSES = ("ok", "invalid", "timeout", "error")
-REQUIRED = {"schema_version": int, "cell_id": str, "suite": str, "tier": str, "track": str, "status": str,
-            "message": str, "cell": dict, "metrics": dict, "details": dict, "provenance": dict}
+
+
+class Record(TypedDict):
+    """One cell's result."""
+
+    schema_version: int
+    cell_id: str
+    suite: str
+    tier: str  # smoke | cpu | full | custom
+    track: str
+    status: str  # one of STATUSES
+    message: str
+    cell: dict[str, Any]  # the resolved cell spec: encoder, scenario, data, budget, attack, defense, victim, seed, ...
+    metrics: dict[str, float]  # ok records: the track's required metrics (clean_accuracy, accuracy_drop, ...) and more
+    details: dict[str, Any]  # diagnostics (attack residuals, the chosen head L2, ...)
+    # code, packages, device, sandbox, the hashes of the files on the cell's path ("sources"), the attack's and
+    # defense's resolved configs ("attack_config", "defense_config"), wall_seconds
+    provenance: dict[str, Any]
+    # per "attack" / "defense" (absent for none): the plugin's metadata (PluginInfo.record_metadata: id, module,
+    # citation, summary, paper_url; attacks: space, expected_null, control_settings; defenses: stage)
+    plugins: NotRequired[dict[str, dict[str, Any]]]
+
+
+def _required_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Record, include_extras=True)
+    return {key: typing.get_origin(hint) or hint for key, hint in hints.items()
+            if typing.get_origin(hint) is not NotRequired}
+
+
+REQUIRED = _required_types()
 
 
 def record_problems(record: Any) -> list[str]:
@@ -48,6 +62,9 @@ def record_problems(record: Any) -> list[str]:
         for metric in info.required_metrics:
             if not isinstance(record["metrics"].get(metric), (int, float)):
                 problems.append(f"metrics.{metric}: missing")
+    plugins = record.get("plugins", {})
+    if not isinstance(plugins, dict) or not all(k in ("attack", "defense") and isinstance(v, dict) for k, v in plugins.items()):
+        problems.append("plugins: expected a mapping of 'attack' / 'defense' to the plugin's metadata")
     for key in ("encoder", "scenario", "attack", "defense", "budget", "seed"):
         if key not in record["cell"]:
             problems.append(f"cell.{key}: missing")

@@ -242,6 +242,10 @@ def test_attack_runs_one_tiny_cell_end_to_end(attack_id: str, track: str, tmp_pa
     (record,) = run_tiny(tiny_suite(track, [entry], ["none"]), tmp_path)
     assert record["status"] == "ok", record["message"]
     assert record["provenance"]["sources"]["attack"]["sha256"]
+    meta = record["plugins"]["attack"]  # what the board reads about the attack: from the record, not its source
+    assert meta["id"] == attack_id and meta["module"] == f"attacks.{attack_id}" and meta["summary"]
+    assert set(meta) >= {"citation", "paper_url", "space", "expected_null", "control_settings"}
+    assert "defense" not in record["plugins"]
 
 
 @pytest.mark.parametrize(("defense_id", "track"), DEFENSE_TRACKS)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmark.__main__ import main
-from benchmark.cost_models import declared_cost, evaluate
+from benchmark.cost_models import evaluate
 from benchmark.estimate import (
     DeviceProfile,
     bf16_peak_tflops,
@@ -22,6 +22,7 @@ from benchmark.estimate import (
     suite_work,
     utilisation_text,
 )
+from benchmark.plugins import catalogue
 from benchmark.pretrain import SSLRecipe
 from benchmark.suite import expand_cells, load_suite, suite_names
 from benchmark.work import cell_sizes
@@ -73,7 +74,7 @@ def test_cost_models_count_the_loops_of_their_method() -> None:
 
 
 def test_me_net_pretraining_cost_drops_with_the_bank() -> None:
-    svds = declared_cost(ROOT / "defenses" / "matrix_completion.py", "matrix_completion")["pretrain-availability"]["svds"]
+    svds = catalogue().get("defense", "matrix_completion").cost["pretrain-availability"]["svds"]
 
     def count(**config: float) -> float:
         return evaluate(svds, {"n_masks": 10, "ssl_prob": 1.0, "ssl_bank": 0, **config, "n": 50_000, "encoder_epochs": 1000})
@@ -199,8 +200,8 @@ def test_a_plugin_without_a_cost_model_is_listed_with_the_attribute_to_declare(c
     assert "_test_uncosted" in problem and "declare `cost`" in problem and "benchmark/cost_models.py" in problem
 
 
-def test_cost_expressions_evaluate_arithmetic_only(tmp_path) -> None:
-    from benchmark.cost_models import CostModelError, declared_cost, evaluate
+def test_cost_expressions_evaluate_arithmetic_only() -> None:
+    from benchmark.cost_models import CostModelError, evaluate
 
     assert evaluate("steps * n + max(1, k // 2) if mode == 'a' and not off else 0",
                     {"steps": 3, "n": 10, "k": 5, "mode": "a", "off": False}) == 32.0
@@ -209,10 +210,3 @@ def test_cost_expressions_evaluate_arithmetic_only(tmp_path) -> None:
                      ("unknown * 2", "neither a config field"), ("steps *", "does not parse"), ("'text'", "not a number")):
         with pytest.raises(CostModelError, match=why):
             evaluate(bad, {"steps": 3})
-    module = tmp_path / "mine.py"
-    module.write_text("class Base:\n    cost = {'downstream': {'passes': 'n_poison'}}\n\n"
-                      "class Mine(Base):\n    id = 'mine'\n\nclass Computed:\n    id = 'computed'\n    cost = make()\n")
-    assert declared_cost(module, "mine") == {"downstream": {"passes": "n_poison"}}
-    with pytest.raises(CostModelError, match="not a literal"):
-        declared_cost(module, "computed")
-    assert declared_cost(module, "absent") is None

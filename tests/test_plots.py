@@ -153,3 +153,28 @@ def test_a_method_keeps_its_colour_when_another_joins() -> None:
     assert len(set(before.values())) == len(ids)
     after = method_colours(ids + ["aaa_new_attack"])
     assert sum(after[i] != before[i] for i in ids) <= 1  # only a method it collides with can move
+
+
+def test_the_board_reads_plugin_metadata_from_records_not_source(tmp_path: Path) -> None:
+    """A record carries its attack's metadata; the board labels rows from it (an expected null here), and a record
+    written before records carried it takes it from another record of the same module."""
+    import json
+
+    from leaderboard.render import _metas, _rows, load_records
+
+    out = _some_results(tmp_path)
+    paths = sorted((out / "smoke").glob("downstream__*__label_flip__none__*.json"))
+    first, rest = paths[0], paths[1:]
+    record = json.loads(first.read_text())
+    record["plugins"]["attack"]["expected_null"] = {"downstream": "a null by design (test)"}
+    first.write_text(json.dumps(record))
+    for path in rest:
+        older = json.loads(path.read_text())
+        older.pop("plugins")
+        path.write_text(json.dumps(older))
+    records, problems = load_records(out)
+    assert not problems
+    df = _rows(records)
+    metas = _metas(df[df["attack"] == "label_flip"], "attack")
+    assert metas["label_flip"]["expected_null"] == {"downstream": "a null by design (test)"}
+    assert set(df[df["attack"] == "label_flip"]["attack_meta"]) == {json.dumps(record["plugins"]["attack"], sort_keys=True)}

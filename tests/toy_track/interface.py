@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import CheckpointStore, TrackAttack
+from benchmark.api import CheckpointStore, ConfigT, TrackAttack
 from tests.toy_track.info import INFO
 
 
@@ -30,7 +30,7 @@ class ToyPoison:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
-class ToyAttack(TrackAttack):
+class ToyAttack(TrackAttack[ConfigT]):
     """Adds at most ``budget`` labelled images to the toy victim's training set."""
 
     track = INFO.name

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from benchmark.plugin_base import CheckpointStore, FeatureExtractorView, HeadSpec, TrackAttack
+from benchmark.plugin_base import CheckpointStore, ConfigT, FeatureExtractorView, HeadSpec, TrackAttack
 from benchmark.pretrain import extractor_from_spec
 from benchmark.tracks.downstream.info import INFO
 
@@ -51,7 +51,7 @@ class DownstreamPoison:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
-class DownstreamAttack(TrackAttack):
+class DownstreamAttack(TrackAttack[ConfigT]):
     """Adds labeled points to the downstream training set of a frozen encoder's linear head."""
 
     track = INFO.name

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from benchmark.plugin_base import CheckpointStore, TrackAttack
+from benchmark.plugin_base import CheckpointStore, ConfigT, TrackAttack
 from benchmark.tracks._pretrain_interface import PretrainAttackContext, pretrain_context
 from benchmark.tracks.pretrain_availability.info import INFO
 
@@ -24,7 +24,7 @@ class AvailabilityPoison:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
-class PretrainAvailabilityAttack(TrackAttack):
+class PretrainAvailabilityAttack(TrackAttack[ConfigT]):
     """Perturbs unlabeled pre-training images within an ℓ∞ ball."""
 
     track = INFO.name

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from benchmark.plugin_base import CheckpointStore, TrackAttack
+from benchmark.plugin_base import CheckpointStore, ConfigT, TrackAttack
 from benchmark.tracks._pretrain_interface import PretrainAttackContext, pretrain_context
 from benchmark.tracks.pretrain_targeted.info import INFO
 
@@ -41,7 +41,7 @@ def target_classes_of(poison: TargetedPoison) -> torch.Tensor:
     return torch.full((len(poison.target_images),), int(poison.target_class), dtype=torch.int64)
 
 
-class PretrainTargetedAttack(TrackAttack):
+class PretrainTargetedAttack(TrackAttack[ConfigT]):
     """Injects extra unlabeled pre-training images so that chosen targets get a chosen class."""
 
     track = INFO.name
