@@ -2,7 +2,9 @@
 
 A method is one module in ``attacks/`` or ``defenses/`` that subclasses one of the base classes re-exported
 below (the track-independent ones from :mod:`benchmark.plugin_base`; each track's attack base, context and poison
-from its package's ``interface`` module) and decorates the class with :func:`register_attack` /
+from its package's ``interface`` module: the shipped tracks' names are imported below, typed, and every name in a
+track interface's ``__all__`` is found here too, so a track added as a package needs no edit to this file) and
+decorates the class with :func:`register_attack` /
 :func:`register_defense`. The module is discovered automatically (see :mod:`benchmark.plugins`); nobody edits a central list.
 
 Hyper-parameters are a keyword-only frozen dataclass nested as ``Config`` in the method class, with the
@@ -16,6 +18,9 @@ objects. What it returns is validated by the harness (its track's ``validate`` m
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 # what the shipped methods build on: the victim's head and its objective, augmentations, SSL recipes and
 # training hooks, backbones, seeded randomness (a plugin imports these from here, never from the engine's modules)
@@ -98,6 +103,7 @@ from benchmark.tracks._pretrain_interface import PretrainAttackContext as Pretra
 from benchmark.tracks.downstream.interface import DownstreamAttack as DownstreamAttack
 from benchmark.tracks.downstream.interface import DownstreamAttackContext as DownstreamAttackContext
 from benchmark.tracks.downstream.interface import DownstreamPoison as DownstreamPoison
+from benchmark.tracks.info import track_infos
 from benchmark.tracks.pretrain_availability.interface import AvailabilityPoison as AvailabilityPoison
 from benchmark.tracks.pretrain_availability.interface import PretrainAvailabilityAttack as PretrainAvailabilityAttack
 from benchmark.tracks.pretrain_targeted.interface import PretrainTargetedAttack as PretrainTargetedAttack
@@ -111,3 +117,12 @@ from benchmark.utils import derive_seed as derive_seed
 from benchmark.utils import fast_layout as fast_layout
 from benchmark.utils import fast_path as fast_path
 from benchmark.utils import seed_everything as seed_everything
+
+
+def __getattr__(name: str) -> Any:
+    """A name that a track package's ``interface`` module lists in its ``__all__`` (PEP 562)."""
+    for info in track_infos().values():
+        module = importlib.import_module(f"{info.package}.interface")
+        if name in getattr(module, "__all__", ()):
+            return getattr(module, name)
+    raise AttributeError(f"module 'benchmark.api' has no attribute {name!r} (nor does a track interface's __all__)")

@@ -13,6 +13,8 @@ import torch
 from benchmark.api import CheckpointStore, ConfigT, TrackAttack
 from tests.toy_track.info import INFO
 
+__all__ = ["ToyAttack", "ToyContext", "ToyPoison"]  # reachable from benchmark.api
+
 
 @dataclass(frozen=True)
 class ToyContext:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.api import register_attack
-from tests.toy_track.interface import ToyAttack, ToyContext, ToyPoison
+# a track added as a package is part of the API: its interface's __all__ is found through benchmark.api
+from benchmark.api import ToyAttack, ToyContext, ToyPoison, register_attack
 
 
 @register_attack
