@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 
+from attacks._patterns import random_patch
 from benchmark.api import (
     BackdoorAttack,
     BackdoorAttackContext,
@@ -42,12 +42,6 @@ class SSLBKDConfig(MethodConfig):
         check_range(problems, "grid", self.grid, 1, 64)
         check_range(problems, "target_share", self.target_share, 0.0, 1.0, low_open=True)
         return problems
-
-
-def random_patch(channels: int, side: int, grid: int, generator: torch.Generator) -> torch.Tensor:
-    """A (channels, side, side) patch of grid × grid cells, each a random colour with 0/1 channels."""
-    cells = torch.randint(0, 2, (1, channels, grid, grid), generator=generator).float()
-    return F.interpolate(cells, size=(side, side), mode="nearest")[0]
 
 
 @register_attack

@@ -101,7 +101,7 @@ def test_a_frequency_poison_must_be_its_base_image_with_the_declared_trigger() -
 
 
 # ------------------------------------------------------------------------------------------ attacks
-@pytest.mark.parametrize("attack_id", ["sslbkd", "ctrl"])
+@pytest.mark.parametrize("attack_id", ["sslbkd", "ctrl", "corruptencoder"])
 def test_the_attacks_poison_target_class_images_within_budget_and_validate(attack_id: str) -> None:
     from benchmark.api import BackdoorAttackContext, DirectoryCheckpoints
     from benchmark.plugin_base import ATTACKS
@@ -115,8 +115,12 @@ def test_the_attacks_poison_target_class_images_within_budget_and_validate(attac
                                 generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
                                 checkpoints=DirectoryCheckpoints("/nonexistent"), cached=None, target_class=3)
     cls = ATTACKS.get(attack_id)
-    poison = cls(cls.Config(**({"poison_ratio": 0.05} if attack_id == "ctrl" else {}))).craft_backdoor(ctx)
-    assert 0 < len(poison.images) <= 10 and (labels[poison.indices] == 3).all()
+    poison = cls(cls.Config(**({} if attack_id == "sslbkd" else {"poison_ratio": 0.05}))).craft_backdoor(ctx)
+    assert 0 < len(poison.images) <= 10
+    if poison.indices is None:  # injected canvases: twice as wide, the trigger in them
+        assert poison.images.shape[1:] == (1, 16, 32)
+    else:  # replaced images of the target class
+        assert (labels[poison.indices] == 3).all()
     validate_backdoor(poison, budget=10, images=images, target_class=3)
     control = cls(cls.Config(mode="trigger_only")).craft_backdoor(ctx)
     assert len(control.images) == 0

@@ -105,13 +105,14 @@ def target_rate(head: LinearHead, extractor: FeatureExtractor, images: torch.Ten
         return float((head.predict(extractor(images.to(device))).cpu() == target).float().mean())
 
 
-def poisoned_pretraining(setting: PretrainSetting, poison: BackdoorPoison) -> torch.Tensor:
-    """The victim's pre-training images: the clean ones with the poisons in place of ``indices``, or after them."""
+def poisoned_pretraining(setting: PretrainSetting, poison: BackdoorPoison) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The victim's pre-training images: the clean ones with the poisons in place of ``indices``; or the clean ones
+    and the injected poisons (canvases of their own shape, each view cropped from the whole canvas)."""
     if poison.indices is None:
-        return torch.cat([setting.pre.images, poison.images])
+        return setting.pre.images, poison.images if len(poison.images) else None
     images = setting.pre.images.clone()
     images[poison.indices] = poison.images
-    return images
+    return images, None
 
 
 def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
@@ -138,7 +139,8 @@ def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         details |= {"attack_diagnostics": poison.diagnostics, "trigger": "patch" if poison.patch is not None else "frequency",
                     "poisons_injected": poison.indices is None}
         if n_poison or cell.defense.id != NO_DEFENSE:
-            key, extractor = victim_encoder(setting, cell, poisoned_pretraining(setting, poison), name)
+            images, injected = poisoned_pretraining(setting, poison)
+            key, extractor = victim_encoder(setting, cell, images, name, injected)
         test = triggered(setting, poison, others)
         asr = target_rate(setting.head(key, extractor), extractor, test, target, env.device)
         clean_asr = target_rate(clean_head, setting.clean, test, target, env.device)

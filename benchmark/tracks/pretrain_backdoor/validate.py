@@ -22,7 +22,7 @@ def validate_backdoor(poison: object, *, budget: int, images: torch.Tensor, targ
         raise ThreatModelViolation([f"expected a BackdoorPoison, got {type(poison).__name__}"])
     problems: list[str] = []
     shape = tuple(images.shape[1:])
-    ok = check_images(problems, poison.images, shape, "images")
+    ok = _check_poison_images(problems, poison, shape)
     if ok and len(poison.images) > budget:
         problems.append(f"count: {len(poison.images)} poisons exceed the budget of {budget}")
     if poison.target_class != target_class:
@@ -33,11 +33,25 @@ def validate_backdoor(poison: object, *, budget: int, images: torch.Tensor, targ
     if patch == frequency:
         problems.append("trigger: give exactly one of patch (with patch_locations) and frequency")
     elif ok and patch:
-        _check_patch(problems, poison, shape)
+        _check_patch(problems, poison, shape, tuple(poison.images.shape[1:]))
     elif ok and indices_ok:
         _check_frequency(problems, poison, images, shape)
     if problems:
         raise ThreatModelViolation(problems)
+
+
+def _check_poison_images(problems: list[str], poison: BackdoorPoison, shape: tuple[int, ...]) -> bool:
+    """Replacing poisons have the pre-training images' shape; injected ones may be canvases of one shape with each
+    side between the images' and twice it (the victim crops its views from the whole canvas)."""
+    images = poison.images
+    if poison.indices is not None or not isinstance(images, torch.Tensor) or images.dim() != 4:
+        return check_images(problems, images, shape, "images")
+    c, h, w = shape
+    if images.shape[1] != c or not (h <= images.shape[2] <= 2 * h and w <= images.shape[3] <= 2 * w):
+        problems.append(f"images: shape {tuple(images.shape)}, expected (n, {c}, h', w') with {h} ≤ h' ≤ {2 * h} "
+                        f"and {w} ≤ w' ≤ {2 * w}")
+        return False
+    return check_images(problems, images, tuple(images.shape[1:]), "images")
 
 
 def _check_indices(problems: list[str], poison: BackdoorPoison, n: int) -> bool:
@@ -57,10 +71,11 @@ def _check_indices(problems: list[str], poison: BackdoorPoison, n: int) -> bool:
     return True
 
 
-def _check_patch(problems: list[str], poison: BackdoorPoison, shape: tuple[int, ...]) -> None:
+def _check_patch(problems: list[str], poison: BackdoorPoison, shape: tuple[int, ...], canvas: tuple[int, ...]) -> None:
+    """A patch that fits the test images (``shape``), present at its location in every poison (``canvas``)."""
     patch, locations = poison.patch, poison.patch_locations
     assert patch is not None
-    if not check_images(problems, patch.unsqueeze(0), (shape[0], *patch.shape[1:]), "patch"):
+    if patch.dim() != 3 or not check_images(problems, patch.unsqueeze(0), (shape[0], *patch.shape[1:]), "patch"):
         return
     h, w = patch.shape[-2:]
     if not (0 < h <= shape[1] and 0 < w <= shape[2]):
@@ -70,7 +85,7 @@ def _check_patch(problems: list[str], poison: BackdoorPoison, shape: tuple[int, 
         problems.append(f"patch_locations: expected an int64 tensor of shape ({len(poison.images)}, 2)")
         return
     rows, cols = locations[:, 0], locations[:, 1]
-    if len(locations) and ((rows < 0) | (rows > shape[1] - h) | (cols < 0) | (cols > shape[2] - w)).any():
+    if len(locations) and ((rows < 0) | (rows > canvas[1] - h) | (cols < 0) | (cols > canvas[2] - w)).any():
         problems.append("patch_locations: a patch lies outside its image")
         return
     wrong = [i for i, (r, c) in enumerate(locations.tolist())
