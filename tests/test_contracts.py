@@ -96,19 +96,22 @@ def attack_context(track: str, tmp_path: Path, seed: int) -> Any:
             train_labels=data.labels, train_features=features, num_classes=10, budget=30, input_epsilon=None,
             head=HeadSpec(10, 1e-3), generator=generator, device=torch.device("cpu"), cached=cached)
     budget = 300 if track == "pretrain-availability" else 6
-    return PretrainAttackContext(
+    ctx = PretrainAttackContext(
         images=data.images, labels=data.labels, num_classes=10, epsilon=8 / 255 if track == "pretrain-availability" else 1.0,
         poison_fraction=budget / 300, budget=budget, ssl=SSLRecipe(**ENCODER), generator=generator,
         device=torch.device("cpu"), checkpoints=DirectoryCheckpoints(tmp_path / f"ckpt-{seed}-{len(list(tmp_path.iterdir()))}"),
         cached=cached)
+    if track == "pretrain-backdoor":
+        from benchmark.api import BackdoorAttackContext
+
+        return BackdoorAttackContext(**ctx.__dict__, target_class=3)
+    return ctx
 
 
 def craft(cls: Any, settings: dict[str, Any], track: str, ctx: Any) -> Any:
     attack = cls(cls.Config(**settings))
     seed_everything(0)
-    method = {"downstream": "craft_downstream", "pretrain-availability": "craft_availability",
-              "pretrain-targeted": "craft_targeted"}[track]
-    return getattr(attack, method)(ctx)
+    return getattr(attack, cls.track_base(track).craft_method)(ctx)
 
 
 def tensors_of(poison: Any) -> dict[str, Any]:
@@ -135,6 +138,10 @@ def check_attack_contract(cls: Any, settings: dict[str, Any], track: str, tmp_pa
     elif track == "pretrain-availability":
         assert isinstance(first, AvailabilityPoison)
         validate_availability(first, budget=ctx.budget, images=ctx.images, epsilon=ctx.epsilon)
+    elif track == "pretrain-backdoor":
+        from benchmark.tracks.pretrain_backdoor.validate import validate_backdoor
+
+        validate_backdoor(first, budget=ctx.budget, images=ctx.images, target_class=ctx.target_class)
     else:
         assert isinstance(first, TargetedPoison)
         validate_targeted(first, budget=ctx.budget, image_shape=tuple(ctx.images.shape[1:]), num_classes=10)

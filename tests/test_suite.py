@@ -234,7 +234,7 @@ def test_plan_summarises_by_default_and_lists_cells_on_request(capsys, tmp_path)
 
     assert main(["plan", "--suite", "smoke", "--results-dir", str(tmp_path)]) == 0
     summary = capsys.readouterr().out.splitlines()
-    assert len(summary) <= 40 and "206 cells" in summary[0] and "0 finished" in summary[0]
+    assert len(summary) <= 40 and "224 cells" in summary[0] and "0 finished" in summary[0]
     assert main(["plan", "--suite", "smoke", "--results-dir", str(tmp_path), "--cells", "--only", "attack=gc",
                  "--only", "seed=0"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("[todo]")]

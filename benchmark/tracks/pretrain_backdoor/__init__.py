@@ -1,0 +1,1 @@
+"""The pre-training backdoor track: one package (see :mod:`benchmark.tracks.base`)."""

@@ -1,0 +1,170 @@
+"""The pre-training backdoor track: the attacker modifies or injects at most a fraction p of the unlabeled
+pre-training set so that, once the victim has pre-trained on it and fitted the standard clean linear probe on clean
+labelled data, test images carrying the attacker's trigger are classified as the target class (Saha et al., CVPR
+2022; Li et al., ICCV 2023; Zhang et al., CVPR 2024).
+
+The track draws one target class per (setting, seed): every attack of a cell aims at it. The attack returns its
+poisons and its trigger's parameters as plain tensors (:class:`~.interface.BackdoorPoison`); the validator checks the
+budget and that the poisons carry that trigger, and the harness (:mod:`.triggers`), never the attack, applies it to
+the test images of every non-target class (a patch at seeded random locations, the same for every encoder of the
+cell). Metrics: ``attack_success_rate`` (the share of those triggered images the backdoored victim's probe puts in
+the target class), ``attack_success_rate_clean_encoder`` (the same triggered images on the clean encoder and its
+probe: what the trigger does with no poison, the trigger-only control), the gain ``asr_gain`` (what the board ranks),
+``target_rate_no_trigger`` (the clean victim on the untriggered images), ``clean_accuracy`` (clean encoder),
+``poisoned_accuracy`` and ``clean_accuracy_change``. The ``none`` attack has no trigger: its rates are the
+untriggered rate, its gain 0. An attack run with no poison (a control setting) is measured on the clean encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from benchmark.plugin_base import poison_count
+from benchmark.pretrain import FeatureExtractor
+from benchmark.probe import LinearHead
+from benchmark.tracks._pretrain import (
+    PretrainSetting,
+    PretrainTrackSpec,
+    diagnostic_tensors,
+    diagnostics_of,
+    victim_encoder,
+)
+from benchmark.tracks._pretrain_work import add_pretrain_work
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, Track, register_track
+from benchmark.tracks.common import CellOutcome, RunEnv, data_key, plugin_call
+from benchmark.tracks.pretrain_backdoor.info import INFO
+from benchmark.tracks.pretrain_backdoor.interface import BackdoorPoison
+from benchmark.tracks.pretrain_backdoor.triggers import add_frequency, paste_patch, random_locations
+from benchmark.tracks.pretrain_backdoor.validate import validate_backdoor
+from benchmark.utils import derive_seed
+from benchmark.validation import ThreatModelViolation, poison_from_answer
+from benchmark.workers import CacheBridge
+
+POISON_KIND = "poison-backdoor"
+TRIGGER_FIELDS = ("patch", "patch_locations", "frequency", "frequency_window", "frequency_test_scale")
+
+
+def target_class(setting: PretrainSetting) -> int:
+    """The class every attack of the setting's cells aims at (seeded per setting and seed)."""
+    gen = torch.Generator().manual_seed(derive_seed(setting.seed, "backdoor-target-class"))
+    return int(torch.randint(0, setting.num_classes, (1,), generator=gen))
+
+
+def craft(setting: PretrainSetting, cell: Cell, target: int) -> tuple[BackdoorPoison, str, float]:
+    """The validated poison of this cell (cached), its cache key and the crafting time: the attacker is granted the
+    clean unlabeled pre-training images (with labels, to find the target class's), the budget, the victim's SSL
+    recipe and the target class, in its own plugin process."""
+    env = setting.env
+    key = {"attack": {"id": cell.attack.id, "settings": cell.attack.settings}, "encoder": setting.encoder_spec,
+           "pretrain": setting.scenario.pretrain, "data": data_key(setting.data), "seed": setting.seed,
+           "budget": cell.budget, "target_class": target}
+    name = env.cache.key(POISON_KIND, key)
+    budget = poison_count(cell.budget, len(setting.pre))
+    context = {"images": setting.pre.images, "labels": setting.pre.labels, "num_classes": setting.pre.num_classes,
+               "epsilon": 1.0, "poison_fraction": cell.budget, "budget": budget, "recipe": setting.encoder_spec,
+               "target_class": target}
+
+    def validate(poison: BackdoorPoison) -> None:
+        validate_backdoor(poison, budget=budget, images=setting.pre.images, target_class=target)
+
+    def build() -> dict[str, torch.Tensor]:  # an invalid poison raises: nothing is cached
+        answer = plugin_call(env, "craft", "attack", cell.attack, {"track": cell.track, "context": context},
+                             rng_seed=derive_seed(setting.seed, cell.attack.id, cell.budget),
+                             bridge=CacheBridge(env.cache, f"attack-{cell.attack.id}", key, checkpoint_key=name))
+        poison = poison_from_answer(answer, BackdoorPoison)
+        validate(poison)
+        optional = {f: getattr(poison, f) for f in ("indices", *TRIGGER_FIELDS) if getattr(poison, f) is not None}
+        return {"images": poison.images.float(), **optional, "seconds": torch.tensor(float(answer.get("seconds", 0.0))),
+                **diagnostic_tensors(poison.diagnostics)}
+
+    t = env.cache.get_or_build(POISON_KIND, key, build)
+    poison = BackdoorPoison(images=t["images"], indices=t.get("indices"), target_class=target,
+                            **{f: t.get(f) for f in TRIGGER_FIELDS}, diagnostics=diagnostics_of(t))
+    validate(poison)
+    return poison, name, float(t["seconds"])
+
+
+def triggered(setting: PretrainSetting, poison: BackdoorPoison, images: torch.Tensor) -> torch.Tensor:
+    """``images`` with the poison's trigger as the harness applies it at test time: a patch at seeded random
+    locations (the same for every encoder of the setting), a frequency trigger at its test magnitude."""
+    if poison.patch is not None:
+        gen = torch.Generator().manual_seed(derive_seed(setting.seed, "backdoor-test-locations"))
+        return paste_patch(images, poison.patch, random_locations(len(images), tuple(images.shape), tuple(poison.patch.shape), gen))
+    assert poison.frequency is not None and poison.frequency_window is not None and poison.frequency_test_scale is not None
+    test = poison.frequency.double().clone()
+    test[:, 2] *= float(poison.frequency_test_scale)
+    return add_frequency(images, test, int(poison.frequency_window))
+
+
+def target_rate(head: LinearHead, extractor: FeatureExtractor, images: torch.Tensor, target: int,
+                device: torch.device) -> float:
+    """The share of ``images`` the probe ``head`` on ``extractor`` puts in class ``target``."""
+    with torch.no_grad():
+        return float((head.predict(extractor(images.to(device))).cpu() == target).float().mean())
+
+
+def poisoned_pretraining(setting: PretrainSetting, poison: BackdoorPoison) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The victim's pre-training images: the clean ones with the poisons in place of ``indices``; or the clean ones
+    and the injected poisons (canvases of their own shape, each view cropped from the whole canvas)."""
+    if poison.indices is None:
+        return setting.pre.images, poison.images if len(poison.images) else None
+    images = setting.pre.images.clone()
+    images[poison.indices] = poison.images
+    return images, None
+
+
+def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
+    setting = PretrainSetting.shared(cell, env)
+    target = target_class(setting)
+    others = setting.test.images[setting.test.labels != target]
+    details: dict[str, Any] = {"head_l2": setting.l2, "n_pretrain": len(setting.pre), "n_test": len(setting.test),
+                               "target_class": target, "n_triggered_test": len(others)}
+    clean = setting.probe_accuracy(setting.clean_key, setting.clean)
+    clean_head = setting.head(setting.clean_key, setting.clean)
+    untriggered = target_rate(clean_head, setting.clean, others, target, env.device)
+    metrics: dict[str, float] = {"clean_accuracy": clean, "target_rate_no_trigger": untriggered}
+    key, extractor, n_poison, seconds = setting.clean_key, setting.clean, 0, 0.0
+    if cell.attack.id == NO_ATTACK:
+        asr = clean_asr = untriggered
+        if cell.defense.id != NO_DEFENSE:
+            key, extractor = victim_encoder(setting, cell, setting.pre.images, None)
+    else:
+        try:
+            poison, name, seconds = craft(setting, cell, target)
+        except ThreatModelViolation as exc:
+            return CellOutcome(metrics={}, details=details, status="invalid", message=str(exc))
+        n_poison = len(poison.images)
+        details |= {"attack_diagnostics": poison.diagnostics, "trigger": "patch" if poison.patch is not None else "frequency",
+                    "poisons_injected": poison.indices is None}
+        if n_poison or cell.defense.id != NO_DEFENSE:
+            images, injected = poisoned_pretraining(setting, poison)
+            key, extractor = victim_encoder(setting, cell, images, name, injected)
+        test = triggered(setting, poison, others)
+        asr = target_rate(setting.head(key, extractor), extractor, test, target, env.device)
+        clean_asr = target_rate(clean_head, setting.clean, test, target, env.device)
+    poisoned = setting.probe_accuracy(key, extractor)
+    metrics |= {"poisoned_accuracy": poisoned, "clean_accuracy_change": poisoned - clean, "accuracy_drop": clean - poisoned,
+                "attack_success_rate": asr, "attack_success_rate_clean_encoder": clean_asr, "asr_gain": asr - clean_asr,
+                "n_poison": float(n_poison), "poison_seconds": seconds}
+    if cell.defense.id != NO_DEFENSE:
+        dkey, defended = victim_encoder(setting, cell, setting.pre.images, None)
+        defended_clean = setting.probe_accuracy(dkey, defended)
+        metrics |= {"defended_clean_accuracy": defended_clean, "defense_cost": clean - defended_clean}
+    return CellOutcome(metrics=metrics, details=details)
+
+
+@register_track
+class PretrainBackdoor(Track[PretrainTrackSpec]):
+    """A trigger planted through unlabeled pre-training images (this module's docstring)."""
+
+    info = INFO
+    Spec = PretrainTrackSpec
+
+    def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
+        return run_pretrain_backdoor_cell(cell, env)
+
+    def add_work(self, work: Any, cell: Cell, sizes: Any) -> None:
+        # the poisons replace (or join) pre-training images; no supervised cross-evaluation here
+        add_pretrain_work(work, cell, sizes, injected=True, recipe_keyed=False)

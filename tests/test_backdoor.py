@@ -1,0 +1,127 @@
+"""The pre-training backdoor track: its triggers, its threat model and the attacks that plant one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.tracks.pretrain_backdoor.interface import BackdoorPoison
+from benchmark.tracks.pretrain_backdoor.triggers import add_frequency, dct_matrix, paste_patch, random_locations
+from benchmark.tracks.pretrain_backdoor.validate import validate_backdoor
+from benchmark.validation import ThreatModelViolation
+
+
+def _images(n: int = 40, channels: int = 1, side: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, channels, side, side, generator=torch.Generator().manual_seed(seed)) * 0.6 + 0.2
+
+
+# ------------------------------------------------------------------------------------------ triggers
+def test_the_dct_is_scipys_orthonormal_dct_ii() -> None:
+    from scipy.fft import dctn
+
+    d = dct_matrix(8)
+    x = torch.rand(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(d @ d.T, torch.eye(8, dtype=torch.float64))
+    assert torch.allclose(d @ x @ d.T, torch.from_numpy(dctn(x.numpy(), norm="ortho")))
+
+
+def test_the_frequency_trigger_adds_its_dct_basis_pattern_in_every_tile() -> None:
+    """On a grey image (no clamping) the trigger is additive: magnitude / 255 × the (u, v) basis image, per tile."""
+    images = _images(side=16)
+    out = add_frequency(images, torch.tensor([[3.0, 5.0, 50.0]]), 8)
+    d = dct_matrix(8)
+    basis = torch.outer(d[3], d[5]) * 50 / 255
+    expected = images.double() + basis.repeat(2, 2)
+    assert torch.allclose(out.double(), expected, atol=1e-6)
+
+
+def test_the_frequency_trigger_on_colour_images_leaves_the_luma_and_stays_in_range() -> None:
+    import kornia.color
+
+    images = _images(channels=3, side=32)
+    out = add_frequency(images, torch.tensor([[15.0, 15.0, 50.0], [31.0, 31.0, 50.0]]), 32)
+    assert out.min() >= 0 and out.max() <= 1 and (out - images).abs().max() > 0.01
+    luma = kornia.color.rgb_to_ycbcr(out.double())[:, 0] - kornia.color.rgb_to_ycbcr(images.double())[:, 0]
+    assert luma.abs().max() < 1e-6
+
+
+def test_a_patch_is_pasted_where_its_locations_say() -> None:
+    images, patch = _images(n=5), torch.ones(1, 3, 3)
+    locations = random_locations(5, tuple(images.shape), tuple(patch.shape), torch.Generator().manual_seed(0))
+    assert ((locations >= 0) & (locations <= 13)).all()
+    out = paste_patch(images, patch, locations)
+    for i, (r, c) in enumerate(locations.tolist()):
+        assert (out[i, :, r:r + 3, c:c + 3] == 1).all()
+    assert (out != images).sum() <= 5 * 9
+
+
+# ------------------------------------------------------------------------------------------ threat model
+def _patch_poison(images: torch.Tensor, indices: torch.Tensor, target: int = 3) -> BackdoorPoison:
+    patch = torch.ones(1, 4, 4)
+    locations = random_locations(len(indices), tuple(images.shape), tuple(patch.shape), torch.Generator().manual_seed(2))
+    return BackdoorPoison(images=paste_patch(images[indices], patch, locations), indices=indices, target_class=target,
+                          patch=patch, patch_locations=locations)
+
+
+def test_a_poison_that_carries_its_trigger_passes_and_every_violation_is_named() -> None:
+    images = _images()
+    indices = torch.arange(5)
+    validate_backdoor(_patch_poison(images, indices), budget=5, images=images, target_class=3)
+    with pytest.raises(ThreatModelViolation, match="exceed the budget"):
+        validate_backdoor(_patch_poison(images, indices), budget=4, images=images, target_class=3)
+    with pytest.raises(ThreatModelViolation, match="this cell's target class is 4"):
+        validate_backdoor(_patch_poison(images, indices), budget=5, images=images, target_class=4)
+    poison = _patch_poison(images, indices)
+    poison.images[2] = images[2]  # one poison without its trigger
+    with pytest.raises(ThreatModelViolation, match="do not carry the patch"):
+        validate_backdoor(poison, budget=5, images=images, target_class=3)
+    twice = _patch_poison(images, torch.tensor([1, 1, 2, 3, 4]))
+    with pytest.raises(ThreatModelViolation, match="replaced twice"):
+        validate_backdoor(twice, budget=5, images=images, target_class=3)
+
+
+def test_a_frequency_poison_must_be_its_base_image_with_the_declared_trigger() -> None:
+    images = _images(side=16)
+    indices = torch.tensor([0, 4, 7])
+    coefficients = torch.tensor([[7.0, 7.0, 50.0], [15.0, 15.0, 50.0]], dtype=torch.float64)
+
+    def poison(magnitude: float) -> BackdoorPoison:
+        used = coefficients.clone()
+        used[:, 2] = magnitude
+        return BackdoorPoison(images=add_frequency(images[indices], used, 16), indices=indices, target_class=0,
+                              frequency=coefficients, frequency_window=torch.tensor(16),
+                              frequency_test_scale=torch.tensor(2.0))
+
+    validate_backdoor(poison(50.0), budget=3, images=images, target_class=0)
+    with pytest.raises(ThreatModelViolation, match="not their base image with the declared trigger"):
+        validate_backdoor(poison(60.0), budget=3, images=images, target_class=0)
+    both = BackdoorPoison(**{**poison(50.0).__dict__, "patch": torch.ones(1, 2, 2)})
+    with pytest.raises(ThreatModelViolation, match="exactly one of patch"):
+        validate_backdoor(both, budget=3, images=images, target_class=0)
+
+
+# ------------------------------------------------------------------------------------------ attacks
+@pytest.mark.parametrize("attack_id", ["sslbkd", "ctrl", "corruptencoder"])
+def test_the_attacks_poison_target_class_images_within_budget_and_validate(attack_id: str) -> None:
+    from benchmark.api import BackdoorAttackContext, DirectoryCheckpoints
+    from benchmark.plugin_base import ATTACKS
+    from benchmark.plugins import load_plugins
+    from benchmark.pretrain import SSLRecipe
+
+    load_plugins()
+    images, labels = _images(n=200), torch.arange(200) % 10
+    ctx = BackdoorAttackContext(images=images, labels=labels, num_classes=10, epsilon=1.0, poison_fraction=0.05,
+                                budget=10, ssl=SSLRecipe(method="simclr", backbone="cnn_micro"),
+                                generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+                                checkpoints=DirectoryCheckpoints("/nonexistent"), cached=None, target_class=3)
+    cls = ATTACKS.get(attack_id)
+    poison = cls(cls.Config(**({} if attack_id == "sslbkd" else {"poison_ratio": 0.05}))).craft_backdoor(ctx)
+    assert 0 < len(poison.images) <= 10
+    if poison.indices is None:  # injected canvases: twice as wide, the trigger in them
+        assert poison.images.shape[1:] == (1, 16, 32)
+    else:  # replaced images of the target class
+        assert (labels[poison.indices] == 3).all()
+    validate_backdoor(poison, budget=10, images=images, target_class=3)
+    control = cls(cls.Config(mode="trigger_only")).craft_backdoor(ctx)
+    assert len(control.images) == 0
+    validate_backdoor(control, budget=10, images=images, target_class=3)
