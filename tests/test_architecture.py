@@ -26,7 +26,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "benchmark.ssl.simclr", "benchmark.ssl.mocov2", "benchmark.ssl.byol", "benchmark.pretrain", "benchmark.probe",
      "benchmark.supervised", "benchmark.validation", "benchmark.cache", "benchmark.sandbox", "benchmark.provenance",
      "benchmark.results", "benchmark.tracks.specs"),  # compute and bookkeeping primitives, the specs cells carry
-    ("benchmark.tracks._pretrain_interface", "benchmark.tracks.*.interface", "benchmark.tracks.*.validate"),
+    ("benchmark.tracks._pretrain_interface", "benchmark.tracks.*.triggers", "benchmark.tracks.*.interface",
+     "benchmark.tracks.*.validate"),
     ("benchmark.api",),  # the plugin API: plugin_base and every track's interface
     ("benchmark.plugin_host", "benchmark.workers", "benchmark.plugins"),  # plugin isolation and the catalogue
     ("benchmark.tracks.common", "benchmark.tracks.base", "benchmark.tracks._pretrain", "benchmark.cost_models",
