@@ -94,6 +94,8 @@ def read_suite_file(name_or_path: str) -> tuple[dict[str, Any], str]:
             raise SuiteError(str(path), [f"extends: {base_name!r} must name another suite"])
         base, _ = read_suite_file(base_name)
         raw = deep_merge(base, raw)
+        if isinstance(raw.get("tracks"), dict):  # `tracks.<name>: null` leaves out a track of the base suite
+            raw["tracks"] = {name: body for name, body in raw["tracks"].items() if body is not None}
     return raw, str(path)
 
 

@@ -303,3 +303,11 @@ def test_a_suite_is_typed_too() -> None:
     assert set(suite.track_specs) == set(suite.raw["tracks"])
     for name, spec in suite.track_specs.items():
         assert spec.budgets == suite.raw["tracks"][name]["budgets"]
+
+
+def test_a_suite_that_extends_another_leaves_out_a_track_with_null(tmp_path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: smoke\nname: mine\ntracks:\n  pretrain-targeted: null\n")
+    suite = load_suite(str(path))
+    assert "pretrain-targeted" not in suite.tracks and "downstream" in suite.tracks
+    assert all(c.track != "pretrain-targeted" for c in expand_cells(suite)[0])
