@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from benchmark.tracks.common import RunEnv, plugin_call
 from benchmark.tracks.pretrain_backdoor.info import INFO
 from benchmark.tracks.pretrain_backdoor.interface import BackdoorPoison
-from benchmark.tracks.pretrain_backdoor.triggers import add_frequency, paste_patch, random_locations
+from benchmark.tracks.pretrain_backdoor.track import triggered
 from benchmark.validation import poison_from_answer
 
 
@@ -27,12 +25,5 @@ def pairs(suite: Any, entry: Any, data: Any, extractor: Any, spec: dict[str, Any
         out += [(data.images[int(i)], poison.images[k], f"poison (class {target})")
                 for k, i in enumerate(poison.indices[: shown // 2].tolist())]
     others = data.images[data.labels != target][: shown - len(out)]
-    if poison.patch is not None:
-        gen = torch.Generator().manual_seed(0)
-        test = paste_patch(others, poison.patch, random_locations(len(others), tuple(others.shape), tuple(poison.patch.shape), gen))
-    else:
-        assert poison.frequency is not None and poison.frequency_window is not None and poison.frequency_test_scale is not None
-        coefficients = poison.frequency.double().clone()
-        coefficients[:, 2] *= float(poison.frequency_test_scale)
-        test = add_frequency(others, coefficients, int(poison.frequency_window))
+    test = triggered(poison, others, seed=0)
     return out + [(others[k], test[k], "test + trigger") for k in range(len(others))]

@@ -86,11 +86,11 @@ def craft(setting: PretrainSetting, cell: Cell, target: int) -> tuple[BackdoorPo
     return poison, name, float(t["seconds"])
 
 
-def triggered(setting: PretrainSetting, poison: BackdoorPoison, images: torch.Tensor) -> torch.Tensor:
-    """``images`` with the poison's trigger as the harness applies it at test time: a patch at seeded random
-    locations (the same for every encoder of the setting), a frequency trigger at its test magnitude."""
+def triggered(poison: BackdoorPoison, images: torch.Tensor, seed: int) -> torch.Tensor:
+    """``images`` with the poison's trigger as the harness applies it at test time: a patch at random locations
+    drawn from ``seed`` (the same for every encoder of a setting), a frequency trigger at its test magnitude."""
     if poison.patch is not None:
-        gen = torch.Generator().manual_seed(derive_seed(setting.seed, "backdoor-test-locations"))
+        gen = torch.Generator().manual_seed(derive_seed(seed, "backdoor-test-locations"))
         return paste_patch(images, poison.patch, random_locations(len(images), tuple(images.shape), tuple(poison.patch.shape), gen))
     assert poison.frequency is not None and poison.frequency_window is not None and poison.frequency_test_scale is not None
     test = poison.frequency.double().clone()
@@ -141,7 +141,7 @@ def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         if n_poison or cell.defense.id != NO_DEFENSE:
             images, injected = poisoned_pretraining(setting, poison)
             key, extractor = victim_encoder(setting, cell, images, name, injected)
-        test = triggered(setting, poison, others)
+        test = triggered(poison, others, setting.seed)
         asr = target_rate(setting.head(key, extractor), extractor, test, target, env.device)
         clean_asr = target_rate(clean_head, setting.clean, test, target, env.device)
     poisoned = setting.probe_accuracy(key, extractor)
