@@ -54,6 +54,9 @@ from benchmark.plugin_base import (
     DefenseStage as DefenseStage,
 )
 from benchmark.plugin_base import (
+    Detection as Detection,
+)
+from benchmark.plugin_base import (
     DirectoryCheckpoints as DirectoryCheckpoints,
 )
 from benchmark.plugin_base import (
@@ -92,6 +95,7 @@ from benchmark.pretrain import SSLRecipe as SSLRecipe
 from benchmark.pretrain import SSLTrainingHooks as SSLTrainingHooks
 from benchmark.pretrain import make_extractor as make_extractor
 from benchmark.pretrain import make_optimizer as make_optimizer
+from benchmark.pretrain import train_ssl as train_ssl
 from benchmark.probe import LinearHead as LinearHead
 from benchmark.probe import fit_linear_head as fit_linear_head
 from benchmark.probe import head_accuracy as head_accuracy

@@ -29,7 +29,7 @@ from benchmark.training import epoch_batches as epoch_batches
 from benchmark.training import fit as fit
 from benchmark.training import shuffled_batches as shuffled_batches
 
-DefenseStage = Literal["data", "sanitise", "training", "posthoc"]
+DefenseStage = Literal["data", "sanitise", "training", "posthoc", "detect"]
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -323,6 +323,16 @@ def register_attack(cls: AttackT) -> AttackT:
 
 # --------------------------------------------------------------------------------------------- defenses
 @dataclass(frozen=True)
+class Detection:
+    """A detector's answer about one encoder: ``score`` (higher = more likely backdoored; what a detection AUROC
+    ranks), ``flagged`` (the method's own verdict at its own threshold) and its diagnostics (numbers)."""
+
+    score: float
+    flagged: bool
+    diagnostics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DefenseContext:
     """What a defense sees: never which points are poisoned, never test labels."""
 
@@ -350,6 +360,8 @@ class Defense(ABC, typing.Generic[ConfigT]):
       :meth:`ssl_hooks` changes SSL pre-training (loss, optimiser); :meth:`fit_supervised` trains a
       supervised victim.
     * ``posthoc``: :meth:`repair_encoder` repairs a trained encoder on clean labeled data.
+    * ``detect``: :meth:`detect_encoder` inspects a trained encoder and says whether it is backdoored (a
+      :class:`Detection`); the victim trains as it would undefended, and the track records the verdict.
 
     :meth:`unsupported` returns a reason when a combination is undefined; the plan lists it as skipped,
     and nothing else ever runs under the defense's name.
@@ -404,8 +416,9 @@ class Defense(ABC, typing.Generic[ConfigT]):
                      ctx: DefenseContext) -> torch.Tensor:
         """The indices of the training points the victim keeps: a 1-D integer tensor of distinct indices
         into ``images`` (at least one). ``labels`` is None for unlabeled pre-training images; ``extractor``
-        is the victim's frozen encoder in the downstream track and None in pre-training (there is no trained
-        encoder yet: a sanitiser that needs a model trains its own)."""
+        is the victim's frozen encoder in the downstream track; in pre-training it is None (a sanitiser that
+        needs a model trains its own), except where the track grants the encoder pre-trained on the
+        unfiltered images (the backdoor track: find the poisons with it, then the victim re-trains)."""
         raise NotImplementedError(f"{self.id} does not sanitise training data")
 
     # training stage
@@ -422,6 +435,11 @@ class Defense(ABC, typing.Generic[ConfigT]):
                        train: Callable[..., nn.Module]) -> nn.Module:
         """Train a supervised victim; ``train(model, images, labels, ...)`` is the plain trainer to wrap."""
         raise NotImplementedError(f"{self.id} does not train supervised victims")
+
+    # detection stage
+    def detect_encoder(self, extractor: FeatureExtractorView, images: torch.Tensor, ctx: DefenseContext) -> Detection:
+        """Whether the frozen encoder ``extractor`` is backdoored, from it and clean unlabeled ``images``."""
+        raise NotImplementedError(f"{self.id} does not inspect encoders")
 
     # post-hoc stage
     def repair_encoder(self, extractor: nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -22,7 +22,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchmark.api import ATTACKS, DEFENSES, Defense, DefenseContext, FeatureExtractorView, HeadSpec, config_problems
+from benchmark.api import (
+    ATTACKS,
+    DEFENSES,
+    Defense,
+    DefenseContext,
+    Detection,
+    FeatureExtractorView,
+    HeadSpec,
+    config_problems,
+)
 from benchmark.codec import decode, encode
 from benchmark.pretrain import (
     FeatureExtractor,
@@ -256,6 +265,21 @@ def repair_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, An
     return {"tensors": _plain(extractor_tensors(repaired))}
 
 
+def detect_encoder(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
+    """A detector's verdict on the encoder sent (its score, flag and diagnostics as plain numbers)."""
+    defense, device = _plugin(request), torch.device(request["device"])
+    extractor = extractor_from_spec(request["extractor"], device)
+    view = FeatureExtractorView(extractor, extractor.feature_dim, device)
+    dctx = _defense_context(request)
+    _reseed(request)
+    detection = defense.detect_encoder(view, request["images"], dctx)
+    if type(detection) is not Detection:
+        raise TypeError(f"{defense.id}.detect_encoder must return a benchmark.api.Detection, got {type(detection).__name__}")
+    diagnostics = detection.diagnostics if isinstance(detection.diagnostics, Mapping) else {}
+    return {"score": float(detection.score), "flagged": bool(detection.flagged),
+            "diagnostics": {str(k): _number(v) for k, v in diagnostics.items()}}
+
+
 def _checked_extractor(defense: Defense, repaired: Any) -> FeatureExtractor:
     if not isinstance(repaired, FeatureExtractor):
         raise TypeError(f"{defense.id}.repair_encoder must return a benchmark.pretrain.FeatureExtractor, "
@@ -315,7 +339,7 @@ def supervised(request: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
 FUNCTIONS: dict[str, Callable[[Mapping[str, Any], Channel], Any]] = {
     "describe": describe, "resolve": resolve, "craft": craft, "transform_images": transform_images,
     "keep_indices": keep_indices,
-    "fit_head": fit_head, "repair_encoder": repair_encoder, "pretrain_encoder": pretrain_encoder,
+    "fit_head": fit_head, "repair_encoder": repair_encoder, "detect_encoder": detect_encoder, "pretrain_encoder": pretrain_encoder,
     "supervised": supervised,
 }
 

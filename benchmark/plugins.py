@@ -73,7 +73,7 @@ class PluginInfo:
     source: str  # path of the module file
     doc: str = ""
     space: str | None = None  # attacks: "input" | "input-unclipped" | "feature"
-    stage: str | None = None  # defenses: "data" | "training" | "posthoc"
+    stage: str | None = None  # defenses: "data" | "sanitise" | "training" | "posthoc" | "detect"
     paper_url: str = ""
     expected_null: dict[str, str] = field(default_factory=dict)  # attacks: track → why it is a null by design
     recipe_fields: tuple[str, ...] | None = None  # attacks: the victim recipe's fields read (None: all)

@@ -111,9 +111,10 @@ class AdversarialTraining(Defense[AdversarialTrainingConfig]):
     # in the supervised victim's training
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {"passes": "epochs * n * (steps + 2 / 3)"}},
             "pretrain-availability": {"ssl_factor": "1 + ssl_steps", "supervised_factor": "1 + steps"},
-            "pretrain-targeted": {"ssl_factor": "1 + ssl_steps", "supervised_factor": "1 + steps"}}
+            "pretrain-targeted": {"ssl_factor": "1 + ssl_steps", "supervised_factor": "1 + steps"},
+            "pretrain-backdoor": {"ssl_factor": "1 + ssl_steps"}}
     stage = "training"
-    tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
+    tracks = ("downstream", "pretrain-availability", "pretrain-targeted", "pretrain-backdoor")
     Config = AdversarialTrainingConfig
     citation = "Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018"
     paper_url = "https://arxiv.org/abs/1706.06083"

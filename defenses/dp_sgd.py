@@ -95,9 +95,10 @@ class DPSGD(Defense[DPSGDConfig]):
     # per-sample gradients (Opacus hooks) ≈ twice a plain step; the downstream head's cost is not counted
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {}},
             "pretrain-availability": {"ssl_factor": 2, "supervised_factor": 2},
-            "pretrain-targeted": {"ssl_factor": 2, "supervised_factor": 2}}
+            "pretrain-targeted": {"ssl_factor": 2, "supervised_factor": 2},
+            "pretrain-backdoor": {"ssl_factor": 2}}
     stage = "training"
-    tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
+    tracks = ("downstream", "pretrain-availability", "pretrain-targeted", "pretrain-backdoor")
     Config = DPSGDConfig
     citation = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016 (Opacus)"
     paper_url = "https://arxiv.org/abs/1607.00133"

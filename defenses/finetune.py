@@ -79,9 +79,10 @@ class Finetune(Defense[FinetuneConfig]):
     # the repair: ``epochs`` over at most ``clean_size`` clean training points
     cost: ClassVar[Mapping[str, Any]] = {"downstream": {"head": {}, "repair": {"passes": "epochs * min(clean_size, train)"}},
             "pretrain-availability": {"repair": {"passes": "epochs * min(clean_size, train)"}},
-            "pretrain-targeted": {"repair": {"passes": "epochs * min(clean_size, train)"}}}
+            "pretrain-targeted": {"repair": {"passes": "epochs * min(clean_size, train)"}},
+            "pretrain-backdoor": {"repair": {"passes": "epochs * min(clean_size, train)"}}}
     stage = "posthoc"
-    tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
+    tracks = ("downstream", "pretrain-availability", "pretrain-targeted", "pretrain-backdoor")
     Config = FinetuneConfig
     citation = "Liu, Jia, Gong, PoisonedEncoder, USENIX Security 2022 (fine-tuning defense)"
     paper_url = "https://arxiv.org/abs/2205.06401"

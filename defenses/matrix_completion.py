@@ -163,9 +163,10 @@ class MatrixCompletion(Defense[MatrixCompletionConfig]):
             "pretrain-availability": {"svds": "0 if ssl_prob <= 0 else n_masks * (ssl_bank * n if ssl_bank > 0 else encoder_epochs * n)",
                                       "supervised_svds": "n_masks * n"},
             "pretrain-targeted": {"svds": "0 if ssl_prob <= 0 else n_masks * (ssl_bank * n if ssl_bank > 0 else encoder_epochs * n)",
-                                  "supervised_svds": "n_masks * n"}}
+                                  "supervised_svds": "n_masks * n"},
+            "pretrain-backdoor": {"svds": "0 if ssl_prob <= 0 else n_masks * (ssl_bank * n if ssl_bank > 0 else encoder_epochs * n)"}}
     stage = "data"
-    tracks = ("downstream", "pretrain-availability", "pretrain-targeted")
+    tracks = ("downstream", "pretrain-availability", "pretrain-targeted", "pretrain-backdoor")
     Config = MatrixCompletionConfig
     citation = "Yang et al., ME-Net: Towards Effective Adversarial Robustness with Matrix Estimation, ICML 2019"
     paper_url = "https://arxiv.org/abs/1905.11971"

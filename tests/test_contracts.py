@@ -257,7 +257,8 @@ def test_attack_runs_one_tiny_cell_end_to_end(attack_id: str, track: str, tmp_pa
 
 @pytest.mark.parametrize(("defense_id", "track"), DEFENSE_TRACKS)
 def test_defense_runs_one_tiny_cell_end_to_end(defense_id: str, track: str, tmp_path: Path) -> None:
-    attack = {"downstream": "label_flip", "pretrain-availability": "random_noise", "pretrain-targeted": "none"}[track]
+    attack = {"downstream": "label_flip", "pretrain-availability": "random_noise", "pretrain-targeted": "none",
+              "pretrain-backdoor": "sslbkd"}[track]
     entry = {"id": defense_id, "settings": smoke_settings("defense", defense_id, track)}
     records = run_tiny(tiny_suite(track, [attack], [entry]), tmp_path)
     if not records:

@@ -120,16 +120,22 @@ def defense_entry(cell: Cell) -> dict[str, Any] | None:
     return None if entry.id == NO_DEFENSE else {"id": entry.id, "settings": entry.settings}
 
 
-def sanitised_indices(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None) -> torch.Tensor:
+def sanitised_indices(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None,
+                      encoder: tuple[Mapping[str, Any], FeatureExtractor] | None = None) -> torch.Tensor:
     """The pre-training images a sanitising defense keeps of ``images`` (poisoned by ``poison``, or clean),
-    chosen in its plugin process from the unlabeled images alone, checked, and cached."""
+    chosen in its plugin process from the unlabeled images alone (and ``encoder``, the cache key and extractor
+    of an encoder pre-trained on them, where the track grants one), checked, and cached."""
     env = setting.env
     context, seed = defense_request(setting, cell)
     key = {"pretrain": setting.scenario.pretrain, "data": data_key(setting.data), "seed": setting.seed,
            "poison": poison, "defense": defense_entry(cell)}
+    request = {**context, "images": images}
+    if encoder is not None:
+        key["encoder"] = dict(encoder[0])
+        request["extractor"] = extractor_spec(setting.encoder_spec, encoder[1], setting.channels)
 
     def build() -> dict[str, torch.Tensor]:
-        answer = plugin_call(env, "keep_indices", "defense", cell.defense, {**context, "images": images}, rng_seed=seed)
+        answer = plugin_call(env, "keep_indices", "defense", cell.defense, request, rng_seed=seed)
         return {"kept": validate_kept(answer.get("kept"), len(images), cell.defense.id)}
 
     return env.cache.get_or_build("sanitised", key, build)["kept"]

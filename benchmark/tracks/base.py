@@ -129,7 +129,10 @@ class Track(ABC, Generic[SpecT]):
         return None
 
     def defense_reason(self, defense: MethodEntry, stage: str | None) -> str | None:
-        """Why a defense that applies to this track (its ``unsupported`` says it runs) cannot act in it, or None."""
+        """Why a defense that applies to this track (its ``unsupported`` says it runs) cannot act in it, or None.
+        By default a detector (stage ``detect``) cannot: a track that records detections says so by overriding."""
+        if stage == "detect":
+            return f"{defense.id} detects backdoored encoders, and track {self.name} records no detections"
         return None
 
     @abstractmethod

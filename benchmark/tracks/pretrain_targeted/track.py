@@ -281,7 +281,7 @@ class PretrainTargeted(Track[PretrainTrackSpec]):
         if stage == "sanitise":
             return (f"{defense.id} sanitises training data, and the targeted track's injected images are canvases of "
                     "another shape than the clean ones: a sanitiser could drop them by their shape alone")
-        return None
+        return super().defense_reason(defense, stage)
 
     def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
         return run_pretrain_targeted_cell(cell, env)
