@@ -342,7 +342,12 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
                     lines += [f"#### {short} · {constraint} · attacks × defenses · `{metric}`", "",
                               f"*Scenario {scenario}, {constraint}: {title}; mean over encoders and budgets ± pooled seed std.*",
                               "", matrix, ""]
-            for defense in sorted(set(cdf["defense"]), key=lambda d: (d != "none", d)):
+            found = detection_rows(cdf)
+            if found:
+                short = scenario.split(" ")[0]
+                lines += [f"#### {short} · {constraint} · detectors", "", f"*Scenario {scenario}, {constraint}: {DETECTION_NOTE}.*",
+                          "", tabulate(found, headers=DETECTION_HEADERS, tablefmt="github", disable_numparse=True), ""]
+            for defense in sorted(set(cdf["defense"]) - detectors(cdf), key=lambda d: (d != "none", d)):
                 ddf = cdf[cdf["defense"] == defense]
                 for metric, title, higher in _info(track).tables:
                     table = _metric_table(ddf, metric, higher)
@@ -354,10 +359,50 @@ def _track_section(df: pd.DataFrame, track: str) -> list[str]:
     return lines
 
 
+DETECTION_SCORE = "m:detection_score"
+
+
+def detectors(df: pd.DataFrame) -> set[str]:
+    """The defenses that inspect encoders (their cells carry a detection score) rather than change the victim:
+    the board shows their detection rates, not what they restore."""
+    return set(df.loc[df[DETECTION_SCORE].notna(), "defense"]) if DETECTION_SCORE in df else set()
+
+
+def detection_rows(df: pd.DataFrame) -> list[list[str]]:
+    """Per detector and attack: the AUROC of its score over the backdoored victims (positives: cells whose attack
+    released poisons) against the clean encoders of the same settings (negatives, each counted once), and its own
+    verdict's rates: flagged backdoored victims (TPR) and flagged clean encoders (FPR)."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = []
+    for detector in sorted(detectors(df)):
+        cells = df[(df["defense"] == detector) & df[DETECTION_SCORE].notna()]
+        clean = cells.drop_duplicates(["encoder", "scenario", "seed"])
+        negatives = clean["m:detection_score_clean_encoder"].astype(float).tolist()
+        fpr = float(clean["m:detection_flagged_clean_encoder"].mean())
+        poisoned = cells[(cells["attack"] != "none") & (cells.get("m:n_poison", pd.Series(1.0, index=cells.index)) > 0)]
+        for attack in sorted(set(poisoned["attack"])):
+            rows_of = poisoned[poisoned["attack"] == attack]
+            positives = rows_of[DETECTION_SCORE].astype(float).tolist()
+            both = len(set(negatives)) + len(set(positives)) > 1 and positives and negatives
+            auroc = roc_auc_score([1] * len(positives) + [0] * len(negatives), positives + negatives) if both else math.nan
+            rows.append([f"`{detector}`", f"`{attack}`", "–" if math.isnan(auroc) else f"{auroc:.2f}",
+                         f"{float(rows_of['m:detection_flagged'].mean()):.0%}", f"{fpr:.0%}",
+                         f"{len(positives)} / {len(negatives)}"])
+    return rows
+
+
+DETECTION_HEADERS = ["detector", "attack", "AUROC", "backdoored flagged (TPR)", "clean flagged (FPR)",
+                     "encoders (backdoored / clean)"]
+DETECTION_NOTE = ("AUROC of the detector's score, the backdoored victims against the clean encoders of the same settings "
+                  "(0.5 = chance; with a few seeds a coarse number); the rates are its own verdict's")
+
+
 def _defense_matrix(df: pd.DataFrame, metric: str) -> str:
     """Attacks × defenses: the mean over (encoder, budget) columns of the per-column seed means, ± the
     pooled seed std, with each defense's clean cost (clean accuracy without − with it, no attack) as the
-    last row."""
+    last row. Detectors are left out (:func:`detection_rows`)."""
+    df = df[~df["defense"].isin(detectors(df))]
     col = f"m:{metric}"
     if col not in df or df[col].isna().all() or len(set(df["defense"])) < 2:
         return ""
@@ -637,7 +682,7 @@ def defense_effects(df: pd.DataFrame, track: str, attack: str) -> list[dict[str,
         return []
     base = _per_column(df[(df["attack"] == attack) & (df["defense"] == "none")], col)
     effects = []
-    for defense in sorted(d for d in set(df["defense"]) if d != "none"):
+    for defense in sorted(d for d in set(df["defense"]) - detectors(df) if d != "none"):
         rows = df[(df["attack"] == attack) & (df["defense"] == defense)]
         restored_col = _metric_column(rows, "accuracy_restored") if metric == "accuracy_drop" else None
         if restored_col:  # measured in the cell against the same-schedule undefended victim
@@ -780,6 +825,9 @@ def headline_blocks(df: pd.DataFrame) -> list[tuple[str, Any]]:
                 if defenses:
                     blocks += [("p", f"Defenses against `{strongest}` (the strongest input-space attack here):"),
                                ("table", (["rank", "defense", "restored", "cost", "privacy ε", "columns"], defenses))]
+                found = detection_rows(tdf)
+                if found:
+                    blocks += [("p", f"Detectors: {DETECTION_NOTE}."), ("table", (DETECTION_HEADERS, found))]
     return blocks
 
 

@@ -115,3 +115,25 @@ def test_the_board_names_its_machines_and_flags_a_track_that_mixes_them() -> Non
     note = machines_note(mixed)
     assert "AMD EPYC (4 cells), Intel Xeon (1 cell)" in note
     assert "`pretrain-targeted` come from more than one machine" in note and "`downstream`" not in note
+
+
+def test_a_detector_gets_its_auroc_and_rates_and_no_restored_row() -> None:
+    """Backdoored victims score above their clean encoders: AUROC 1; the verdict's rates count each clean encoder
+    once; the detector is in no attacks × defenses matrix."""
+    from leaderboard.render import detection_rows, detectors
+
+    rows = []
+    for attack, seed in itertools.product(("none", "sslbkd", "sslbkd_trigger_only"), (0, 1, 2)):
+        poisoned = attack == "sslbkd"
+        rows.append({"attack": attack, "defense": "decree", "encoder": "simclr/cnn", "scenario": "finetune", "budget": 0.05,
+                     "constraint": "unconstrained", "seed": seed, "m:asr_gain": 0.3 if poisoned else 0.0,
+                     "m:n_poison": 50.0 if poisoned else 0.0,
+                     "m:detection_score": -0.02 if poisoned else -0.3 - 0.01 * seed,
+                     "m:detection_flagged": 1.0 if poisoned else float(seed == 0),
+                     "m:detection_score_clean_encoder": -0.3 - 0.01 * seed,
+                     "m:detection_flagged_clean_encoder": float(seed == 0)})
+    undefended = [dict(r, defense="none", **{k: None for k in r if k.startswith("m:detection")}) for r in rows]
+    board = pd.DataFrame(undefended + rows)
+    assert detectors(board) == {"decree"}
+    assert detection_rows(board) == [["`decree`", "`sslbkd`", "1.00", "100%", "33%", "3 / 3"]]
+    assert _defense_matrix(board, "asr_gain") == ""  # only `none` is left once the detector is set aside

@@ -20,6 +20,7 @@ import torch
 from benchmark.api import (
     AvailabilityPoison,
     DefenseContext,
+    Detection,
     DirectoryCheckpoints,
     DownstreamAttackContext,
     DownstreamPoison,
@@ -198,6 +199,10 @@ def test_defense_hooks_are_deterministic_and_leave_their_inputs_alone(defense_id
         if cls.stage == "training":
             head = defense.fit_head(view, data.images, data.labels, HeadSpec(10, 1e-3), ctx)
             return {"weight": head.weight, "bias": head.bias}
+        if cls.stage == "detect":
+            found = defense.detect_encoder(view, data.images, ctx)
+            assert isinstance(found, Detection) and isinstance(found.flagged, bool)
+            return {"score": torch.tensor(found.score), **{k: torch.tensor(v) for k, v in found.diagnostics.items()}}
         repaired = defense.repair_encoder(extractor, data.images, data.labels, ctx)
         assert isinstance(repaired, FeatureExtractor)
         return dict(repaired.state_dict())
@@ -265,4 +270,10 @@ def test_defense_runs_one_tiny_cell_end_to_end(defense_id: str, track: str, tmp_
         pytest.skip(f"{defense_id} does not support the tiny {track} encoder (the plan lists the reason)")
     (record,) = records
     assert record["status"] == "ok", record["message"]
-    assert "defense_cost" in record["metrics"]
+    metrics = record["metrics"]
+    if DEFENSE_CLASSES[defense_id].stage == "detect":  # a verdict on the victim and on the clean encoder
+        assert {"detection_score", "detection_flagged", "detection_score_clean_encoder"} <= set(metrics)
+    else:
+        assert "defense_cost" in metrics
+    if DEFENSE_CLASSES[defense_id].stage == "sanitise":
+        assert 0 <= metrics["removed_clean_share"] <= 1 and 0 <= metrics["removed_poison_share"] <= 1

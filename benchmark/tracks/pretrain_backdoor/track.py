@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from benchmark.plugin_base import poison_count
 from benchmark.pretrain import FeatureExtractor
@@ -27,19 +28,23 @@ from benchmark.probe import LinearHead
 from benchmark.tracks._pretrain import (
     PretrainSetting,
     PretrainTrackSpec,
+    defense_entry,
+    defense_request,
+    defense_stage,
     diagnostic_tensors,
     diagnostics_of,
+    sanitised_indices,
     victim_encoder,
 )
 from benchmark.tracks._pretrain_work import add_pretrain_work
-from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, Track, register_track
-from benchmark.tracks.common import CellOutcome, RunEnv, data_key, plugin_call
+from benchmark.tracks.base import NO_ATTACK, Cell, MethodEntry, Track, register_track
+from benchmark.tracks.common import CellOutcome, RunEnv, data_key, extractor_spec, plugin_call, pretrained_extractor
 from benchmark.tracks.pretrain_backdoor.info import INFO
 from benchmark.tracks.pretrain_backdoor.interface import BackdoorPoison
 from benchmark.tracks.pretrain_backdoor.triggers import add_frequency, paste_patch, random_locations
 from benchmark.tracks.pretrain_backdoor.validate import validate_backdoor
 from benchmark.utils import derive_seed
-from benchmark.validation import ThreatModelViolation, poison_from_answer
+from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-backdoor"
@@ -115,6 +120,87 @@ def poisoned_pretraining(setting: PretrainSetting, poison: BackdoorPoison) -> tu
     return images, None
 
 
+# ------------------------------------------------------------------------------------------ defenses
+def sanitiser_view(canvases: torch.Tensor, side: int) -> torch.Tensor:
+    """Injected canvases as a sanitiser sees them beside the clean images: the shorter side resized to ``side``,
+    then the centre ``side`` × ``side`` crop (the evaluation transform of PatchSearch's reference code)."""
+    height, width = canvases.shape[-2:]
+    scale = side / min(height, width)
+    resized = F.interpolate(canvases, size=(max(side, round(height * scale)), max(side, round(width * scale))),
+                            mode="bilinear", align_corners=False)
+    top, left = (resized.shape[-2] - side) // 2, (resized.shape[-1] - side) // 2
+    return resized[..., top:top + side, left:left + side]
+
+
+def poison_rows(poison: BackdoorPoison, n: int) -> torch.Tensor:
+    """The rows of the poisons in what a sanitiser sees: the replaced indices, or the injected canvases after the
+    ``n`` pre-training images."""
+    return poison.indices if poison.indices is not None else torch.arange(n, n + len(poison.images))
+
+
+def victim(setting: PretrainSetting, cell: Cell, images: torch.Tensor, poison: str | None,
+           injected: torch.Tensor | None, rows: torch.Tensor | None) -> tuple[dict[str, Any], FeatureExtractor, dict[str, float]]:
+    """The victim pre-trained on ``images`` (and the ``injected`` canvases) under the cell's defense, its cache key,
+    and for a sanitiser the shares of clean images and of poisons (``rows``) it removed. A detector leaves the victim
+    undefended. A sanitiser sees the images and the canvases (:func:`sanitiser_view`) together, with the encoder
+    pre-trained on all of them (PatchSearch's protocol); the victim then pre-trains on what it keeps."""
+    stage, env = defense_stage(cell), setting.env
+    if stage != "sanitise":
+        if stage == "detect":
+            key = setting.variant_key({"poison": poison})
+            return key, pretrained_extractor(env, key, images, injected), {}
+        key, extractor = victim_encoder(setting, cell, images, poison, injected)
+        return key, extractor, {}
+    undefended_key = setting.variant_key({"poison": poison})
+    undefended = pretrained_extractor(env, undefended_key, images, injected)
+    seen = images if injected is None else torch.cat([images, sanitiser_view(injected, images.shape[-1])])
+    kept = sanitised_indices(setting, cell, seen, poison, encoder=(undefended_key, undefended))
+    n = len(images)
+    if len(kept) < 2:
+        raise ValueError(f"{cell.defense.id} kept {len(kept)} of {len(seen)} pre-training images: too few to pre-train the victim")
+    kept_injected = None if injected is None else injected[kept[kept >= n] - n]
+    key = setting.variant_key({"poison": poison, "defense": defense_entry(cell)})
+    return key, pretrained_extractor(env, key, images[kept[kept < n]], kept_injected), removed_shares(kept, len(seen), rows)
+
+
+def detection(setting: PretrainSetting, cell: Cell, key: dict[str, Any], extractor: FeatureExtractor) -> dict[str, float]:
+    """The cell's detector on the encoder ``key`` (cached per encoder), given the clean labelled training images
+    without their labels: its score, verdict (1 = flagged) and diagnostics."""
+    env = setting.env
+    context, seed = defense_request(setting, cell)
+
+    def build() -> dict[str, torch.Tensor]:
+        request = {**context, "extractor": extractor_spec(setting.encoder_spec, extractor, setting.channels),
+                   "images": setting.train.images}
+        answer = plugin_call(env, "detect_encoder", "defense", cell.defense, request, rng_seed=seed)
+        score = float(answer["score"])
+        if score != score or abs(score) == float("inf"):
+            raise ValueError(f"{cell.defense.id}.detect_encoder returned a score that is not finite: {score}")
+        numbers = {k: v for k, v in (answer.get("diagnostics") or {}).items() if v is not None}
+        return {"score": torch.tensor(score), "flagged": torch.tensor(float(bool(answer["flagged"]))),
+                **diagnostic_tensors(numbers)}
+
+    t = env.cache.get_or_build("detection", {"encoder": key, "defense": defense_entry(cell)}, build)
+    return {"score": float(t["score"]), "flagged": float(t["flagged"]), **diagnostics_of(t)}
+
+
+def defense_metrics(setting: PretrainSetting, cell: Cell, key: dict[str, Any], extractor: FeatureExtractor,
+                    clean: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """A detector's verdicts on the victim and on the clean encoder; any other defense's victim pre-trained on the
+    clean images (its clean accuracy and cost against the clean encoder)."""
+    if defense_stage(cell) == "detect":
+        victim_verdict = detection(setting, cell, key, extractor)
+        clean_verdict = detection(setting, cell, setting.clean_key, setting.clean)
+        metrics = {"detection_score": victim_verdict.pop("score"), "detection_flagged": victim_verdict.pop("flagged"),
+                   "detection_score_clean_encoder": clean_verdict.pop("score"),
+                   "detection_flagged_clean_encoder": clean_verdict.pop("flagged")}
+        return metrics, {"detection_diagnostics": victim_verdict, "detection_diagnostics_clean_encoder": clean_verdict}
+    defended_key, defended, shares = victim(setting, cell, setting.pre.images, None, None, None)
+    defended_clean = setting.probe_accuracy(defended_key, defended)
+    extra = {"removed_clean_share_clean_set": shares["removed_clean_share"]} if shares else {}
+    return {"defended_clean_accuracy": defended_clean, "defense_cost": clean - defended_clean, **extra}, {}
+
+
 def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     setting = PretrainSetting.shared(cell, env)
     target = target_class(setting)
@@ -126,10 +212,13 @@ def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     untriggered = target_rate(clean_head, setting.clean, others, target, env.device)
     metrics: dict[str, float] = {"clean_accuracy": clean, "target_rate_no_trigger": untriggered}
     key, extractor, n_poison, seconds = setting.clean_key, setting.clean, 0, 0.0
+    stage = defense_stage(cell)
+    retrains = stage not in (None, "detect")  # the victim pre-trains under the defense
     if cell.attack.id == NO_ATTACK:
         asr = clean_asr = untriggered
-        if cell.defense.id != NO_DEFENSE:
-            key, extractor = victim_encoder(setting, cell, setting.pre.images, None)
+        if retrains:
+            key, extractor, shares = victim(setting, cell, setting.pre.images, None, None, None)
+            metrics |= shares
     else:
         try:
             poison, name, seconds = craft(setting, cell, target)
@@ -138,9 +227,10 @@ def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
         n_poison = len(poison.images)
         details |= {"attack_diagnostics": poison.diagnostics, "trigger": "patch" if poison.patch is not None else "frequency",
                     "poisons_injected": poison.indices is None}
-        if n_poison or cell.defense.id != NO_DEFENSE:
+        if n_poison or retrains:
             images, injected = poisoned_pretraining(setting, poison)
-            key, extractor = victim_encoder(setting, cell, images, name, injected)
+            key, extractor, shares = victim(setting, cell, images, name, injected, poison_rows(poison, len(images)))
+            metrics |= shares
         test = triggered(poison, others, setting.seed)
         asr = target_rate(setting.head(key, extractor), extractor, test, target, env.device)
         clean_asr = target_rate(clean_head, setting.clean, test, target, env.device)
@@ -148,10 +238,10 @@ def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     metrics |= {"poisoned_accuracy": poisoned, "clean_accuracy_change": poisoned - clean, "accuracy_drop": clean - poisoned,
                 "attack_success_rate": asr, "attack_success_rate_clean_encoder": clean_asr, "asr_gain": asr - clean_asr,
                 "n_poison": float(n_poison), "poison_seconds": seconds}
-    if cell.defense.id != NO_DEFENSE:
-        dkey, defended = victim_encoder(setting, cell, setting.pre.images, None)
-        defended_clean = setting.probe_accuracy(dkey, defended)
-        metrics |= {"defended_clean_accuracy": defended_clean, "defense_cost": clean - defended_clean}
+    if stage is not None:
+        numbers, more = defense_metrics(setting, cell, key, extractor, clean)
+        metrics |= numbers
+        details |= more
     return CellOutcome(metrics=metrics, details=details)
 
 
@@ -161,6 +251,9 @@ class PretrainBackdoor(Track[PretrainTrackSpec]):
 
     info = INFO
     Spec = PretrainTrackSpec
+
+    def defense_reason(self, defense: MethodEntry, stage: str | None) -> str | None:
+        return None  # every stage acts here: detectors' verdicts are recorded, sanitisers see injected canvases too
 
     def run(self, cell: Cell, env: RunEnv) -> CellOutcome:
         return run_pretrain_backdoor_cell(cell, env)
