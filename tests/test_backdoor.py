@@ -55,6 +55,28 @@ def test_a_patch_is_pasted_where_its_locations_say() -> None:
     assert (out != images).sum() <= 5 * 9
 
 
+def test_a_blended_patch_keeps_the_image_under_it_and_a_test_region_fixes_its_place() -> None:
+    images, patch = _images(n=3), torch.ones(1, 4, 4)
+    locations = random_locations(3, tuple(images.shape), tuple(patch.shape), torch.Generator().manual_seed(0), (0.45, 0.55))
+    assert (locations == 7).all()  # [0.45 · 16, 0.55 · 16 − 4] is empty: Noisy Alignment's code takes the low end
+    out = paste_patch(images, patch, locations, opacity=0.8)
+    assert torch.allclose(out[:, :, 7:11, 7:11], 0.2 * images[:, :, 7:11, 7:11] + 0.8)
+    assert torch.equal(out[:, :, :7], images[:, :, :7])
+
+
+def test_a_blended_patch_on_an_injected_canvas_must_be_a_blend_over_some_image() -> None:
+    images, patch = _images(), torch.ones(1, 4, 4)
+    canvases = torch.cat([_images(n=2, seed=3), _images(n=2, seed=4)], dim=3)
+    locations = torch.tensor([[7, 7], [7, 23]])
+    poison = BackdoorPoison(images=paste_patch(canvases, patch, locations, 0.8), indices=None, target_class=3, patch=patch,
+                            patch_locations=locations, patch_opacity=torch.tensor(0.8),
+                            patch_test_region=torch.tensor([0.45, 0.55]))
+    validate_backdoor(poison, budget=2, images=images, target_class=3)
+    poison.images[1, :, 7:11, 23:27] = 0.1  # darker than 0.8 × a white patch can leave
+    with pytest.raises(ThreatModelViolation, match="do not carry the patch"):
+        validate_backdoor(poison, budget=2, images=images, target_class=3)
+
+
 # ------------------------------------------------------------------------------------------ threat model
 def _patch_poison(images: torch.Tensor, indices: torch.Tensor, target: int = 3) -> BackdoorPoison:
     patch = torch.ones(1, 4, 4)
@@ -101,7 +123,7 @@ def test_a_frequency_poison_must_be_its_base_image_with_the_declared_trigger() -
 
 
 # ------------------------------------------------------------------------------------------ attacks
-@pytest.mark.parametrize("attack_id", ["sslbkd", "ctrl", "corruptencoder"])
+@pytest.mark.parametrize("attack_id", ["sslbkd", "ctrl", "corruptencoder", "noisy_alignment"])
 def test_the_attacks_poison_target_class_images_within_budget_and_validate(attack_id: str) -> None:
     from benchmark.api import BackdoorAttackContext, DirectoryCheckpoints
     from benchmark.plugin_base import ATTACKS

@@ -38,7 +38,9 @@ class BackdoorPoison:
     injected as extra images (``indices`` None). One trigger kind:
 
     * a **patch** (``patch``: (C, h, w) in [0, 1]) pasted in each poison with its top-left corner at
-      ``patch_locations`` (M, 2: row, col); at test time the harness pastes it at seeded random locations;
+      ``patch_locations`` (M, 2: row, col), opaque or blended at ``patch_opacity`` (one number in (0, 1]:
+      ``(1 − a) · image + a · patch``); at test time the harness pastes it the same way at seeded random locations,
+      anywhere or with the corner in ``patch_test_region`` ((2,): low, high fractions of the side);
     * a **frequency** trigger (``frequency``: (K, 3) rows (u, v, magnitude)): each poison is its base image with
       ``magnitude`` (in 0–255 pixel units) added to the orthonormal DCT-II coefficient (u, v) of every
       ``frequency_window``-sided tile of its chroma channels (the intensity of a grey image); at test time the
@@ -49,6 +51,8 @@ class BackdoorPoison:
     target_class: int
     patch: torch.Tensor | None = None
     patch_locations: torch.Tensor | None = None
+    patch_opacity: torch.Tensor | None = None
+    patch_test_region: torch.Tensor | None = None
     frequency: torch.Tensor | None = None
     frequency_window: torch.Tensor | None = None
     frequency_test_scale: torch.Tensor | None = None

@@ -48,7 +48,8 @@ from benchmark.validation import ThreatModelViolation, poison_from_answer, remov
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-backdoor"
-TRIGGER_FIELDS = ("patch", "patch_locations", "frequency", "frequency_window", "frequency_test_scale")
+TRIGGER_FIELDS = ("patch", "patch_locations", "patch_opacity", "patch_test_region", "frequency", "frequency_window",
+                  "frequency_test_scale")
 
 
 def target_class(setting: PretrainSetting) -> int:
@@ -92,11 +93,16 @@ def craft(setting: PretrainSetting, cell: Cell, target: int) -> tuple[BackdoorPo
 
 
 def triggered(poison: BackdoorPoison, images: torch.Tensor, seed: int) -> torch.Tensor:
-    """``images`` with the poison's trigger as the harness applies it at test time: a patch at random locations
-    drawn from ``seed`` (the same for every encoder of a setting), a frequency trigger at its test magnitude."""
+    """``images`` with the poison's trigger as the harness applies it at test time: a patch (at its opacity) at
+    random locations drawn from ``seed`` (the same for every encoder of a setting; within its test region when it
+    declares one), a frequency trigger at its test magnitude."""
     if poison.patch is not None:
         gen = torch.Generator().manual_seed(derive_seed(seed, "backdoor-test-locations"))
-        return paste_patch(images, poison.patch, random_locations(len(images), tuple(images.shape), tuple(poison.patch.shape), gen))
+        region = None if poison.patch_test_region is None else (float(poison.patch_test_region[0]),
+                                                                float(poison.patch_test_region[1]))
+        locations = random_locations(len(images), tuple(images.shape), tuple(poison.patch.shape), gen, region)
+        opacity = 1.0 if poison.patch_opacity is None else float(poison.patch_opacity)
+        return paste_patch(images, poison.patch, locations, opacity)
     assert poison.frequency is not None and poison.frequency_window is not None and poison.frequency_test_scale is not None
     test = poison.frequency.double().clone()
     test[:, 2] *= float(poison.frequency_test_scale)

@@ -9,20 +9,29 @@ import kornia.color
 import torch
 
 
-def paste_patch(images: torch.Tensor, patch: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
-    """``images`` (N, C, H, W) with ``patch`` (C, h, w) pasted with its top-left corner at ``locations`` (N, 2)."""
+def paste_patch(images: torch.Tensor, patch: torch.Tensor, locations: torch.Tensor, opacity: float = 1.0) -> torch.Tensor:
+    """``images`` (N, C, H, W) with ``patch`` (C, h, w) pasted with its top-left corner at ``locations`` (N, 2);
+    with ``opacity`` < 1 blended: ``(1 − opacity) · image + opacity · patch`` under it."""
     out = images.clone()
     h, w = patch.shape[-2:]
     for i, (row, col) in enumerate(locations.tolist()):
-        out[i, :, row:row + h, col:col + w] = patch
+        region = out[i, :, row:row + h, col:col + w]
+        out[i, :, row:row + h, col:col + w] = patch if opacity >= 1 else (1 - opacity) * region + opacity * patch
     return out
 
 
 def random_locations(n: int, image_shape: tuple[int, ...], patch_shape: tuple[int, ...],
-                     generator: torch.Generator) -> torch.Tensor:
-    """``n`` top-left corners (row, col), uniform over the positions where the patch lies inside the image."""
-    rows = torch.randint(0, image_shape[-2] - patch_shape[-2] + 1, (n,), generator=generator)
-    cols = torch.randint(0, image_shape[-1] - patch_shape[-1] + 1, (n,), generator=generator)
+                     generator: torch.Generator, region: tuple[float, float] | None = None) -> torch.Tensor:
+    """``n`` top-left corners (row, col), uniform over the positions where the patch lies inside the image; with
+    ``region`` (low, high), over [low · side, high · side − patch side] (a single position when that is empty, as
+    Noisy Alignment's code places its trigger)."""
+    def axis(side: int, size: int) -> torch.Tensor:
+        low, high = (0, side - size) if region is None else (int(side * region[0]), int(side * region[1] - size))
+        low = min(low, side - size)
+        return torch.randint(low, max(low, min(high, side - size)) + 1, (n,), generator=generator)
+
+    rows = axis(image_shape[-2], patch_shape[-2])
+    cols = axis(image_shape[-1], patch_shape[-1])
     return torch.stack([rows, cols], dim=1)
 
 

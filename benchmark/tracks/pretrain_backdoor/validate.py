@@ -32,8 +32,8 @@ def validate_backdoor(poison: object, *, budget: int, images: torch.Tensor, targ
     frequency = poison.frequency is not None
     if patch == frequency:
         problems.append("trigger: give exactly one of patch (with patch_locations) and frequency")
-    elif ok and patch:
-        _check_patch(problems, poison, shape, tuple(poison.images.shape[1:]))
+    elif ok and patch and indices_ok:
+        _check_patch(problems, poison, shape, tuple(poison.images.shape[1:]), images)
     elif ok and indices_ok:
         _check_frequency(problems, poison, images, shape)
     if problems:
@@ -71,8 +71,10 @@ def _check_indices(problems: list[str], poison: BackdoorPoison, n: int) -> bool:
     return True
 
 
-def _check_patch(problems: list[str], poison: BackdoorPoison, shape: tuple[int, ...], canvas: tuple[int, ...]) -> None:
-    """A patch that fits the test images (``shape``), present at its location in every poison (``canvas``)."""
+def _check_patch(problems: list[str], poison: BackdoorPoison, shape: tuple[int, ...], canvas: tuple[int, ...],
+                 base: torch.Tensor | None) -> None:
+    """A patch that fits the test images (``shape``), present at its location in every poison (``canvas``; blended
+    over its ``base`` pre-training image where it replaces one)."""
     patch, locations = poison.patch, poison.patch_locations
     assert patch is not None
     if patch.dim() != 3 or not check_images(problems, patch.unsqueeze(0), (shape[0], *patch.shape[1:]), "patch"):
@@ -88,10 +90,43 @@ def _check_patch(problems: list[str], poison: BackdoorPoison, shape: tuple[int, 
     if len(locations) and ((rows < 0) | (rows > canvas[1] - h) | (cols < 0) | (cols > canvas[2] - w)).any():
         problems.append("patch_locations: a patch lies outside its image")
         return
+    opacity = _opacity(problems, poison)
+    if opacity is None or not _test_region_ok(problems, poison):
+        return
     wrong = [i for i, (r, c) in enumerate(locations.tolist())
-             if (poison.images[i, :, r:r + h, c:c + w] - patch).abs().max() > TOLERANCE]
+             if not _carries(poison.images[i, :, r:r + h, c:c + w], patch, opacity,
+                             None if poison.indices is None or base is None else base[int(poison.indices[i]), :, r:r + h, c:c + w])]
     if wrong:
         problems.append(f"patch: {len(wrong)} poisons (first: #{wrong[0]}) do not carry the patch at their location")
+
+
+def _opacity(problems: list[str], poison: BackdoorPoison) -> float | None:
+    if poison.patch_opacity is None:
+        return 1.0
+    if poison.patch_opacity.numel() != 1 or not 0 < float(poison.patch_opacity) <= 1:
+        problems.append("patch_opacity: expected one number in (0, 1]")
+        return None
+    return float(poison.patch_opacity)
+
+
+def _test_region_ok(problems: list[str], poison: BackdoorPoison) -> bool:
+    region = poison.patch_test_region
+    if region is not None and (region.numel() != 2 or not 0 <= float(region[0]) <= float(region[1]) <= 1):
+        problems.append("patch_test_region: expected (low, high) fractions of the side with 0 ≤ low ≤ high ≤ 1")
+        return False
+    return True
+
+
+def _carries(region: torch.Tensor, patch: torch.Tensor, opacity: float, base: torch.Tensor | None) -> bool:
+    """Whether a poison's ``region`` holds the patch: the patch itself (opaque), the patch blended over its base image
+    (a replaced image), or — over an injected canvas whose underlying pixels are unknown — a blend over *some*
+    image in [0, 1]: region − opacity · patch within [0, 1 − opacity]."""
+    if opacity >= 1:
+        return bool((region - patch).abs().max() <= TOLERANCE)
+    if base is not None:
+        return bool((region - ((1 - opacity) * base + opacity * patch)).abs().max() <= TOLERANCE)
+    rest = region - opacity * patch
+    return bool(rest.min() >= -TOLERANCE and rest.max() <= 1 - opacity + TOLERANCE)
 
 
 def _check_frequency(problems: list[str], poison: BackdoorPoison, images: torch.Tensor, shape: tuple[int, ...]) -> None:
