@@ -67,7 +67,8 @@ def _rows(records: list[dict[str, Any]]) -> pd.DataFrame:
         c = r["cell"]
         row = {
             "tier": r["tier"], "suite": r["suite"], "track": r["track"], "status": r["status"], "cell_id": r["cell_id"],
-            "message": r["message"], "encoder": f"{c['encoder']['method']}/{c['encoder']['backbone']}",
+            "message": r["message"], "encoder": f"{c['encoder']['method']}/{c['encoder']['backbone']}" + "".join(
+                f" {k} {v}" for k, v in sorted((c.get("method_settings") or {}).items())),
             "scenario": f"{c['scenario']['name']} ({c['scenario']['pretrain']}→{c['scenario']['downstream']})",
             "attack": c["attack"]["name"], "defense": c["defense"]["name"], "budget": c["budget"],
             "constraint": "unconstrained" if c.get("input_epsilon") is None else f"ℓ∞ ≤ {epsilon_label(c['input_epsilon'])}",

@@ -147,3 +147,15 @@ def test_the_attacks_poison_target_class_images_within_budget_and_validate(attac
     control = cls(cls.Config(mode="trigger_only")).craft_backdoor(ctx)
     assert len(control.images) == 0
     validate_backdoor(control, budget=10, images=images, target_class=3)
+
+
+def test_the_method_settings_axis_gives_one_cell_per_entry_and_its_encoders_use_it() -> None:
+    """full-quick's CTRL cells at SimCLR temperatures 0.2 and 0.5: two cells, two encoders, two board labels."""
+    from benchmark.suite import expand_cells, load_suite
+    from benchmark.tracks.pretrain_backdoor.track import with_method_settings
+
+    cells = [c for c in expand_cells(load_suite("full-quick"))[0]
+             if c.track == "pretrain-backdoor" and c.attack.name == "ctrl" and c.defense.id == "none"]
+    assert sorted(c.variant("method_settings")["temperature"] for c in cells) == [0.2, 0.5]
+    assert sorted(with_method_settings(c).encoder.method_settings["temperature"] for c in cells) == [0.2, 0.5]
+    assert len({c.id for c in cells}) == 2

@@ -17,14 +17,16 @@ untriggered rate, its gain 0. An attack run with no poison (a control setting) i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from benchmark.plugin_base import poison_count
+from benchmark.plugin_base import config_problems, poison_count
 from benchmark.pretrain import FeatureExtractor
 from benchmark.probe import LinearHead
+from benchmark.ssl import SSL_METHODS
 from benchmark.tracks._pretrain import (
     PretrainSetting,
     PretrainTrackSpec,
@@ -37,7 +39,7 @@ from benchmark.tracks._pretrain import (
     victim_encoder,
 )
 from benchmark.tracks._pretrain_work import add_pretrain_work
-from benchmark.tracks.base import NO_ATTACK, Cell, MethodEntry, Track, register_track
+from benchmark.tracks.base import NO_ATTACK, NO_DEFENSE, Cell, MethodEntry, Track, register_track
 from benchmark.tracks.common import CellOutcome, RunEnv, data_key, extractor_spec, plugin_call, pretrained_extractor
 from benchmark.tracks.pretrain_backdoor.info import INFO
 from benchmark.tracks.pretrain_backdoor.interface import BackdoorPoison
@@ -45,6 +47,7 @@ from benchmark.tracks.pretrain_backdoor.triggers import add_frequency, paste_pat
 from benchmark.tracks.pretrain_backdoor.validate import validate_backdoor
 from benchmark.utils import derive_seed
 from benchmark.validation import ThreatModelViolation, poison_from_answer, removed_shares
+from benchmark.work import add_clean_encoder
 from benchmark.workers import CacheBridge
 
 POISON_KIND = "poison-backdoor"
@@ -207,7 +210,37 @@ def defense_metrics(setting: PretrainSetting, cell: Cell, key: dict[str, Any], e
     return {"defended_clean_accuracy": defended_clean, "defense_cost": clean - defended_clean, **extra}, {}
 
 
+# ------------------------------------------------------------------------------------------ the SSL settings axis
+@dataclass(frozen=True, kw_only=True)
+class BackdoorTrackSpec(PretrainTrackSpec):
+    """The pre-training track section and ``method_settings_axis``: a list of SSL method settings (e.g. SimCLR's
+    ``temperature``), each overriding the suite's for this track's encoders, one cell per entry (CTRL's result depends
+    on SimCLR's temperature); null: the suite's settings only."""
+
+    method_settings_axis: list[dict[str, Any]] | None = None
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        for i, entry in enumerate(self.method_settings_axis or []):
+            where = f"method_settings_axis[{i}]"
+            per_method = {name: config_problems(SSL_METHODS.get(name).Config, entry, where) for name in SSL_METHODS.names()}
+            if all(per_method.values()):  # valid for no SSL method: the problems of the method it comes closest to
+                problems += min(per_method.values(), key=lambda found: ("did you mean" not in " ".join(found), len(found)))
+        return problems
+
+
+def with_method_settings(cell: Cell) -> Cell:
+    """``cell`` with its axis entry's SSL method settings in its encoder (what its encoders are pre-trained with)."""
+    override = cell.variant("method_settings")
+    if not override:
+        return cell
+    encoder = cell.spec["encoder"]
+    settings = {**(encoder.get("method_settings") or {}), **override}
+    return Cell(cell.track, {**cell.spec, "encoder": {**encoder, "method_settings": settings}})
+
+
 def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
+    cell = with_method_settings(cell)
     setting = PretrainSetting.shared(cell, env)
     target = target_class(setting)
     others = setting.test.images[setting.test.labels != target]
@@ -252,11 +285,16 @@ def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
 
 
 @register_track
-class PretrainBackdoor(Track[PretrainTrackSpec]):
+class PretrainBackdoor(Track[BackdoorTrackSpec]):
     """A trigger planted through unlabeled pre-training images (this module's docstring)."""
 
     info = INFO
-    Spec = PretrainTrackSpec
+    Spec = BackdoorTrackSpec
+
+    def variants(self, spec: BackdoorTrackSpec) -> list[dict[str, Any]]:
+        if not spec.method_settings_axis:
+            return [{"input_epsilon": None}]
+        return [{"input_epsilon": None, "method_settings": dict(entry)} for entry in spec.method_settings_axis]
 
     def defense_reason(self, defense: MethodEntry, stage: str | None) -> str | None:
         return None  # every stage acts here: detectors' verdicts are recorded, sanitisers see injected canvases too
@@ -265,5 +303,9 @@ class PretrainBackdoor(Track[PretrainTrackSpec]):
         return run_pretrain_backdoor_cell(cell, env)
 
     def add_work(self, work: Any, cell: Cell, sizes: Any) -> None:
-        # the poisons replace (or join) pre-training images; no supervised cross-evaluation here
+        cell = with_method_settings(cell)
+        if cell.attack.settings.get("mode") == "trigger_only" and cell.defense.id == NO_DEFENSE:
+            add_clean_encoder(work, cell, sizes)  # the shipped attacks' control releases no poison: the clean encoder
+            return
+        # the poisons replace (or join: counted as joining) pre-training images; no supervised cross-evaluation here
         add_pretrain_work(work, cell, sizes, injected=True, recipe_keyed=False)
