@@ -159,3 +159,16 @@ def test_the_method_settings_axis_gives_one_cell_per_entry_and_its_encoders_use_
     assert sorted(c.variant("method_settings")["temperature"] for c in cells) == [0.2, 0.5]
     assert sorted(with_method_settings(c).encoder.method_settings["temperature"] for c in cells) == [0.2, 0.5]
     assert len({c.id for c in cells}) == 2
+
+
+def test_a_sanitiser_sees_an_injected_canvas_through_its_centre_crop_and_its_poisons_after_the_images() -> None:
+    from benchmark.tracks.pretrain_backdoor.track import poison_rows, sanitiser_view
+
+    canvases = torch.cat([_images(n=2, seed=3), _images(n=2, seed=4)], dim=3)  # 16 × 32: the shorter side fits already
+    assert torch.equal(sanitiser_view(canvases, 16), canvases[..., 8:24])
+    tall = torch.rand(1, 1, 32, 24)
+    assert sanitiser_view(tall, 16).shape == (1, 1, 16, 16)
+    injected = BackdoorPoison(images=canvases, indices=None, target_class=0, patch=torch.ones(1, 2, 2),
+                              patch_locations=torch.zeros(2, 2, dtype=torch.int64))
+    assert poison_rows(injected, 40).tolist() == [40, 41]
+    assert poison_rows(_patch_poison(_images(), torch.tensor([3, 5])), 40).tolist() == [3, 5]
