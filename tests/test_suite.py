@@ -231,7 +231,6 @@ def test_track_methods_restrict_one_track_to_some_encoders(tiny_suite_dict, writ
 def test_plan_summarises_by_default_and_lists_cells_on_request(capsys, tmp_path) -> None:
     """A newcomer's `plan --suite smoke` fits a screen (issue #28: it printed 1,314 lines); --cells lists them."""
     from benchmark.__main__ import main
-
     from benchmark.suite import expand_cells, load_suite
 
     assert main(["plan", "--suite", "smoke", "--results-dir", str(tmp_path)]) == 0
