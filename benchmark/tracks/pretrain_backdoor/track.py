@@ -189,7 +189,9 @@ def detection(setting: PretrainSetting, cell: Cell, key: dict[str, Any], extract
         return {"score": torch.tensor(score), "flagged": torch.tensor(float(bool(answer["flagged"]))),
                 **diagnostic_tensors(numbers)}
 
-    t = env.cache.get_or_build("detection", {"encoder": key, "defense": defense_entry(cell)}, build)
+    # the shadow images are the downstream training set: part of the key (a transfer scenario has other ones)
+    t = env.cache.get_or_build("detection", {"encoder": key, "defense": defense_entry(cell),
+                                             "images": setting.scenario.downstream}, build)
     return {"score": float(t["score"]), "flagged": float(t["flagged"]), **diagnostics_of(t)}
 
 
