@@ -172,3 +172,57 @@ def test_a_sanitiser_sees_an_injected_canvas_through_its_centre_crop_and_its_poi
                               patch_locations=torch.zeros(2, 2, dtype=torch.int64))
     assert poison_rows(injected, 40).tolist() == [40, 41]
     assert poison_rows(_patch_poison(_images(), torch.tensor([3, 5])), 40).tolist() == [3, 5]
+
+
+# ------------------------------------------------------------------------------------------ target classes
+def test_target_classes_are_checked_and_every_seed_of_the_cpu_tier_aims_at_the_same_ones() -> None:
+    from benchmark.suite import expand_cells, load_suite
+    from benchmark.tracks.pretrain_backdoor.track import BackdoorTrackSpec
+
+    def problems(classes: object) -> list[str]:
+        return BackdoorTrackSpec(budgets=[0.1], attacks=["none"], target_classes=classes).problems()  # type: ignore[arg-type]
+
+    assert problems([4, 1]) == []
+    assert "names a class twice" in " ".join(problems([4, 4]))
+    for bad in ([], [-1], [True], ["4"]):
+        assert "expected a non-empty list of class indices" in " ".join(problems(bad))
+    cells = [c for c in expand_cells(load_suite("cpu"))[0] if c.track == "pretrain-backdoor"]
+    assert {c.seed for c in cells} == {0, 1, 2}
+    assert all(c.variant("target_classes") == [4, 1] for c in cells)
+    smoke = [c for c in expand_cells(load_suite("smoke"))[0] if c.track == "pretrain-backdoor"]
+    assert all(c.variant("target_classes") is None for c in smoke)  # one class drawn per seed; cell ids unchanged
+
+
+def test_the_estimate_prices_one_poisoned_victim_per_target_class() -> None:
+    from benchmark.suite import expand_cells, load_suite
+    from benchmark.tracks.base import get_track
+    from benchmark.work import WorkList, cell_sizes
+
+    cells = [c for c in expand_cells(load_suite("cpu"))[0] if c.track == "pretrain-backdoor" and c.seed == 0
+             and c.attack.name == "sslbkd" and c.defense.id == "none"]
+    assert len(cells) == 1
+    work = WorkList()
+    get_track("pretrain-backdoor").add_work(work, cells[0], cell_sizes(cells[0]))
+    victims = [w for w in work.items.values() if w.kind == "victim encoder"]
+    assert len(victims) == 2
+
+
+@pytest.mark.slow
+def test_a_cell_with_two_target_classes_records_the_mean_of_its_two_victims(tmp_path) -> None:
+    import json
+
+    from benchmark.__main__ import main
+
+    code = main(["run", "--suite", "smoke", "--set", "tracks.pretrain-backdoor.target_classes=[4, 1]",
+                 "--only", "track=pretrain-backdoor", "--only", "method=simclr", "--only", "attack=sslbkd",
+                 "--only", "defense=none", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
+                 "--no-leaderboard", "--device", "cpu"])
+    assert code == 0
+    (path,) = (tmp_path / "r" / "smoke").glob("*__sslbkd__none__*.json")
+    record = json.loads(path.read_text())
+    per_target = record["details"]["per_target_class"]
+    assert record["details"]["target_class"] == [4, 1] and sorted(per_target) == ["1", "4"]
+    for name in ("attack_success_rate", "asr_gain", "poisoned_accuracy"):
+        mean = sum(per_target[c]["metrics"][name] for c in per_target) / 2
+        assert record["metrics"][name] == pytest.approx(mean)
+    assert [per_target[c]["target_class"] for c in ("4", "1")] == [4, 1]

@@ -29,10 +29,12 @@ from benchmark.work import (
 )
 
 
-def add_pretrain_work(work: WorkList, cell: Cell, sizes: Sizes, *, injected: bool, recipe_keyed: bool) -> None:
+def add_pretrain_work(work: WorkList, cell: Cell, sizes: Sizes, *, injected: bool, recipe_keyed: bool,
+                      aim: Any = None) -> None:
     """A pre-training cell: the poison, the (defended) victim, its features, the supervised victim. ``injected``:
     the poisons are extra images (else perturbed ones, and a supervised victim is cross-evaluated when the
-    victim asks); ``recipe_keyed``: a poison is keyed on the recipe fields its attack declares it reads."""
+    victim asks); ``recipe_keyed``: a poison is keyed on the recipe fields its attack declares it reads; ``aim``:
+    what else tells a poison apart (a backdoor cell's target class: one poison and victim each)."""
     encoder = add_clean_encoder(work, cell, sizes)
     method, epochs = cell.encoder.method, cell.encoder.epochs
     n_attacked = poison_count(cell.budget, sizes.pretrain) if cell.attack.id != NO_ATTACK else 0  # perturbed or injected
@@ -42,6 +44,8 @@ def add_pretrain_work(work: WorkList, cell: Cell, sizes: Sizes, *, injected: boo
         attacker = _attacker_encoder(cell, encoder) if recipe_keyed else encoder
         poison = {"encoder": attacker, "attack": [cell.attack.id, cell.attack.settings],
                   "budget": cell.budget, "epsilon": cell.variant("epsilon"), "scenario": cell.spec["scenario"]}
+        if aim is not None:
+            poison["aim"] = aim
         ctx = Context(cell, sizes, resolved("attack", cell.attack), n_attacked)
         work.add(cell, sizes, "poison", poison, **amounts(attack_cost(work, cell, ctx), method))
     did = cell.defense.id

@@ -3,7 +3,9 @@ pre-training set so that, once the victim has pre-trained on it and fitted the s
 labelled data, test images carrying the attacker's trigger are classified as the target class (Saha et al., CVPR
 2022; Li et al., ICCV 2023; Zhang et al., CVPR 2024).
 
-The track draws one target class per (setting, seed): every attack of a cell aims at it. The attack returns its
+Every attack of a cell aims at the same target class: one drawn per (setting, seed), or each class of the track's
+``target_classes`` (the same for every seed, so the seed spread is the training's): the cell then pre-trains one
+victim per class and records each metric's mean over them (each class's metrics in its details). The attack returns its
 poisons and its trigger's parameters as plain tensors (:class:`~.interface.BackdoorPoison`); the validator checks the
 budget and that the poisons carry that trigger, and the harness (:mod:`.triggers`), never the attack, applies it to
 the test images of every non-target class (a patch at seeded random locations, the same for every encoder of the
@@ -56,9 +58,21 @@ TRIGGER_FIELDS = ("patch", "patch_locations", "patch_opacity", "patch_test_regio
 
 
 def target_class(setting: PretrainSetting) -> int:
-    """The class every attack of the setting's cells aims at (seeded per setting and seed)."""
+    """The class every attack of the setting's cells aims at when the track names none (seeded per setting and
+    seed)."""
     gen = torch.Generator().manual_seed(derive_seed(setting.seed, "backdoor-target-class"))
     return int(torch.randint(0, setting.num_classes, (1,), generator=gen))
+
+
+def target_classes(setting: PretrainSetting, cell: Cell) -> list[int]:
+    """The classes the cell's attack aims at, one victim each: the track's ``target_classes``, else one drawn."""
+    named = cell.variant("target_classes")
+    if not named:
+        return [target_class(setting)]
+    outside = [c for c in named if not 0 <= c < setting.num_classes]
+    if outside:
+        raise ValueError(f"target_classes: {outside} outside the {setting.num_classes} classes of {setting.data.name}")
+    return [int(c) for c in named]
 
 
 def craft(setting: PretrainSetting, cell: Cell, target: int) -> tuple[BackdoorPoison, str, float]:
@@ -220,9 +234,18 @@ class BackdoorTrackSpec(PretrainTrackSpec):
     on SimCLR's temperature); null: the suite's settings only."""
 
     method_settings_axis: list[dict[str, Any]] | None = None
+    # the target classes of every cell, the same for every seed (one victim each, the metrics their mean);
+    # null: one class drawn per seed
+    target_classes: list[int] | None = None
 
     def problems(self) -> list[str]:
         problems = super().problems()
+        if self.target_classes is not None:
+            classes = self.target_classes
+            if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
+                problems.append(f"target_classes: expected a non-empty list of class indices ≥ 0, got {classes!r}")
+            elif len(set(classes)) != len(classes):
+                problems.append(f"target_classes: {classes} names a class twice")
         for i, entry in enumerate(self.method_settings_axis or []):
             where = f"method_settings_axis[{i}]"
             per_method = {name: config_problems(SSL_METHODS.get(name).Config, entry, where) for name in SSL_METHODS.names()}
@@ -244,7 +267,28 @@ def with_method_settings(cell: Cell) -> Cell:
 def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     cell = with_method_settings(cell)
     setting = PretrainSetting.shared(cell, env)
-    target = target_class(setting)
+    targets = target_classes(setting, cell)
+    outcomes = [run_target(setting, cell, target) for target in targets]
+    if len(outcomes) == 1:
+        return outcomes[0]
+    invalid = next((o for o in outcomes if o.status == "invalid"), None)
+    if invalid is not None:
+        return invalid
+    metrics = {k: sum(o.metrics[k] for o in outcomes) / len(outcomes) for k in outcomes[0].metrics}
+    details = {k: v for k, v in outcomes[0].details.items() if k not in PER_TARGET_DETAILS}
+    details |= {"target_class": targets, "per_target_class": {
+        str(t): {"metrics": o.metrics, **{k: o.details[k] for k in PER_TARGET_DETAILS if k in o.details}}
+        for t, o in zip(targets, outcomes, strict=True)}}
+    return CellOutcome(metrics=metrics, details=details)
+
+
+# what differs between a cell's target classes (the rest of the details is the setting's)
+PER_TARGET_DETAILS = ("target_class", "n_triggered_test", "attack_diagnostics", "detection_diagnostics")
+
+
+def run_target(setting: PretrainSetting, cell: Cell, target: int) -> CellOutcome:
+    """The cell's metrics for one target class: the attack's poisons aimed at it, the victim pre-trained on them."""
+    env = setting.env
     others = setting.test.images[setting.test.labels != target]
     details: dict[str, Any] = {"head_l2": setting.l2, "n_pretrain": len(setting.pre), "n_test": len(setting.test),
                                "target_class": target, "n_triggered_test": len(others)}
@@ -294,9 +338,12 @@ class PretrainBackdoor(Track[BackdoorTrackSpec]):
     Spec = BackdoorTrackSpec
 
     def variants(self, spec: BackdoorTrackSpec) -> list[dict[str, Any]]:
+        base: dict[str, Any] = {"input_epsilon": None}
+        if spec.target_classes:
+            base["target_classes"] = list(spec.target_classes)
         if not spec.method_settings_axis:
-            return [{"input_epsilon": None}]
-        return [{"input_epsilon": None, "method_settings": dict(entry)} for entry in spec.method_settings_axis]
+            return [base]
+        return [{**base, "method_settings": dict(entry)} for entry in spec.method_settings_axis]
 
     def defense_reason(self, defense: MethodEntry, stage: str | None) -> str | None:
         return None  # every stage acts here: detectors' verdicts are recorded, sanitisers see injected canvases too
@@ -309,5 +356,7 @@ class PretrainBackdoor(Track[BackdoorTrackSpec]):
         if cell.attack.settings.get("mode") == "trigger_only" and cell.defense.id == NO_DEFENSE:
             add_clean_encoder(work, cell, sizes)  # the shipped attacks' control releases no poison: the clean encoder
             return
-        # the poisons replace (or join: counted as joining) pre-training images; no supervised cross-evaluation here
-        add_pretrain_work(work, cell, sizes, injected=True, recipe_keyed=False)
+        # the poisons replace (or join: counted as joining) pre-training images; no supervised cross-evaluation here;
+        # one poison and victim per named target class (a drawn one: one)
+        for target in cell.variant("target_classes") or [None]:
+            add_pretrain_work(work, cell, sizes, injected=True, recipe_keyed=False, aim=target)
