@@ -226,3 +226,5 @@ def test_a_cell_with_two_target_classes_records_the_mean_of_its_two_victims(tmp_
         mean = sum(per_target[c]["metrics"][name] for c in per_target) / 2
         assert record["metrics"][name] == pytest.approx(mean)
     assert [per_target[c]["target_class"] for c in ("4", "1")] == [4, 1]
+    shown = record["details"]["attack_diagnostics"]["target_images"]  # the board's diagnostics: their means
+    assert shown == pytest.approx(sum(per_target[c]["attack_diagnostics"]["target_images"] for c in per_target) / 2)

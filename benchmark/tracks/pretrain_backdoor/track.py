@@ -274,16 +274,23 @@ def run_pretrain_backdoor_cell(cell: Cell, env: RunEnv) -> CellOutcome:
     invalid = next((o for o in outcomes if o.status == "invalid"), None)
     if invalid is not None:
         return invalid
-    metrics = {k: sum(o.metrics[k] for o in outcomes) / len(outcomes) for k in outcomes[0].metrics}
     details = {k: v for k, v in outcomes[0].details.items() if k not in PER_TARGET_DETAILS}
+    for name in ("attack_diagnostics", "detection_diagnostics"):
+        if name in outcomes[0].details:  # what the board shows: each number's mean over the target classes
+            details[name] = mean_of([o.details[name] for o in outcomes])
     details |= {"target_class": targets, "per_target_class": {
         str(t): {"metrics": o.metrics, **{k: o.details[k] for k in PER_TARGET_DETAILS if k in o.details}}
         for t, o in zip(targets, outcomes, strict=True)}}
-    return CellOutcome(metrics=metrics, details=details)
+    return CellOutcome(metrics=mean_of([o.metrics for o in outcomes]), details=details)
 
 
 # what differs between a cell's target classes (the rest of the details is the setting's)
 PER_TARGET_DETAILS = ("target_class", "n_triggered_test", "attack_diagnostics", "detection_diagnostics")
+
+
+def mean_of(numbers: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over ``numbers`` (the keys every one of them has)."""
+    return {k: sum(n[k] for n in numbers) / len(numbers) for k in numbers[0] if all(k in n for n in numbers)}
 
 
 def run_target(setting: PretrainSetting, cell: Cell, target: int) -> CellOutcome:
