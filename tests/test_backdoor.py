@@ -193,6 +193,18 @@ def test_target_classes_are_checked_and_every_seed_of_the_cpu_tier_aims_at_the_s
     assert all(c.variant("target_classes") is None for c in smoke)  # one class drawn per seed; cell ids unchanged
 
 
+def test_a_target_class_outside_the_data_sets_classes_is_a_clear_error() -> None:
+    from types import SimpleNamespace
+
+    from benchmark.tracks.pretrain_backdoor.track import target_classes
+
+    setting = SimpleNamespace(num_classes=10, seed=0, scenario=SimpleNamespace(downstream="mnist5k"))
+    cell = SimpleNamespace(variant=lambda key: [4, 12])
+    with pytest.raises(ValueError, match=r"target_classes: \[12\] outside the 10 classes of mnist5k"):
+        target_classes(setting, cell)  # type: ignore[arg-type]
+    assert target_classes(setting, SimpleNamespace(variant=lambda key: [4, 1])) == [4, 1]  # type: ignore[arg-type]
+
+
 def test_the_estimate_prices_one_poisoned_victim_per_target_class() -> None:
     from benchmark.suite import expand_cells, load_suite
     from benchmark.tracks.base import get_track

@@ -71,7 +71,7 @@ def target_classes(setting: PretrainSetting, cell: Cell) -> list[int]:
         return [target_class(setting)]
     outside = [c for c in named if not 0 <= c < setting.num_classes]
     if outside:
-        raise ValueError(f"target_classes: {outside} outside the {setting.num_classes} classes of {setting.data.name}")
+        raise ValueError(f"target_classes: {outside} outside the {setting.num_classes} classes of {setting.scenario.downstream}")
     return [int(c) for c in named]
 
 
