@@ -28,7 +28,7 @@ BASE ?= $(shell git rev-parse --verify -q main >/dev/null && echo main)
 test: $(STAMP)  ## lint and types, the fast tests (what CI runs) and the leaderboard check (fresh, sandboxed, reproducible)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n auto
 	$(PY) -m benchmark leaderboard --check $(if $(BASE),--base $(BASE))
 
 test-all: $(STAMP)  ## every test, slow ones included

@@ -51,9 +51,11 @@ def write_suite(tmp_path: Path):
     return write
 
 # The fixture plugins (tests/plugins) join the registry in every plugin process; the marker folder for
-# their call records is fixed before the first plugin process starts (they inherit the environment).
+# their call records is fixed before the first plugin process starts (they inherit the environment), one per
+# pytest-xdist worker (a worker inherits the controller's environment: a shared folder would mix their calls).
 os.environ.setdefault("POISONBENCH_PLUGINS", "tests.plugins.hooks,tests.plugins.hostile")
-os.environ.setdefault("POISONBENCH_TEST_CALLS", __import__("tempfile").mkdtemp(prefix="poisonbench-calls-"))
+if os.environ.get("PYTEST_XDIST_WORKER") or "POISONBENCH_TEST_CALLS" not in os.environ:
+    os.environ["POISONBENCH_TEST_CALLS"] = __import__("tempfile").mkdtemp(prefix="poisonbench-calls-")
 
 
 @pytest.fixture(autouse=True)

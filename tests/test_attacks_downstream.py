@@ -305,6 +305,7 @@ def test_ue_pretrain_min_min_makes_poisons_learnable(setting: Setting, tmp_path:
 
 
 # ------------------------------------------------------------------------------------------ FT
+@pytest.mark.slow  # 25 s; the fast run keeps the gate's own test (tests/test_ft_attacks.py)
 def test_ft_decoder_reconstructs_better_than_constant_and_is_cached(setting: Setting) -> None:
     before = setting.builds.count("ft_decoder")
     first = craft("ft_decoder", setting.ctx(0), gc_steps=200)

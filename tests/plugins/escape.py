@@ -61,8 +61,9 @@ def _read_only_mount(path: str) -> bool:
 
 
 def _sees_scoring_process() -> bool:
-    """The scoring process (its pid, as the harness sees it) and its command line, through ``/proc``."""
-    return b"pytest" in Path(f"/proc/{_targets()['scoring_pid']}/cmdline").read_bytes()
+    """The scoring process (its pid, as the harness sees it) and its command line, through ``/proc`` (under
+    pytest-xdist the scoring process is a worker whose command line does not name pytest: any python will do)."""
+    return b"python" in Path(f"/proc/{_targets()['scoring_pid']}/cmdline").read_bytes()
 
 
 def _network() -> bool:
