@@ -4,6 +4,7 @@ and every built-in suite inside the budget it states (benchmark/estimate.py)."""
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,19 @@ from benchmark.estimate import (
 from benchmark.plugins import catalogue
 from benchmark.pretrain import SSLRecipe
 from benchmark.suite import expand_cells, load_suite, suite_names
-from benchmark.work import cell_sizes
+from benchmark.work import WorkList, cell_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # A profile with round numbers: 1 s per SimCLR image-epoch, 2 s for the momentum methods, 0.25 s a pass.
 UNIT = DeviceProfile(name="unit", source="test", svd_seconds=0.0,
                      ssl_image_epoch={"cnn_micro@16": {"simclr": 1.0, "mocov2": 2.0, "byol": 2.0, "pass": 0.25}})
+
+
+@cache
+def full_work() -> WorkList:
+    """The full tier's work list, built once for the tests that read it (≈ 8 s on 2 cores)."""
+    return suite_work(load_suite("full"))
 
 
 @pytest.mark.parametrize("name", [n for n in suite_names() if load_suite(n).raw.get("compute")])
@@ -61,8 +68,7 @@ def test_a_clean_encoder_shared_by_cells_is_counted_once() -> None:
 
 
 def test_cost_models_count_the_loops_of_their_method() -> None:
-    full = load_suite("full")
-    work = suite_work(full)
+    work = full_work()
     cp_c = [w for w in work.items.values() if w.kind == "poison" and w.track == "pretrain-availability"
             and sum(w.ssl_epochs.values()) == 1000 * (20 + 20 * 1) * 512]
     assert len(cp_c) == 3 * 3  # CP-C: rounds × (model batches + noise batches × PGD steps) × batch, per method and seed
@@ -86,7 +92,7 @@ def test_me_net_pretraining_cost_drops_with_the_bank() -> None:
     assert count(ssl_bank=4) == 4 * 10 * 50_000  # k reconstructions, once
     assert count(ssl_bank=4, ssl_prob=0.0) == 0
     # the full tier's pre-training victims use the bank: 4 × 10 masks × (50k images + the injected canvases)
-    work = suite_work(load_suite("full"))
+    work = full_work()
     victims = [w for w in work.items.values() if w.kind == "victim encoder" and w.svds > 0]
     assert victims and {w.svds for w in victims if w.track == "pretrain-availability"} == {4 * 10 * 50_000}
     assert all(w.svds <= 4 * 10 * 51_000 for w in victims)
