@@ -52,7 +52,8 @@ def _run(tmp_path: Path, attacks: list[str], name: str, sandbox: str, monkeypatc
     threading.Thread(target=listener.accept, daemon=True).start()
     monkeypatch.setenv(TARGETS_ENV, json.dumps({
         "embedded_data": str(embedded_data_dirs()[0]), "results": str(results), "cache": str(cache),
-        "source": str(ROOT / "attacks" / "__init__.py"), "port": listener.getsockname()[1], "scoring_pid": os.getpid()}))
+        "source": str(ROOT / "attacks" / "__init__.py"), "port": listener.getsockname()[1], "scoring_pid": os.getpid(),
+        "scoring_cmdline": Path("/proc/self/cmdline").read_bytes().hex()}))
     monkeypatch.setenv(SECRET_ENV, "the scoring process's secret")
     code = main(["run", "--suite", str(_suite(tmp_path, attacks)), "--results-dir", str(results), "--cache-dir", str(cache),
                  "--no-leaderboard", "--sandbox", sandbox, "--plugins", "tests.plugins.escape"])

@@ -61,9 +61,10 @@ def _read_only_mount(path: str) -> bool:
 
 
 def _sees_scoring_process() -> bool:
-    """The scoring process (its pid, as the harness sees it) and its command line, through ``/proc`` (under
-    pytest-xdist the scoring process is a worker whose command line does not name pytest: any python will do)."""
-    return b"python" in Path(f"/proc/{_targets()['scoring_pid']}/cmdline").read_bytes()
+    """The scoring process (its pid, as the harness sees it) and its command line, through ``/proc``: the very
+    command line the scoring process read of itself (a pytest run or a pytest-xdist worker alike)."""
+    targets = _targets()
+    return Path(f"/proc/{targets['scoring_pid']}/cmdline").read_bytes() == bytes.fromhex(targets["scoring_cmdline"])
 
 
 def _network() -> bool:
