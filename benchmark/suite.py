@@ -445,7 +445,9 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
 
     cells: list[Cell] = []
     skipped: list[SkippedCombination] = []
-    candidates: list[tuple[Cell, MethodEntry, MethodEntry, dict[str, Any]]] = []
+    # (cell, attack, defense, variant, the cell's victim and encoder typed: built once per track and encoder,
+    # not once per cell, for the thousands of cells of the full tier)
+    candidates: list[tuple[Cell, MethodEntry, MethodEntry, dict[str, Any], VictimSpec, SSLRecipe]] = []
     scenarios = {s["name"]: s for s in suite.raw["scenarios"]}
     data = {**_keys_with_defaults(DataSpec(), ("root", "download", "image_size", "pretrain_subset", "downstream_subset")),
             **(suite.raw.get("data") or {})}
@@ -458,6 +460,7 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
         attacks = _method_entries(section.attacks, "", "attack", NO_ATTACK, [], track, [])
         defenses = _method_entries(section.defenses, "", "defense", NO_DEFENSE, [], track, [])
         victim = {**victim_defaults, **(body.get("victim") or {})}
+        typed_victim = build_config(VictimSpec, victim)
         track_data = {**data, **(body.get("data") or {})}  # pre-training tracks may shrink data / recipe
         for encoder in encoder_specs(suite):
             if section.methods is not None and encoder["method"] not in section.methods:
@@ -467,6 +470,7 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                     f"(tracks.{track}.methods: its time limit) — {encoder['method']}"))
                 continue
             encoder = {**encoder, **(body.get("recipe") or {})}
+            typed_encoder = build_config(SSLRecipe, encoder)
             for scenario_name in section.scenarios or list(scenarios):
                 for seed in section.seeds or suite.seeds:
                     for budget in section.budgets:
@@ -482,33 +486,34 @@ def expand_cells(suite: Suite) -> tuple[list[Cell], list[SkippedCombination]]:
                                         "victim": victim, "seed": seed,
                                         **{k: v for k, v in variant.items() if k != "input_epsilon"},
                                     }
-                                    candidates.append((Cell(track, spec), attack, defense, variant))
-    combos = sorted({(d.id, config_hash(d.settings), c.track, config_hash(c.spec["encoder"]), c.victim.kind)
-                     for c, _, d, _ in candidates if d.id != NO_DEFENSE})
-    by_hash = {(config_hash(d.settings), config_hash(c.spec["encoder"])): c for c, _, d, _ in candidates}
+                                    candidates.append((Cell(track, spec), attack, defense, variant, typed_victim,
+                                                       typed_encoder))
+    combos = sorted({(d.id, config_hash(d.settings), c.track, config_hash(c.spec["encoder"]), v.kind)
+                     for c, _, d, _, v, _ in candidates if d.id != NO_DEFENSE})
+    by_hash = {(config_hash(d.settings), config_hash(c.spec["encoder"])): c for c, _, d, _, _, _ in candidates}
     questions = [(d, by_hash[(sh, eh)].defense.settings, t, by_hash[(sh, eh)].spec["encoder"], v)
                  for d, sh, t, eh, v in combos]
     _, answers = resolve([], questions)
     unsupported = dict(zip(combos, answers, strict=True))
-    attacks_info = catalogue().attacks
+    attacks_info, defenses_info = catalogue().attacks, catalogue().defenses
     tracks = load_tracks()
-    for cell, attack, defense, variant in candidates:
+    for cell, attack, defense, variant, victim_spec, encoder_spec in candidates:
         eps = variant.get("input_epsilon")
         reason = _skip_reason(attack, eps) or tracks[cell.track].skip_reason(
-            attack, attacks_info[attack.id].space if attack.id != NO_ATTACK else None, defense, cell.victim, variant)
+            attack, attacks_info[attack.id].space if attack.id != NO_ATTACK else None, defense, victim_spec, variant)
         defended_attacks = suite.track_specs[cell.track].defended_attacks
         defended_methods = suite.track_specs[cell.track].defended_methods
         if reason is None and defense.id != NO_DEFENSE and defended_attacks is not None and attack.name not in defended_attacks:
             reason = (f"this tier evaluates the {cell.track} defenses against {', '.join(defended_attacks)} only "
                       f"(tracks.{cell.track}.defended_attacks: its time limit)")
-        method = cell.encoder.method
+        method = encoder_spec.method
         if reason is None and defense.id != NO_DEFENSE and defended_methods is not None and method not in defended_methods:
             reason = (f"this tier evaluates the {cell.track} defenses on {', '.join(defended_methods)} encoders only "
                       f"(tracks.{cell.track}.defended_methods: its time limit) — {method}")
         if reason is None and defense.id != NO_DEFENSE:
             reason = unsupported[(defense.id, config_hash(defense.settings), cell.track,
-                                  config_hash(cell.spec["encoder"]), cell.victim.kind)] or \
-                tracks[cell.track].defense_reason(defense, catalogue().defenses[defense.id].stage)
+                                  config_hash(cell.spec["encoder"]), victim_spec.kind)] or \
+                tracks[cell.track].defense_reason(defense, defenses_info[defense.id].stage)
         if reason:
             what = f"{attack.name} × {defense.name}" + ("" if eps is None else f" (ℓ∞ ≤ {eps:.4g})")
             if method in reason:

@@ -8,6 +8,8 @@ its attacks and defenses (``cost``, declared on the plugin's class: :mod:`benchm
 
 from __future__ import annotations
 
+import copy
+import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,10 +19,10 @@ from typing import Any
 from benchmark.cost_models import CostModelError, check_defense_keys, evaluate, names_for
 from benchmark.cost_models import work as declared_work
 from benchmark.data import load_dataset
-from benchmark.plugins import catalogue, resolved_config
+from benchmark.plugins import EXTRA_PLUGINS_ENV, catalogue, resolved_config
 from benchmark.pretrain import SSLRecipe
 from benchmark.tracks.base import Cell
-from benchmark.utils import config_hash
+from benchmark.utils import canonical_json, config_hash
 
 FORWARD_PASS = 1.0 / 3.0  # a forward alone, in passes
 
@@ -120,9 +122,26 @@ def backbone_id(encoder: SSLRecipe) -> str:
     return f"{encoder.backbone}{'+cifar_stem' if encoder.cifar_stem else ''}"
 
 
-def resolved(kind: str, entry: Any) -> dict[str, Any]:
+_RESOLVED: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 
-    return dict(resolved_config(kind, entry.id, entry.settings).config or {})
+
+def resolved(kind: str, entry: Any) -> dict[str, Any]:
+    """The entry's resolved config (a copy: a cost model may not change what the next cell reads)."""
+    key = (_plugin_set(), kind, entry.id, canonical_json(entry.settings))
+    if key not in _RESOLVED:
+        _RESOLVED[key] = dict(resolved_config(kind, entry.id, entry.settings).config or {})
+    return copy.deepcopy(_RESOLVED[key])
+
+
+def _plugin_set() -> str:
+    """What the plugins described in this process depend on that can change while it runs (the extra
+    modules): the key of the lookups here, asked for once per cell and plugin (thousands in the full tier)."""
+    return os.environ.get(EXTRA_PLUGINS_ENV, "")
+
+
+@cache
+def _declared_cost(plugin_set: str, kind: str, plugin_id: str) -> Mapping[str, Any]:
+    return catalogue().get(kind, plugin_id).cost  # the class's ``cost`` (inherited), described by its process
 
 
 def encoder_identity(cell: Cell) -> dict[str, Any]:
@@ -147,8 +166,8 @@ def add_clean_encoder(work: WorkList, cell: Cell, sizes: Sizes) -> dict[str, Any
 def _declared(kind: str, plugin_id: str, track: str) -> tuple[bool, Any]:
     """(whether the plugin declares a cost model, its entry for ``track``; None where the track is absent)."""
 
-    declared = catalogue().get(kind, plugin_id).cost  # the class's ``cost`` (inherited), described by its process
-    return bool(declared), declared.get(track)
+    declared = _declared_cost(_plugin_set(), kind, plugin_id)
+    return bool(declared), copy.deepcopy(declared.get(track))
 
 
 def names(ctx: Context, n: float = 0.0) -> dict[str, Any]:

@@ -66,3 +66,9 @@ def _no_sandbox_after_test():
 
     if sandboxed():
         configure_sandbox("off")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The heavy tests first (a stable sort): the parallel workers (pytest-xdist, ``make test``) start on them and
+    the short tests fill in around them, instead of one worker ending the run alone on a 30 s test."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

@@ -172,6 +172,7 @@ def test_duplicate_ids_are_rejected() -> None:
         reg.get("b")
 
 
+@pytest.mark.heavy
 def test_a_fresh_process_resolves_every_method_without_importing_any() -> None:
     """What the scoring process (and a Ray task) does: load the tracks and the plugin catalogue. Every
     method is known by id, and no attack or defense module is imported into that process (they run in

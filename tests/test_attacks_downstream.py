@@ -118,6 +118,7 @@ def test_gc_cancels_the_gradient_at_the_target(setting: Setting, epsilon: float 
     assert d["target_train_acc"] < d["clean_train_acc"]
 
 
+@pytest.mark.heavy
 def test_feature_space_bound_and_gc_beat_random_noise(setting: Setting) -> None:
     ctx = lambda: setting.ctx(0)  # a fresh generator per attack
     clean_acc = head_accuracy(fit_linear_head(setting.features, setting.labels, 10, l2=L2), setting.test_features,

@@ -51,6 +51,7 @@ ATTACK_CLASSES, DEFENSE_CLASSES = _registered()
 SMOKE = parse_yaml((SUITES_DIR / "smoke.yaml").read_text())
 ATTACK_TRACKS = [(a, t) for a, cls in ATTACK_CLASSES.items() for t in cls.tracks()]
 DEFENSE_TRACKS = [(d, t) for d, cls in DEFENSE_CLASSES.items() for t in cls.applies_to()]
+HEAVY_CELLS = {("patchsearch", "pretrain-backdoor")}  # ≈ 8 s: scheduled first (tests/conftest.py)
 
 
 def smoke_settings(kind: str, plugin_id: str, track: str) -> dict[str, Any]:
@@ -260,7 +261,8 @@ def test_attack_runs_one_tiny_cell_end_to_end(attack_id: str, track: str, tmp_pa
     assert "defense" not in record["plugins"]
 
 
-@pytest.mark.parametrize(("defense_id", "track"), DEFENSE_TRACKS)
+@pytest.mark.parametrize(("defense_id", "track"), [pytest.param(*c, marks=pytest.mark.heavy) if c in HEAVY_CELLS else c
+                                                   for c in DEFENSE_TRACKS])
 def test_defense_runs_one_tiny_cell_end_to_end(defense_id: str, track: str, tmp_path: Path) -> None:
     attack = {"downstream": "label_flip", "pretrain-availability": "random_noise", "pretrain-targeted": "none",
               "pretrain-backdoor": "sslbkd"}[track]

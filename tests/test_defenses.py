@@ -279,6 +279,7 @@ def _planted_encoder(train, targets: torch.Tensor, target_class: int, *, epochs:
     return make_extractor(backbone.eval(), train.images, CPU)
 
 
+@pytest.mark.heavy
 def test_finetune_lowers_a_poisoned_encoders_attack_success_rate() -> None:
     train = load_dataset("mnist5k", "train", image_size=16, subset=1000, subset_seed=0)
     test = load_dataset("mnist5k", "test", image_size=16)

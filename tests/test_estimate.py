@@ -25,7 +25,7 @@ from benchmark.estimate import (
 )
 from benchmark.plugins import catalogue
 from benchmark.pretrain import SSLRecipe
-from benchmark.suite import expand_cells, load_suite, suite_names
+from benchmark.suite import expand_cells, load_suite, read_suite_file, suite_names
 from benchmark.work import WorkList, cell_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,8 @@ def full_work() -> WorkList:
     return suite_work(load_suite("full"))
 
 
-@pytest.mark.parametrize("name", [n for n in suite_names() if load_suite(n).raw.get("compute")])
+@pytest.mark.parametrize("name", [n for n in suite_names() if read_suite_file(n)[0].get("compute")])  # unvalidated: collection stays fast
+@pytest.mark.heavy
 def test_every_builtin_suite_fits_the_compute_it_states(name: str) -> None:
     suite = load_suite(name)
     compute = suite.raw["compute"]
@@ -67,6 +68,7 @@ def test_a_clean_encoder_shared_by_cells_is_counted_once() -> None:
     assert len(clean) == len(distinct) < len(cells) / 10
 
 
+@pytest.mark.heavy
 def test_cost_models_count_the_loops_of_their_method() -> None:
     work = full_work()
     cp_c = [w for w in work.items.values() if w.kind == "poison" and w.track == "pretrain-availability"
@@ -152,6 +154,7 @@ def test_plan_estimate_prints_the_total_and_fails_over_the_compute_limit(capsys)
     assert main(["plan", "--suite", "full-quick", "--estimate", "--profile", "tpu"]) == 2
 
 
+@pytest.mark.heavy
 def test_an_availability_poison_that_reads_only_the_backbone_is_counted_once_for_all_methods() -> None:
     """UE's ``recipe_fields`` are the backbone's: the track builds one UE poison per backbone, data and
     seed for SimCLR, MoCo v2 and BYOL alike (random noise reads no field), and the estimate counts it so;

@@ -22,7 +22,7 @@ from benchmark.suite import load_suite
 from leaderboard.render import render_leaderboard
 from tests.test_pretrain_tracks import tiny_pretrain_suite
 
-LIMIT = 8.0  # seconds per plugin call in these suites: the sleepers time out
+LIMIT = 3.0  # seconds per plugin call in these suites: the sleepers time out (an honest call here takes ≈ 0.2 s)
 
 EXPECTED = {  # hostile attack → (status, a fragment of its message)
     "hostile_test_reader": ("error", "test tensors found: []; cache paths found: []"),
@@ -81,6 +81,7 @@ def assert_same_numbers(records: dict[str, dict[str, Any]], reference: dict[str,
         assert got == want, key
 
 
+@pytest.mark.heavy
 def test_hostile_downstream_attacks_are_contained_and_honest_cells_unchanged(tmp_path: Path) -> None:
     hostile = {**EXPECTED, **DOWNSTREAM_ONLY}
     records = run(downstream_suite([*hostile, "none", "label_flip"]), tmp_path / "hostile")
@@ -89,6 +90,7 @@ def test_hostile_downstream_attacks_are_contained_and_honest_cells_unchanged(tmp
     assert_same_numbers(records, reference)
 
 
+@pytest.mark.heavy
 def test_hostile_defenses_are_contained_and_honest_cells_unchanged(tmp_path: Path) -> None:
     hostile = ["hostile_defense_exit", "hostile_defense_sleep", "hostile_defense_wrong"]
     records = run(downstream_suite(["none", "label_flip"], [*hostile, "none"]), tmp_path / "hostile")
@@ -110,6 +112,7 @@ def pretrain_suite(track: str, attacks: list[Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("track,honest", [("pretrain-availability", ["none", "random_noise"]),
                                           ("pretrain-targeted", ["none", "poisoned_encoder"])])
+@pytest.mark.heavy
 def test_hostile_pretrain_attacks_are_contained_and_honest_cells_unchanged(tmp_path: Path, track: str,
                                                                            honest: list[str]) -> None:
     records = run(pretrain_suite(track, [*EXPECTED, *honest]), tmp_path / "hostile")
@@ -258,6 +261,7 @@ def test_the_hostile_reader_finds_a_path_handed_over_however_deep() -> None:
     assert not any(v is sys.path for v in _reachable(closure))  # a module's globals are not entered
 
 
+@pytest.mark.heavy
 def test_plugin_processes_leave_no_semaphores_behind(tmp_path: Path, write_suite: Any) -> None:
     """A run whose plugin children draw progress bars (a training-stage defense pre-trains its victim in
     one, with the loop's bar) ends without the resource tracker's "leaked semaphore" warning: the children

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from benchmark.provenance import ENGINE_FILES, dependencies, file_hash, plugin_files, staleness
+from benchmark.provenance import ENGINE_FILES, dependencies, file_hash, plugin_files, recorded_hash, staleness
 from benchmark.tracks.info import OFF_COMPUTE_PATH as TRACK_FILES_OFF_PATH
 from leaderboard.render import stale_report
 
@@ -127,9 +126,15 @@ def test_a_record_without_hashes_or_from_a_dirty_tree_is_stale() -> None:
     assert any("attacks/gc.py changed" in r for r in staleness({"provenance": {"sources": {"files": files}}}))
 
 
-def _run(args: list[str], tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "POISONBENCH_PROGRESS": "0", "POISONBENCH_PLUGINS": ""}
-    subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+def _run(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m benchmark`` in this process, as a new process would run it: its plugin processes import the
+    edited module afresh, and the records hash the files as they are now."""
+    from benchmark.__main__ import main
+
+    recorded_hash.cache_clear()
+    with monkeypatch.context() as scope:
+        scope.setenv("POISONBENCH_PLUGINS", "")  # --plugins adds the edited module, for this run only
+        assert main(args) == 0
 
 
 def _records(results: Path) -> list[dict]:
@@ -142,8 +147,12 @@ def _records(results: Path) -> list[dict]:
     return records
 
 
-def test_editing_an_attack_makes_its_records_stale_and_run_stale_recomputes_them(tmp_path: Path) -> None:
+@pytest.mark.heavy
+def test_editing_an_attack_makes_its_records_stale_and_run_stale_recomputes_them(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import TINY_SUITE
+
+    monkeypatch.syspath_prepend(str(tmp_path))  # the plugin processes inherit this process's path
 
     package = tmp_path / "edited_plugins"
     package.mkdir()
@@ -155,7 +164,7 @@ def test_editing_an_attack_makes_its_records_stale_and_run_stale_recomputes_them
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(raw))
     args = ["run", "--suite", str(tmp_path / "suite.yaml"), "--results-dir", str(tmp_path / "results"),
             "--cache-dir", str(tmp_path / "cache"), "--no-leaderboard", "--plugins", "edited_plugins.edit_me"]
-    _run(args, tmp_path)
+    _run(args, monkeypatch)
     first = _records(tmp_path / "results")
     assert len(first) == 2 and stale_report(tmp_path / "results") == ""
 
@@ -164,7 +173,7 @@ def test_editing_an_attack_makes_its_records_stale_and_run_stale_recomputes_them
     assert "1 result(s) of suite tiny" in report and "edit_me.py changed" in report and "__edit_me__" in report
     assert "--stale" in report
 
-    _run([*args, "--stale"], tmp_path)
+    _run([*args, "--stale"], monkeypatch)
     second = _records(tmp_path / "results")
     assert stale_report(tmp_path / "results") == ""
     walls = {r["cell_id"]: r["provenance"]["wall_seconds"] for r in first}

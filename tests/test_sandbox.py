@@ -64,6 +64,7 @@ def _run(tmp_path: Path, attacks: list[str], name: str, sandbox: str, monkeypatc
 
 
 @needs_sandbox
+@pytest.mark.heavy
 def test_every_escape_is_contained_and_honest_cells_keep_their_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmark import workers
 

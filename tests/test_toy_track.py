@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TOY = "tests.toy_track"
 NAME = "toy-nearest-mean"
@@ -38,19 +40,39 @@ def _cli(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPro
                           timeout=900, check=False)
 
 
-def test_a_toy_track_runs_end_to_end_from_its_folder(tmp_path: Path) -> None:
+def _main(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+          *args: str) -> tuple[int, str]:
+    """``python -m benchmark ARGS`` in this process with ``env``, its exit code and its output: for the board's
+    steps, which call no plugin and write no record (the copy and this tree hold the same files)."""
+    from benchmark.__main__ import main
+
+    capsys.readouterr()
+    with monkeypatch.context() as scope:
+        for key, value in env.items():
+            scope.setenv(key, value)
+        code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.heavy
+def test_a_toy_track_runs_end_to_end_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     repo = _working_tree_copy(tmp_path)
-    env = {**os.environ, "POISONBENCH_TRACKS": TOY, "POISONBENCH_PLUGINS": f"{TOY}.toy_label_flip",
-           "POISONBENCH_PROGRESS": "0", "POISONBENCH_CACHE": str(tmp_path / "cache")}
+    env = {"POISONBENCH_TRACKS": TOY, "POISONBENCH_PLUGINS": f"{TOY}.toy_label_flip", "POISONBENCH_PROGRESS": "0",
+           "POISONBENCH_CACHE": str(tmp_path / "cache")}
     suite = "tests/toy_track/toy.yaml"
     results, board = tmp_path / "results", tmp_path / "board"
 
-    plan = _cli(repo, env, "plan", "--suite", suite, "--estimate")
+    # in their own processes: the plugin processes' server starts with the track in its environment; the
+    # run in a clean copy of the tree (a record computed from uncommitted edits would be stale)
+    cli_env = {**os.environ, **env}
+    plan = _cli(repo, cli_env, "plan", "--suite", suite, "--estimate")
     assert plan.returncode == 0 and "not estimated" not in plan.stdout, plan.stdout + plan.stderr
-    bad = _cli(repo, env, "plan", "--suite", suite, "--set", f"tracks.{NAME}.budgets=[2]")
+    bad = _cli(repo, cli_env, "plan", "--suite", suite, "--set", f"tracks.{NAME}.budgets=[2]")
     assert bad.returncode == 2 and f"tracks.{NAME}.budgets" in bad.stderr, bad.stderr  # the track's own spec
 
-    run = _cli(repo, env, "run", "--suite", suite, "--results-dir", str(results), "--board", str(board / "README.md"))
+    run = _cli(repo, cli_env, "run", "--suite", suite, "--results-dir", str(results), "--board", str(board / "README.md"))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
     assert len(records) == 4 and {r["track"] for r in records} == {NAME} and {r["status"] for r in records} == {"ok"}
@@ -60,15 +82,15 @@ def test_a_toy_track_runs_end_to_end_from_its_folder(tmp_path: Path) -> None:
     assert "tests/toy_track/track.py" in sources and "tests/toy_track/info.py" not in sources  # its provenance file set
 
     site = ["--results-dir", str(results), "--output", str(board / "README.md"), "--site", str(board / "index.html")]
-    assert _cli(repo, env, "leaderboard", *site).returncode == 0
+    assert _main(env, monkeypatch, capsys, "leaderboard", *site)[0] == 0
     text = (board / "README.md").read_text()
     assert f"**{NAME}**" in text and "nearest-class-mean" in text and "[toy_label_flip]" in text
-    check = _cli(repo, env, "leaderboard", *site, "--check")
-    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    code, out = _main(env, monkeypatch, capsys, "leaderboard", *site, "--check")
+    assert code == 0, out[-4000:]
 
     # without the track's package, its records are of an unknown track: the check names it
-    unknown = _cli(repo, {**env, "POISONBENCH_TRACKS": ""}, "leaderboard", *site, "--check")
-    assert unknown.returncode != 0 and f"unknown track '{NAME}'" in unknown.stdout + unknown.stderr
+    code, out = _main({**env, "POISONBENCH_TRACKS": ""}, monkeypatch, capsys, "leaderboard", *site, "--check")
+    assert code != 0 and f"unknown track '{NAME}'" in out
 
 
 def test_the_toy_track_is_named_only_in_its_folder() -> None:

@@ -80,11 +80,15 @@ def _relative(path: Path) -> str:
 
 def track_packages() -> tuple[str, ...]:
     """Every track package: the subpackages of ``benchmark.tracks``, then ``POISONBENCH_TRACKS``."""
-    here = [Path(__file__).parent]
-    shipped = [f"{__package__}.{m.name}" for m in sorted(pkgutil.iter_modules([str(p) for p in here]), key=lambda m: m.name)
-               if m.ispkg and not m.name.startswith("_")]
     extra = [p.strip() for p in os.environ.get(TRACKS_ENV, "").split(",") if p.strip()]
-    return tuple(dict.fromkeys(shipped + extra))
+    return tuple(dict.fromkeys(_shipped_packages() + tuple(extra)))
+
+
+@cache
+def _shipped_packages() -> tuple[str, ...]:
+    """The subpackages of ``benchmark.tracks``, listed once per process (asked for once per cell)."""
+    found = pkgutil.iter_modules([str(Path(__file__).parent)])
+    return tuple(f"{__package__}.{m.name}" for m in sorted(found, key=lambda m: m.name) if m.ispkg and not m.name.startswith("_"))
 
 
 @cache
