@@ -25,11 +25,10 @@ plan: $(STAMP)
 # Results a branch adds or changes relative to main are re-computed by the check (benchmark/verify.py).
 BASE ?= $(shell git rev-parse --verify -q main >/dev/null && echo main)
 
-test: $(STAMP)  ## lint and types, the fast tests (what CI runs) and the leaderboard check (fresh, sandboxed, reproducible)
+test: $(STAMP)  ## lint and types, the fast tests (what CI runs) with the leaderboard check among them (tests/test_board_check.py)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -m "not slow" -q -n auto
-	$(PY) -m benchmark leaderboard --check $(if $(BASE),--base $(BASE))
+	POISONBENCH_CHECK_BASE=$(BASE) $(PY) -m pytest -m "not slow" -q -n auto --dist worksteal
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q

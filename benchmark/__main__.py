@@ -503,7 +503,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                 return 2
             print(f"screenshot written to {screenshot(args.site, plots_dir / 'screenshot-index.png')}")
         return 0
-    text, problems = render_leaderboard(args.results_dir)
+    committed = args.results_dir.resolve() == DEFAULT_RESULTS.resolve()
+    stale, waiting_by_suite = freshness_report(args.results_dir, committed=committed)
+    text, problems = render_leaderboard(args.results_dir, waiting=waiting_by_suite if committed else None)
     for p in problems:
         print(f"invalid result: {p}", file=sys.stderr)
     outdated = [path for path, fresh in ((args.output, text), (args.site, render_site(args.results_dir, plots_dir)))
@@ -512,8 +514,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for path in outdated:
         print(f"{path} is out of date: run `python -m benchmark leaderboard` (it writes the board, the page and the figures)",
               file=sys.stderr)
-    committed = args.results_dir.resolve() == DEFAULT_RESULTS.resolve()
-    stale, waiting_by_suite = freshness_report(args.results_dir, committed=committed)
     if stale:
         print(stale, file=sys.stderr)
     for suite, waiting in waiting_by_suite.items():

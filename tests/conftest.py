@@ -58,6 +58,17 @@ if os.environ.get("PYTEST_XDIST_WORKER") or "POISONBENCH_TEST_CALLS" not in os.e
     os.environ["POISONBENCH_TEST_CALLS"] = __import__("tempfile").mkdtemp(prefix="poisonbench-calls-")
 
 
+@pytest.fixture
+def restart_plugin_server():
+    """Plugin processes see the environment their server (:mod:`benchmark.workers`) started with: a test that sets
+    what they read calls this after setting it, and the server is stopped again after the test, so that the next
+    test's starts from the plain environment."""
+    from benchmark import workers
+
+    yield workers._stop_server
+    workers._stop_server()
+
+
 @pytest.fixture(autouse=True)
 def _no_sandbox_after_test():
     """A test that sandboxes plugin calls leaves the next test the plain plugin server."""

@@ -22,7 +22,7 @@ from benchmark.suite import load_suite
 from leaderboard.render import render_leaderboard
 from tests.test_pretrain_tracks import tiny_pretrain_suite
 
-LIMIT = 3.0  # seconds per plugin call in these suites: the sleepers time out (an honest call here takes ≈ 0.2 s)
+LIMIT = 2.0  # seconds per plugin call in these suites: the sleepers time out (an honest call here takes ≈ 0.2 s)
 
 EXPECTED = {  # hostile attack → (status, a fragment of its message)
     "hostile_test_reader": ("error", "test tensors found: []; cache paths found: []"),

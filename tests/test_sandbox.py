@@ -3,17 +3,19 @@
 Each way out is a probe of ``tests/plugins/escape.py``: reading the embedded data sets' files, listing or
 writing the results and the cache, writing the source tree, seeing the scoring process, reading its
 environment, reaching the network, leaving a process behind; plus a cache kind that walks out of its
-namespace and a plugin that would lie about its time. With the sandbox every probe fails and the honest
-cells equal a run without the escaping plugin; without it (the control) the probes succeed, so the test
-can see an escape where one is possible.
+namespace and a plugin that would lie about its time. With the sandbox every probe fails; in the same run
+without it (the control) the probes succeed, so the test can see an escape where one is possible, and the
+honest cells have the same numbers in both.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,7 +42,8 @@ def _suite(tmp_path: Path, attacks: list[str]) -> Path:
     return path
 
 
-def _run(tmp_path: Path, attacks: list[str], name: str, sandbox: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
+def _run(tmp_path: Path, attacks: list[str], name: str, sandbox: str, monkeypatch: pytest.MonkeyPatch,
+         restart_plugin_server: Callable[[], None]) -> dict[str, dict]:
     from benchmark.data import embedded_data_dirs
 
     results, cache = tmp_path / name / "results", tmp_path / name / "cache"
@@ -53,23 +56,36 @@ def _run(tmp_path: Path, attacks: list[str], name: str, sandbox: str, monkeypatc
     monkeypatch.setenv(TARGETS_ENV, json.dumps({
         "embedded_data": str(embedded_data_dirs()[0]), "results": str(results), "cache": str(cache),
         "source": str(ROOT / "attacks" / "__init__.py"), "port": listener.getsockname()[1], "scoring_pid": os.getpid(),
-        "scoring_cmdline": Path("/proc/self/cmdline").read_bytes().hex()}))
+        "scoring_cmdline": Path("/proc/self/cmdline").read_bytes().hex(), "daemon_pids": str(tmp_path / name / "pids")}))
     monkeypatch.setenv(SECRET_ENV, "the scoring process's secret")
+    restart_plugin_server()
     code = main(["run", "--suite", str(_suite(tmp_path, attacks)), "--results-dir", str(results), "--cache-dir", str(cache),
                  "--no-leaderboard", "--sandbox", sandbox, "--plugins", "tests.plugins.escape"])
     listener.close()
+    _kill_daemons(tmp_path / name / "pids")
     assert code in (0, 1)
     return {json.loads(p.read_text())["cell"]["attack"]["id"]: json.loads(p.read_text())
             for p in (results / "tiny").glob("*.json")}
 
 
+def _kill_daemons(pids: Path) -> None:
+    """The sleepers the probe started where nothing stopped them (the control): they hold the plugin server's
+    files open, so stopping the server (the next test's) would wait for them."""
+    for pid in (pids.read_text().split() if pids.exists() else []):
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @needs_sandbox
 @pytest.mark.heavy
-def test_every_escape_is_contained_and_honest_cells_keep_their_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_escape_is_contained_and_honest_cells_keep_their_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       restart_plugin_server: Callable[[], None]) -> None:
     from benchmark import workers
 
     records = _run(tmp_path, ["none", "label_flip", "escape_probe", "escape_cache_kind", "escape_slow"], "sandboxed",
-                   "required", monkeypatch)
+                   "required", monkeypatch, restart_plugin_server)
     server = workers._SANDBOXED_SERVER
     assert server is not None and sorted(inner for _, inner in namespace_processes(server)) == [1, 2], \
         "a process a call started outlived it"
@@ -84,19 +100,17 @@ def test_every_escape_is_contained_and_honest_cells_keep_their_numbers(tmp_path:
     assert not any((tmp_path / "sandboxed").rglob("forged*"))
     assert records["escape_slow"]["metrics"]["attack_seconds"] >= 1.0
 
-    honest = _run(tmp_path, ["none", "label_flip"], "honest", "off", monkeypatch)
+    # the control, without the sandbox: each probe reports 1 where nothing stops it (so a 0 above is the sandbox's
+    # doing), and the honest cells have the numbers they had in it
+    open_run = _run(tmp_path, ["none", "label_flip", "escape_probe"], "open", "off", monkeypatch, restart_plugin_server)
+    assert open_run["escape_probe"]["status"] == "ok", open_run["escape_probe"]["message"]
+    assert open_run["escape_probe"]["provenance"]["sandbox"] is False
+    found = open_run["escape_probe"]["details"]["attack_diagnostics"]
+    for name in ("reads_embedded_data", "lists_results", "lists_cache", "writes_cache", "writes_results",
+                 "sees_scoring_process", "reads_secret_env", "network"):
+        assert found[name] == 1.0, name
     for attack in ("none", "label_flip"):
-        assert records[attack]["metrics"] | {"attack_seconds": 0} == honest[attack]["metrics"] | {"attack_seconds": 0}
-
-
-def test_without_the_sandbox_the_probes_see_the_escapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The control: each probe reports 1 where nothing stops it, so a 0 above is the sandbox's doing."""
-    records = _run(tmp_path, ["escape_probe"], "open", "off", monkeypatch)
-    found = records["escape_probe"]["details"]["attack_diagnostics"]
-    assert records["escape_probe"]["provenance"]["sandbox"] is False
-    for probe in ("reads_embedded_data", "lists_results", "lists_cache", "writes_cache", "writes_results",
-                  "sees_scoring_process", "reads_secret_env", "network"):
-        assert found[probe] == 1.0, probe
+        assert records[attack]["metrics"] | {"attack_seconds": 0} == open_run[attack]["metrics"] | {"attack_seconds": 0}
 
 
 def test_required_without_a_sandbox_stops_before_compute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

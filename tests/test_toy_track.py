@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,38 +41,36 @@ def _cli(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPro
                           timeout=900, check=False)
 
 
-def _main(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-          *args: str) -> tuple[int, str]:
-    """``python -m benchmark ARGS`` in this process with ``env``, its exit code and its output: for the board's
-    steps, which call no plugin and write no record (the copy and this tree hold the same files)."""
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``python -m benchmark ARGS`` in this process: its exit code and its output."""
     from benchmark.__main__ import main
 
     capsys.readouterr()
-    with monkeypatch.context() as scope:
-        for key, value in env.items():
-            scope.setenv(key, value)
-        code = main(list(args))
+    code = main(list(args))
     out = capsys.readouterr()
     return code, out.out + out.err
 
 
 @pytest.mark.heavy
 def test_a_toy_track_runs_end_to_end_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     capsys: pytest.CaptureFixture[str], restart_plugin_server: Any) -> None:
     repo = _working_tree_copy(tmp_path)
     env = {"POISONBENCH_TRACKS": TOY, "POISONBENCH_PLUGINS": f"{TOY}.toy_label_flip", "POISONBENCH_PROGRESS": "0",
            "POISONBENCH_CACHE": str(tmp_path / "cache")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    restart_plugin_server()  # its plugin processes know the track
     suite = "tests/toy_track/toy.yaml"
     results, board = tmp_path / "results", tmp_path / "board"
 
-    # in their own processes: the plugin processes' server starts with the track in its environment; the
-    # run in a clean copy of the tree (a record computed from uncommitted edits would be stale)
-    cli_env = {**os.environ, **env}
-    plan = _cli(repo, cli_env, "plan", "--suite", suite, "--estimate")
-    assert plan.returncode == 0 and "not estimated" not in plan.stdout, plan.stdout + plan.stderr
-    bad = _cli(repo, cli_env, "plan", "--suite", suite, "--set", f"tracks.{NAME}.budgets=[2]")
-    assert bad.returncode == 2 and f"tracks.{NAME}.budgets" in bad.stderr, bad.stderr  # the track's own spec
+    code, out = _main(capsys, "plan", "--suite", str(ROOT / suite), "--estimate")
+    assert code == 0 and "not estimated" not in out, out
+    code, out = _main(capsys, "plan", "--suite", str(ROOT / suite), "--set", f"tracks.{NAME}.budgets=[2]")
+    assert code == 2 and f"tracks.{NAME}.budgets" in out, out  # the track's own spec
 
+    # the run in a clean copy of the tree (a record computed from uncommitted edits would be stale); the board's
+    # steps here (the copy and this tree hold the same files)
+    cli_env = {**os.environ, **env}
     run = _cli(repo, cli_env, "run", "--suite", suite, "--results-dir", str(results), "--board", str(board / "README.md"))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
@@ -82,14 +81,15 @@ def test_a_toy_track_runs_end_to_end_from_its_folder(tmp_path: Path, monkeypatch
     assert "tests/toy_track/track.py" in sources and "tests/toy_track/info.py" not in sources  # its provenance file set
 
     site = ["--results-dir", str(results), "--output", str(board / "README.md"), "--site", str(board / "index.html")]
-    assert _main(env, monkeypatch, capsys, "leaderboard", *site)[0] == 0
+    assert _main(capsys, "leaderboard", *site)[0] == 0
     text = (board / "README.md").read_text()
     assert f"**{NAME}**" in text and "nearest-class-mean" in text and "[toy_label_flip]" in text
-    code, out = _main(env, monkeypatch, capsys, "leaderboard", *site, "--check")
+    code, out = _main(capsys, "leaderboard", *site, "--check")
     assert code == 0, out[-4000:]
 
     # without the track's package, its records are of an unknown track: the check names it
-    code, out = _main({**env, "POISONBENCH_TRACKS": ""}, monkeypatch, capsys, "leaderboard", *site, "--check")
+    monkeypatch.setenv("POISONBENCH_TRACKS", "")
+    code, out = _main(capsys, "leaderboard", *site, "--check")
     assert code != 0 and f"unknown track '{NAME}'" in out
 
 

@@ -73,12 +73,20 @@ def _network() -> bool:
 
 
 def _start_daemon() -> bool:
-    """A double-forked sleeper that outlives the call unless the harness kills it; its pid is recorded."""
+    """A double-forked sleeper that outlives the call unless the harness kills it; its pid is written to the
+    targets' ``daemon_pids`` file where the plugin can write there (without the sandbox: the test ends it)."""
     pid = os.fork()
     if pid == 0:
-        if os.fork() == 0:
+        sleeper = os.fork()
+        if sleeper == 0:
             os.setsid()
             time.sleep(600)
+            os._exit(0)
+        try:
+            with open(_targets()["daemon_pids"], "a") as pids:
+                pids.write(f"{sleeper}\n")
+        except (OSError, KeyError):
+            pass
         os._exit(0)
     os.waitpid(pid, 0)
     return True
