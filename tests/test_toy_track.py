@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,9 +35,25 @@ def _working_tree_copy(tmp_path: Path) -> Path:
     return repo
 
 
-def _cli(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=900, check=False)
+CLI_STEPS = """
+import contextlib, io, json, sys
+from benchmark.__main__ import main
+answers = []
+for args in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        answers.append([main(args), out.getvalue()])
+print(json.dumps(answers))
+"""
+
+
+def _cli_steps(repo: Path, env: dict[str, str], *steps: list[str]) -> list[tuple[int, str]]:
+    """``python -m benchmark STEP`` for each step, one after another in one process in ``repo`` (one plugin
+    server, started with the track in its environment): each step's exit code and output."""
+    done = subprocess.run([sys.executable, "-c", CLI_STEPS, json.dumps(steps)], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return [(code, out) for code, out in json.loads(done.stdout.splitlines()[-1])]
 
 
 def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -53,26 +68,21 @@ def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 @pytest.mark.heavy
 def test_a_toy_track_runs_end_to_end_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str], restart_plugin_server: Any) -> None:
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     repo = _working_tree_copy(tmp_path)
     env = {"POISONBENCH_TRACKS": TOY, "POISONBENCH_PLUGINS": f"{TOY}.toy_label_flip", "POISONBENCH_PROGRESS": "0",
            "POISONBENCH_CACHE": str(tmp_path / "cache")}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    restart_plugin_server()  # its plugin processes know the track
     suite = "tests/toy_track/toy.yaml"
     results, board = tmp_path / "results", tmp_path / "board"
 
-    code, out = _main(capsys, "plan", "--suite", str(ROOT / suite), "--estimate")
+    # in a clean copy of the tree (a record computed from uncommitted edits would be stale)
+    (code, out), (bad_code, bad_out), (run_code, run_out) = _cli_steps(
+        repo, {**os.environ, **env}, ["plan", "--suite", suite, "--estimate"],
+        ["plan", "--suite", suite, "--set", f"tracks.{NAME}.budgets=[2]"],
+        ["run", "--suite", suite, "--results-dir", str(results), "--board", str(board / "README.md")])
     assert code == 0 and "not estimated" not in out, out
-    code, out = _main(capsys, "plan", "--suite", str(ROOT / suite), "--set", f"tracks.{NAME}.budgets=[2]")
-    assert code == 2 and f"tracks.{NAME}.budgets" in out, out  # the track's own spec
-
-    # the run in a clean copy of the tree (a record computed from uncommitted edits would be stale); the board's
-    # steps here (the copy and this tree hold the same files)
-    cli_env = {**os.environ, **env}
-    run = _cli(repo, cli_env, "run", "--suite", suite, "--results-dir", str(results), "--board", str(board / "README.md"))
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert bad_code == 2 and f"tracks.{NAME}.budgets" in bad_out, bad_out  # the track's own spec
+    assert run_code == 0, run_out[-4000:]
     records = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
     assert len(records) == 4 and {r["track"] for r in records} == {NAME} and {r["status"] for r in records} == {"ok"}
     flipped = [r for r in records if r["cell"]["attack"]["id"] == "toy_label_flip"]
@@ -80,6 +90,9 @@ def test_a_toy_track_runs_end_to_end_from_its_folder(tmp_path: Path, monkeypatch
     sources = records[0]["provenance"]["sources"]["files"]
     assert "tests/toy_track/track.py" in sources and "tests/toy_track/info.py" not in sources  # its provenance file set
 
+    # the board's steps in this process (they call no plugin; the copy and this tree hold the same files)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     site = ["--results-dir", str(results), "--output", str(board / "README.md"), "--site", str(board / "index.html")]
     assert _main(capsys, "leaderboard", *site)[0] == 0
     text = (board / "README.md").read_text()
