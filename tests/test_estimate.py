@@ -37,7 +37,7 @@ UNIT = DeviceProfile(name="unit", source="test", svd_seconds=0.0,
 
 @cache
 def full_work() -> WorkList:
-    """The full tier's work list, built once for the tests that read it (≈ 8 s on 2 cores)."""
+    """The full tier's work list, built once for the tests that read it (≈ 3 s on 2 cores)."""
     return suite_work(load_suite("full"))
 
 
@@ -68,7 +68,6 @@ def test_a_clean_encoder_shared_by_cells_is_counted_once() -> None:
     assert len(clean) == len(distinct) < len(cells) / 10
 
 
-@pytest.mark.heavy
 def test_cost_models_count_the_loops_of_their_method() -> None:
     work = full_work()
     cp_c = [w for w in work.items.values() if w.kind == "poison" and w.track == "pretrain-availability"
@@ -154,7 +153,6 @@ def test_plan_estimate_prints_the_total_and_fails_over_the_compute_limit(capsys)
     assert main(["plan", "--suite", "full-quick", "--estimate", "--profile", "tpu"]) == 2
 
 
-@pytest.mark.heavy
 def test_an_availability_poison_that_reads_only_the_backbone_is_counted_once_for_all_methods() -> None:
     """UE's ``recipe_fields`` are the backbone's: the track builds one UE poison per backbone, data and
     seed for SimCLR, MoCo v2 and BYOL alike (random noise reads no field), and the estimate counts it so;

@@ -8,7 +8,6 @@ from benchmark.__main__ import main
 from benchmark.suite import SuiteError, apply_overrides, expand_cells, load_suite
 
 
-@pytest.mark.heavy
 def test_builtin_suites_validate() -> None:
     for name in ("smoke", "cpu", "full"):
         try:
@@ -255,7 +254,6 @@ def test_one_poison_count_rule_robust_to_float_error() -> None:
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "full-quick", "full"])
-@pytest.mark.heavy
 def test_the_rule_gives_every_shipped_cell_the_count_it_had(name: str) -> None:
     """The records must not move: on every cell of the shipped suites the rule agrees with the one its track
     used before (``int(b·n)`` downstream, ``floor(b·n + 1e-9)`` on the pre-training tracks)."""
